@@ -496,7 +496,7 @@ class TwoHosts:
         for h in (self.a, self.b):
             _sh(["ip", "link", "add", "eth0", "netns", h.netns, "type", "veth",
                  "peer", "name", h.name, "netns", self.wire])
-            _sh(["ip", "-n", self.wire, "link", "set", h.name, "up", "promisc", "on"])
+            _sh(["ip", "-n", self.wire, "link", "set", "dev", h.name, "up", "promisc", "on"])
             # The emulator relays frames one by one: it must see wire-sized frames
             # with complete checksums, not 64 KB TSO/GSO blobs with partial sums.
             _sh(["nsenter", f"--net={h.netns_path}", "--", "ethtool", "-K", "eth0",
