@@ -1,0 +1,35 @@
+"""Fixtures for the link emulator's tests: beds whose link runs hooker-linkemu."""
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import testbed  # noqa: E402
+
+
+@pytest.fixture
+def emu_bed():
+    """emu_bed(LinkSpec) -> a live TwoHosts over the emulator; closed after the test."""
+    reason = testbed.require_root()
+    if reason:
+        pytest.skip(reason)
+    beds = []
+
+    def make(spec):
+        bed = testbed.TwoHosts(link=spec)
+        bed.__enter__()
+        beds.append(bed)
+        return bed
+
+    yield make
+    for bed in beds:
+        bed.close()
+
+
+def link_counters(bed):
+    """Stops the emulator and returns its per-direction counters."""
+    out = bed.stop_link().strip().splitlines()
+    assert out, "hooker-linkemu printed no counters"
+    return json.loads(out[-1])
