@@ -1,0 +1,33 @@
+# Hooker: the two commands in the README start here.
+#   make          build hookerd and hookerctl
+#   make demo     install what is missing, build, run the two-host demo
+#   make test     install what is missing, build, run every test
+#   make bench / make bench-quick   the benchmark suite (bench/)
+BUILD ?= build
+PYTEST = /usr/bin/python3 -m pytest
+
+.PHONY: all deps build demo test test-unit test-e2e bench bench-quick clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j2
+
+demo: build
+	@bash scripts/demo.sh $(BUILD)
+
+test: build
+	@bash scripts/test.sh $(BUILD)
+
+bench: build
+	@bash bench/run.sh $(BUILD) full
+
+bench-quick: build
+	@bash bench/run.sh $(BUILD) quick
+
+clean:
+	rm -rf $(BUILD)

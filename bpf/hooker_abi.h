@@ -1,0 +1,177 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/* Every structure shared by the kernel programs and hookerd.
+ *
+ * Included by the BPF C (after vmlinux.h) and by the C++ side (after
+ * <linux/types.h>); the C++ side static_asserts each size in src/core/abi.h.
+ * Fixed-width kernel types only, explicit padding, no bitfields, so both
+ * compilers lay the structs out identically.
+ */
+#ifndef HOOKER_ABI_H
+#define HOOKER_ABI_H
+
+/* ---- the Hooker TCP option (RFC 6994 experimental option) -------------- */
+
+#define HK_TCPOPT_EXP 253
+#define HK_EXID 0x484b /* "HK" */
+#define HK_VERSION 1
+#define HK_OPT_LEN 16
+
+/* Mechanisms a connection can be moved onto. The option and the wire header
+ * both name the mechanism, so more can be negotiated later without a new
+ * version. */
+enum hk_mech {
+	HK_MECH_NONE = 0,
+	HK_MECH_UDP = 1,
+};
+
+/* Carried in the SYN (active side) and the SYN-ACK (passive side). Each side
+ * announces where its hookerd listens and the token by which it will
+ * recognise this connection's datagrams. */
+struct hk_tcp_opt {
+	__u8 kind;       /* HK_TCPOPT_EXP */
+	__u8 len;        /* HK_OPT_LEN */
+	__be16 exid;     /* HK_EXID */
+	__u8 version;    /* HK_VERSION */
+	__u8 mech;       /* enum hk_mech */
+	__be16 udp_port; /* the sender's hookerd UDP port */
+	__be64 token;    /* the sender's token for this connection */
+};
+
+/* ---- the Hooker datagram header --------------------------------------- */
+
+#define HK_WIRE_MAGIC 0x484b
+
+enum hk_wire_type {
+	HK_WIRE_DATA = 1,  /* payload at a byte offset */
+	HK_WIRE_END = 2,   /* the writer finished: stream ends at offset */
+	HK_WIRE_ACK = 3,   /* delivered up to offset; window in len */
+	HK_WIRE_RESET = 4, /* the connection is dead, tear it down */
+};
+
+/* Network byte order. The token is the receiver's: each side demultiplexes
+ * on a token it chose itself. */
+struct hk_wire_hdr {
+	__be16 magic;   /* HK_WIRE_MAGIC */
+	__u8 version;   /* HK_VERSION */
+	__u8 type;      /* enum hk_wire_type */
+	__u8 mech;      /* enum hk_mech */
+	__u8 flags;
+	__be16 len;     /* DATA: payload bytes that follow */
+	__be64 token;   /* receiver's token */
+	__be64 offset;  /* stream offset of the first payload byte */
+	__be32 window;  /* ACK: bytes the receiver accepts past offset */
+	__u32 reserved;
+};
+
+/* ---- connection identity ---------------------------------------------- */
+
+/* Key of the SOCKHASH: a socket's own view of its 4-tuple. IPv4 addresses
+ * sit in addr[0] (network order) with the rest zero; ports are host order. */
+struct hk_flow {
+	__u16 family; /* AF_INET or AF_INET6 */
+	__u16 lport;
+	__u16 rport;
+	__u16 pad;
+	__u32 laddr[4];
+	__u32 raddr[4];
+};
+
+/* Per-socket state (SK_STORAGE). On an application socket it says where its
+ * sends are redirected and which connection it is; on hookerd's inbound
+ * socket it points back at the application socket. */
+enum hk_sk_state {
+	HK_SK_NONE = 0,
+	HK_SK_SYN_SENT = 1, /* option sent, waiting for the SYN-ACK */
+	HK_SK_MOVED = 2,    /* payload goes through hookerd */
+	HK_SK_PLAIN = 3,    /* negotiated nothing: plain TCP */
+	HK_SK_PROXY = 4,    /* hookerd's own socket of a slot */
+};
+
+struct hk_sk {
+	struct hk_flow target; /* SOCKHASH key to redirect sends to */
+	__u64 token;           /* this side's token */
+	__u32 redirect_flags;  /* 0 (egress) or BPF_F_INGRESS */
+	__u32 slot;
+	__u32 state; /* enum hk_sk_state */
+	__u32 pad;
+};
+
+/* A slot is a pair of loopback TCP sockets that hookerd keeps ready, so a
+ * connection is bound to hookerd inside the kernel, in the established
+ * callback, before the application can send a byte. The application's
+ * sends are redirected (egress) into `out`, whose peer hookerd reads. */
+struct hk_slot {
+	struct hk_flow out;
+};
+
+/* Token table: what the ingress program checks and what hookerd frees
+ * when a half-open handshake never completes. */
+enum hk_token_state {
+	HK_TOKEN_EMBRYONIC = 1, /* SYN-ACK sent, not yet established */
+	HK_TOKEN_LIVE = 2,
+};
+
+struct hk_token {
+	__u32 slot;
+	__u32 state; /* enum hk_token_state */
+	__u64 created_ns;
+};
+
+/* ---- events to hookerd (ring buffer) ---------------------------------- */
+
+enum hk_event_type {
+	HK_EV_BOUND = 1,  /* a connection was moved onto a slot */
+	HK_EV_SHUT_WR = 2, /* the application will write no more */
+	HK_EV_CLOSED = 3, /* the application socket is gone */
+	HK_EV_BIND_FAILED = 4, /* negotiated but could not be moved */
+};
+
+struct hk_event {
+	__u32 type; /* enum hk_event_type */
+	__u32 slot;
+	struct hk_flow app;  /* the application socket's tuple */
+	__u64 token;         /* local token */
+	__u64 peer_token;
+	__u64 cookie;        /* application socket cookie */
+	__u16 peer_port;     /* peer hookerd's UDP port, host order */
+	__u8 active;         /* 1 if this side connected */
+	__u8 mech;
+	__u32 pad;
+};
+
+/* ---- counters (PERCPU_ARRAY, one per reason) -------------------------- */
+
+enum hk_counter {
+	HK_CNT_SYN_OPT_SENT,      /* SYNs that proposed Hooker */
+	HK_CNT_SYNACK_OPT_SENT,   /* SYN-ACKs that accepted */
+	HK_CNT_MOVED_ACTIVE,      /* connections moved, connecting side */
+	HK_CNT_MOVED_PASSIVE,     /* connections moved, accepting side */
+	HK_CNT_PEER_NO_HOOKER,    /* SYN-ACK without our option: plain TCP */
+	HK_CNT_NO_SLOT,           /* pool empty: connection left plain */
+	HK_CNT_BIND_FAILED,       /* SOCKHASH insert failed after agreeing */
+	HK_CNT_SYNCOOKIE,         /* listener in SYN-cookie mode: plain */
+	HK_CNT_REDIRECT_MISS,     /* sk_msg target gone: send failed */
+	HK_CNT_EVENT_LOST,        /* ring buffer full */
+	HK_CNT_SLOT_TAKEN,        /* slots the kernel took from the pool */
+	HK_CNT_SLOT_RETURNED,     /* slots it gave back unused */
+	HK_CNT_XDP_PASS,          /* valid datagrams handed to hookerd */
+	HK_CNT_XDP_SHORT,         /* too short for a Hooker header */
+	HK_CNT_XDP_BAD_MAGIC,
+	HK_CNT_XDP_BAD_VERSION,
+	HK_CNT_XDP_BAD_LEN,       /* header length disagrees with UDP length */
+	HK_CNT_XDP_UNKNOWN_TOKEN, /* no live connection has this token */
+	HK_CNT__MAX,
+};
+
+#define HK_COUNTER_NAMES                                                       \
+	"syn_opt_sent", "synack_opt_sent", "moved_active", "moved_passive",    \
+	    "peer_no_hooker", "no_slot", "bind_failed", "syncookie",           \
+	    "redirect_miss", "event_lost", "slot_taken", "slot_returned",      \
+	    "xdp_pass", "xdp_drop_short",       \
+	    "xdp_drop_bad_magic", "xdp_drop_bad_version", "xdp_drop_bad_len",  \
+	    "xdp_drop_unknown_token"
+
+#define HK_MAX_SLOTS 65536
+#define HK_MAX_PORTS 1024
+
+#endif /* HOOKER_ABI_H */

@@ -1,0 +1,541 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* The paper's msg_redirector: sock_ops negotiates Hooker in the TCP
+ * handshake and moves agreed connections into a SOCKHASH; sk_msg redirects
+ * every send of a moved socket to hookerd, and hookerd's sends back into the
+ * application's receive queue.
+ *
+ * Connections are bound to hookerd inside the kernel, in the established
+ * callback, to a slot (a loopback socket pair hookerd prepared in advance),
+ * so no byte can be sent before the redirect is in place.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "hooker_abi.h"
+#include "maps.bpf.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define SOL_TCP 6
+#define TCP_SAVE_SYN 27
+#define TCPHDR_SYN 0x02
+#define TCPHDR_ACK 0x10
+#define ENOMSG 42
+#define ENOENT 2
+
+/* TCP states, from include/net/tcp_states.h (not in BTF as an enum). */
+#define HK_TCP_FIN_WAIT1 4
+#define HK_TCP_CLOSE 7
+#define HK_TCP_LAST_ACK 9
+
+#define CTX(field) (*(volatile __u32 *)&(field))
+
+/* Set by hookerd before load. */
+const volatile __u16 hk_udp_port = 0;
+const volatile __u64 hk_secret[2] = {0, 0};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 3 * HK_MAX_SLOTS);
+	__type(key, struct hk_flow);
+	__type(value, __u64);
+} socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct hk_sk);
+} sk_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, HK_MAX_SLOTS);
+	__type(key, __u32);
+	__type(value, struct hk_slot);
+} slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, HK_MAX_SLOTS);
+	__type(value, __u32);
+} free_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HK_MAX_PORTS);
+	__type(key, __u16);
+	__type(value, __u8);
+} ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline void flow_of(const struct bpf_sock_ops *skops,
+				    struct hk_flow *f)
+{
+	/* Every context field is read unconditionally and through volatile
+	 * loads at fixed offsets: the verifier rejects a load through a
+	 * context pointer that the compiler computed once and reused. */
+	__u32 l4 = CTX(skops->local_ip4), r4 = CTX(skops->remote_ip4);
+	__u32 l6_0 = CTX(skops->local_ip6[0]), l6_1 = CTX(skops->local_ip6[1]);
+	__u32 l6_2 = CTX(skops->local_ip6[2]), l6_3 = CTX(skops->local_ip6[3]);
+	__u32 r6_0 = CTX(skops->remote_ip6[0]), r6_1 = CTX(skops->remote_ip6[1]);
+	__u32 r6_2 = CTX(skops->remote_ip6[2]), r6_3 = CTX(skops->remote_ip6[3]);
+	__u32 family = skops->family;
+
+	__builtin_memset(f, 0, sizeof(*f));
+	f->family = family;
+	f->lport = skops->local_port; /* host order */
+	/* remote_port is network order, shifted into the upper 16 bits. */
+	f->rport = bpf_ntohl(skops->remote_port);
+	if (family == AF_INET) {
+		f->laddr[0] = l4;
+		f->raddr[0] = r4;
+	} else {
+		f->laddr[0] = l6_0;
+		f->laddr[1] = l6_1;
+		f->laddr[2] = l6_2;
+		f->laddr[3] = l6_3;
+		f->raddr[0] = r6_0;
+		f->raddr[1] = r6_1;
+		f->raddr[2] = r6_2;
+		f->raddr[3] = r6_3;
+	}
+}
+
+/* Loopback connections are never moved: hookerd's own slot sockets are
+ * loopback, and moving a local connection over UDP gains nothing. */
+static __always_inline bool is_loopback(const struct hk_flow *f)
+{
+	if (f->family == AF_INET)
+		return (bpf_ntohl(f->raddr[0]) >> 24) == 127;
+	if (f->raddr[0] == 0 && f->raddr[1] == 0) {
+		if (f->raddr[2] == 0 && f->raddr[3] == bpf_htonl(1))
+			return true; /* ::1 */
+		if (f->raddr[2] == bpf_htonl(0xffff))
+			return (bpf_ntohl(f->raddr[3]) >> 24) == 127;
+	}
+	return false;
+}
+
+static __always_inline bool port_moved(__u16 port)
+{
+	return bpf_map_lookup_elem(&ports, &port) != NULL;
+}
+
+static __always_inline __u64 mix64(__u64 x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ULL;
+	x ^= x >> 33;
+	return x;
+}
+
+/* The accepting side has no socket to keep state on while it answers a SYN
+ * (and may answer it more than once), so its token is derived from the
+ * client's token and the tuple under a secret: the SYN-ACK, its
+ * retransmissions and the established callback all compute the same one. */
+static __always_inline __u64 passive_token(__u64 client_token,
+					   const struct hk_flow *f)
+{
+	__u64 h = mix64(hk_secret[0] ^ client_token);
+
+	h = mix64(h ^ hk_secret[1] ^ ((__u64)f->lport << 16 | f->rport));
+	for (int i = 0; i < 4; i++)
+		h = mix64(h ^ f->raddr[i] ^ ((__u64)f->laddr[i] << 32));
+	return h ? h : 1;
+}
+
+static __always_inline __u64 random_token(void)
+{
+	__u64 t = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
+
+	return t ? t : 1;
+}
+
+static __always_inline int load_opt(struct bpf_sock_ops *skops,
+				    struct hk_tcp_opt *opt, __u64 flags)
+{
+	int ret;
+
+	__builtin_memset(opt, 0, sizeof(*opt));
+	opt->kind = HK_TCPOPT_EXP;
+	opt->len = 4; /* search by kind and the 2-byte ExID */
+	opt->exid = bpf_htons(HK_EXID);
+	ret = bpf_load_hdr_opt(skops, opt, sizeof(*opt), flags);
+	if (ret < 0)
+		return ret;
+	if (ret != HK_OPT_LEN || opt->version != HK_VERSION ||
+	    opt->mech != HK_MECH_UDP || opt->udp_port == 0)
+		return -ENOMSG;
+	return 0;
+}
+
+static __always_inline int store_opt(struct bpf_sock_ops *skops, __u64 token)
+{
+	struct hk_tcp_opt opt = {
+		.kind = HK_TCPOPT_EXP,
+		.len = HK_OPT_LEN,
+		.exid = bpf_htons(HK_EXID),
+		.version = HK_VERSION,
+		.mech = HK_MECH_UDP,
+		.udp_port = bpf_htons(hk_udp_port),
+		.token = bpf_cpu_to_be64(token),
+	};
+
+	return bpf_store_hdr_opt(skops, &opt, sizeof(opt), 0);
+}
+
+/* skops->sk is read once into a local: re-reading the context field after
+ * the NULL check gives the verifier a fresh, unchecked pointer. */
+static __always_inline struct hk_sk *sk_state_of(struct bpf_sock_ops *skops,
+						 __u64 flags)
+{
+	struct bpf_sock *sk = skops->sk;
+
+	if (!sk)
+		return NULL;
+	return bpf_sk_storage_get(&sk_state, sk, NULL, flags);
+}
+
+static __always_inline void release_slot(__u32 slot)
+{
+	bpf_map_push_elem(&free_slots, &slot, 0);
+	count(HK_CNT_SLOT_RETURNED);
+}
+
+/* hookerd keeps the pool full from these counts. */
+static __always_inline int take_slot(__u32 *slot)
+{
+	if (bpf_map_pop_elem(&free_slots, slot)) {
+		count(HK_CNT_NO_SLOT);
+		return -1;
+	}
+	count(HK_CNT_SLOT_TAKEN);
+	return 0;
+}
+
+static __always_inline void emit(__u32 type, const struct hk_sk *st,
+				 const struct hk_flow *app, __u64 peer_token,
+				 __u16 peer_port, __u8 active, __u64 cookie)
+{
+	struct hk_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+
+	if (!ev) {
+		count(HK_CNT_EVENT_LOST);
+		return;
+	}
+	ev->type = type;
+	ev->slot = st->slot;
+	ev->app = *app;
+	ev->token = st->token;
+	ev->peer_token = peer_token;
+	ev->cookie = cookie;
+	ev->peer_port = peer_port;
+	ev->active = active;
+	ev->mech = HK_MECH_UDP;
+	ev->pad = 0;
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/* Both sides agreed: put the application socket in the SOCKHASH and point
+ * its sends at its slot. Runs before connect()/accept() return. */
+static __always_inline void bind_conn(struct bpf_sock_ops *skops,
+				      struct hk_sk *st,
+				      const struct hk_tcp_opt *peer, int active)
+{
+	struct hk_flow key;
+	struct hk_slot *slot;
+	struct hk_token tok = {};
+	__u64 cookie = bpf_get_socket_cookie(skops);
+
+	flow_of(skops, &key);
+	slot = bpf_map_lookup_elem(&slots, &st->slot);
+	if (!slot)
+		goto fail;
+	st->target = slot->out;
+	st->redirect_flags = 0; /* egress: the slot's TCP gives back-pressure */
+	tok.slot = st->slot;
+	tok.state = HK_TOKEN_LIVE;
+	tok.created_ns = bpf_ktime_get_ns();
+	if (bpf_map_update_elem(&tokens, &st->token, &tok, BPF_ANY))
+		goto fail;
+	if (bpf_sock_hash_update(skops, &socks, &key, BPF_NOEXIST)) {
+		bpf_map_delete_elem(&tokens, &st->token);
+		goto fail;
+	}
+	st->state = HK_SK_MOVED;
+	count(active ? HK_CNT_MOVED_ACTIVE : HK_CNT_MOVED_PASSIVE);
+	emit(HK_EV_BOUND, st, &key, bpf_be64_to_cpu(peer->token),
+	     bpf_ntohs(peer->udp_port), active, cookie);
+	/* From now on only state changes matter: no more options to write. */
+	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
+	return;
+fail:
+	/* The peer believes the connection is moved; hookerd tells it to
+	 * reset rather than let it send into the void. */
+	count(HK_CNT_BIND_FAILED);
+	st->state = HK_SK_PLAIN;
+	emit(HK_EV_BIND_FAILED, st, &key, bpf_be64_to_cpu(peer->token),
+	     bpf_ntohs(peer->udp_port), active, cookie);
+	release_slot(st->slot);
+	bpf_sock_ops_cb_flags_set(skops, 0);
+}
+
+/* ---- active side ------------------------------------------------------ */
+
+static __always_inline void on_connect(struct bpf_sock_ops *skops)
+{
+	struct hk_flow f;
+	struct hk_sk *st;
+	__u32 slot;
+
+	flow_of(skops, &f);
+	if (is_loopback(&f) || !port_moved(f.rport))
+		return;
+	/* Reserve the slot now: if there is none, propose nothing. */
+	if (take_slot(&slot))
+		return;
+	st = sk_state_of(skops, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st) {
+		release_slot(slot);
+		return;
+	}
+	st->slot = slot;
+	st->token = random_token();
+	st->state = HK_SK_SYN_SENT;
+	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG |
+						 BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+static __always_inline struct hk_sk *syn_sent_state(struct bpf_sock_ops *skops)
+{
+	struct hk_sk *st;
+
+	st = sk_state_of(skops, 0);
+	if (!st || st->state != HK_SK_SYN_SENT)
+		return NULL;
+	return st;
+}
+
+static __always_inline void on_active_established(struct bpf_sock_ops *skops)
+{
+	struct hk_sk *st = syn_sent_state(skops);
+	struct hk_tcp_opt peer;
+
+	if (!st)
+		return;
+	/* skb is the SYN-ACK here. */
+	if (load_opt(skops, &peer, 0)) {
+		count(HK_CNT_PEER_NO_HOOKER);
+		st->state = HK_SK_PLAIN;
+		release_slot(st->slot);
+		bpf_sock_ops_cb_flags_set(skops, 0);
+		return;
+	}
+	bind_conn(skops, st, &peer, 1);
+}
+
+/* ---- passive side ----------------------------------------------------- */
+
+static __always_inline void on_listen(struct bpf_sock_ops *skops)
+{
+	int one = 1;
+
+	if (!port_moved(skops->local_port))
+		return;
+	/* Keep the SYN so the established callback can read its option. */
+	bpf_setsockopt(skops, SOL_TCP, TCP_SAVE_SYN, &one, sizeof(one));
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+						 BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
+}
+
+/* Decide whether this SYN-ACK accepts Hooker; returns the token to send or
+ * 0. The decision is recorded in `tokens` (embryonic) with the slot it
+ * reserves, so a retransmitted SYN-ACK and the established callback find
+ * the same answer. */
+static __always_inline __u64 synack_token(struct bpf_sock_ops *skops)
+{
+	struct hk_tcp_opt syn;
+	struct hk_flow f;
+	struct hk_token tok = {}, *old;
+	__u64 token;
+
+	/* In SYN-cookie mode the SYN is not kept: stay plain. */
+	if (skops->args[0] == BPF_WRITE_HDR_TCP_SYNACK_COOKIE) {
+		count(HK_CNT_SYNCOOKIE);
+		return 0;
+	}
+	if (load_opt(skops, &syn, BPF_LOAD_HDR_OPT_TCP_SYN))
+		return 0;
+	flow_of(skops, &f);
+	if (is_loopback(&f))
+		return 0;
+	token = passive_token(bpf_be64_to_cpu(syn.token), &f);
+	old = bpf_map_lookup_elem(&tokens, &token);
+	if (old)
+		return token;
+	if (take_slot(&tok.slot))
+		return 0;
+	tok.state = HK_TOKEN_EMBRYONIC;
+	tok.created_ns = bpf_ktime_get_ns();
+	if (bpf_map_update_elem(&tokens, &token, &tok, BPF_NOEXIST)) {
+		release_slot(tok.slot);
+		return 0;
+	}
+	return token;
+}
+
+static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
+{
+	struct hk_tcp_opt syn;
+	struct hk_token *tok;
+	struct hk_flow f;
+	struct hk_sk *st;
+	__u64 token;
+
+	/* Children inherit the listener's option callbacks; stop them. */
+	bpf_sock_ops_cb_flags_set(skops, 0);
+	if (load_opt(skops, &syn, BPF_LOAD_HDR_OPT_TCP_SYN))
+		return;
+	flow_of(skops, &f);
+	token = passive_token(bpf_be64_to_cpu(syn.token), &f);
+	tok = bpf_map_lookup_elem(&tokens, &token);
+	if (!tok || tok->state != HK_TOKEN_EMBRYONIC)
+		return; /* our SYN-ACK did not accept */
+	st = sk_state_of(skops, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return;
+	st->slot = tok->slot;
+	st->token = token;
+	bind_conn(skops, st, &syn, 0);
+}
+
+/* ---- header options and state ----------------------------------------- */
+
+static __always_inline void on_hdr_opt_len(struct bpf_sock_ops *skops)
+{
+	__u8 flags = skops->skb_tcp_flags;
+
+	if ((flags & (TCPHDR_SYN | TCPHDR_ACK)) == (TCPHDR_SYN | TCPHDR_ACK)) {
+		if (synack_token(skops))
+			bpf_reserve_hdr_opt(skops, HK_OPT_LEN, 0);
+	} else if (flags & TCPHDR_SYN) {
+		if (syn_sent_state(skops))
+			bpf_reserve_hdr_opt(skops, HK_OPT_LEN, 0);
+	}
+}
+
+static __always_inline void on_write_hdr_opt(struct bpf_sock_ops *skops)
+{
+	__u8 flags = skops->skb_tcp_flags;
+	struct hk_sk *st;
+	__u64 token;
+
+	if ((flags & (TCPHDR_SYN | TCPHDR_ACK)) == (TCPHDR_SYN | TCPHDR_ACK)) {
+		/* Only called when the length callback reserved room. */
+		token = synack_token(skops);
+		if (token && !store_opt(skops, token))
+			count(HK_CNT_SYNACK_OPT_SENT);
+	} else if (flags & TCPHDR_SYN) {
+		st = syn_sent_state(skops);
+		if (st && !store_opt(skops, st->token))
+			count(HK_CNT_SYN_OPT_SENT);
+	}
+}
+
+static __always_inline void on_state(struct bpf_sock_ops *skops)
+{
+	__u32 new_state = skops->args[1];
+	struct hk_flow f;
+	struct hk_sk *st;
+
+	st = sk_state_of(skops, 0);
+	if (!st)
+		return;
+	if (st->state == HK_SK_SYN_SENT && new_state == HK_TCP_CLOSE) {
+		/* The connect failed: give the reserved slot back. */
+		st->state = HK_SK_PLAIN;
+		release_slot(st->slot);
+		return;
+	}
+	if (st->state != HK_SK_MOVED)
+		return;
+	flow_of(skops, &f);
+	if (new_state == HK_TCP_FIN_WAIT1 || new_state == HK_TCP_LAST_ACK) {
+		emit(HK_EV_SHUT_WR, st, &f, 0, 0, 0, 0);
+	} else if (new_state == HK_TCP_CLOSE) {
+		st->state = HK_SK_PLAIN;
+		bpf_map_delete_elem(&tokens, &st->token);
+		emit(HK_EV_CLOSED, st, &f, 0, 0, 0, 0);
+	}
+}
+
+SEC("sockops")
+int hk_sockops(struct bpf_sock_ops *skops)
+{
+	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		on_connect(skops);
+		break;
+	case BPF_SOCK_OPS_TCP_LISTEN_CB:
+		on_listen(skops);
+		break;
+	case BPF_SOCK_OPS_HDR_OPT_LEN_CB:
+		on_hdr_opt_len(skops);
+		break;
+	case BPF_SOCK_OPS_WRITE_HDR_OPT_CB:
+		on_write_hdr_opt(skops);
+		break;
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		on_active_established(skops);
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		on_passive_established(skops);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		on_state(skops);
+		break;
+	}
+	return 1;
+}
+
+/* ---- the data path ---------------------------------------------------- */
+
+/* Runs on every sendmsg()/write()/sendfile() of a socket in `socks`. The
+ * target socket names the connection, so no tag is pushed into the data:
+ * each moved connection has its own slot in hookerd. */
+SEC("sk_msg")
+int hk_redirect(struct sk_msg_md *msg)
+{
+	struct hk_sk *st;
+	int verdict;
+
+	if (!msg->sk)
+		return SK_PASS;
+	st = bpf_sk_storage_get(&sk_state, msg->sk, NULL, 0);
+	if (!st || (st->state != HK_SK_MOVED && st->state != HK_SK_PROXY))
+		return SK_PASS;
+	verdict = bpf_msg_redirect_hash(msg, &socks, &st->target,
+					st->redirect_flags);
+	/* A missing target drops the message; the sender gets EACCES, and
+	 * the count says why. */
+	if (verdict != SK_PASS)
+		count(HK_CNT_REDIRECT_MISS);
+	return verdict;
+}
+
+char _license[] SEC("license") = "GPL";

@@ -1,0 +1,167 @@
+#include "bpf/kernel.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdarg>
+#include <cstdio>
+#include <filesystem>
+
+#include "core/abi.h"
+#include "ingress.skel.h"
+#include "redirector.skel.h"
+
+namespace hooker {
+
+static bool g_verbose = false;
+
+static int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list ap) {
+  if (!g_verbose && level != LIBBPF_WARN) return 0;
+  if (!g_verbose) return 0;  // warnings become our own error values
+  return vfprintf(stderr, fmt, ap);
+}
+
+void set_libbpf_verbose(bool verbose) {
+  g_verbose = verbose;
+  libbpf_set_print(libbpf_print);
+}
+
+static double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+      .count();
+}
+
+static Error bpf_error(const std::string& what, int ret) {
+  return Error{what, ret < 0 ? -ret : errno};
+}
+
+Result<std::unique_ptr<Kernel>> Kernel::load(const KernelConfig& cfg) {
+  std::unique_ptr<Kernel> k(new Kernel());
+  auto t0 = std::chrono::steady_clock::now();
+
+  k->redir_ = redirector_bpf__open();
+  if (!k->redir_) return sys_error("open the redirector BPF object");
+  k->redir_->rodata->hk_udp_port = cfg.udp_port;
+  __u64 secret[2];
+  if (getrandom(secret, sizeof(secret), 0) != sizeof(secret))
+    return sys_error("getrandom for the token secret");
+  k->redir_->rodata->hk_secret[0] = secret[0];
+  k->redir_->rodata->hk_secret[1] = secret[1];
+  bpf_map__set_max_entries(k->redir_->maps.slots, cfg.max_slots);
+  bpf_map__set_max_entries(k->redir_->maps.free_slots, cfg.max_slots);
+  bpf_map__set_max_entries(k->redir_->maps.tokens, cfg.max_slots);
+  bpf_map__set_max_entries(k->redir_->maps.socks, 3 * cfg.max_slots);
+  if (int r = redirector_bpf__load(k->redir_))
+    return bpf_error("load the redirector (sock_ops + sk_msg) into the kernel", r);
+
+  k->ingress_ = ingress_bpf__open();
+  if (!k->ingress_) return sys_error("open the ingress BPF object");
+  k->ingress_->rodata->hk_udp_port = cfg.udp_port;
+  // One instance of the shared maps: the ingress uses the redirector's.
+  bpf_map__set_max_entries(k->ingress_->maps.tokens, cfg.max_slots);
+  if (int r = bpf_map__reuse_fd(k->ingress_->maps.tokens, k->tokens_fd()))
+    return bpf_error("share the token map with the ingress program", r);
+  if (int r = bpf_map__reuse_fd(k->ingress_->maps.counters, k->counters_fd()))
+    return bpf_error("share the counter map with the ingress program", r);
+  if (int r = ingress_bpf__load(k->ingress_))
+    return bpf_error("load the ingress (XDP) program into the kernel", r);
+
+  for (uint16_t p : cfg.ports) {
+    __u8 one = 1;
+    if (bpf_map_update_elem(bpf_map__fd(k->redir_->maps.ports), &p, &one, BPF_ANY))
+      return sys_error("add port " + std::to_string(p) + " to the policy map");
+  }
+  k->times_.open_load_ms = ms_since(t0);
+
+  auto t1 = std::chrono::steady_clock::now();
+  if (auto s = k->attach(cfg); !s) return s.error();
+  if (!cfg.pin_dir.empty())
+    if (auto s = k->pin(cfg.pin_dir); !s) return s.error();
+  k->times_.attach_ms = ms_since(t1);
+  return k;
+}
+
+Status Kernel::attach(const KernelConfig& cfg) {
+  // The verdict program first: a socket must never sit in the SOCKHASH
+  // without it.
+  int prog = bpf_program__fd(redir_->progs.hk_redirect);
+  if (bpf_prog_attach(prog, socks_fd(), BPF_SK_MSG_VERDICT, 0))
+    return sys_error("attach the sk_msg program to the SOCKHASH");
+  sk_msg_attached_ = true;
+
+  cgroup_fd_ = open(cfg.cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (cgroup_fd_ < 0) return sys_error("open cgroup " + cfg.cgroup);
+  sockops_link_ = bpf_program__attach_cgroup(redir_->progs.hk_sockops, cgroup_fd_);
+  if (!sockops_link_) {
+    sockops_link_ = nullptr;
+    return sys_error("attach the sock_ops program to cgroup " + cfg.cgroup);
+  }
+
+  for (const auto& name : cfg.ifaces) {
+    unsigned idx = if_nametoindex(name.c_str());
+    if (!idx) return sys_error("no interface '" + name + "' in this network namespace");
+    bpf_link* l = bpf_program__attach_xdp(ingress_->progs.hk_ingress, static_cast<int>(idx));
+    if (!l)
+      return sys_error("attach XDP to " + name +
+                       " (another XDP program there? see: ip link show " + name + ")");
+    xdp_links_.push_back(l);
+  }
+  return ok();
+}
+
+Status Kernel::pin(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Error{"create pin directory " + dir, ec.value()};
+  struct { const char* name; bpf_map* map; } maps[] = {
+      {"counters", redir_->maps.counters},
+      {"tokens", redir_->maps.tokens},
+      {"socks", redir_->maps.socks},
+  };
+  for (auto& m : maps) {
+    std::string path = dir + "/" + m.name;
+    unlink(path.c_str());  // a stale pin of a crashed hookerd
+    if (bpf_obj_pin(bpf_map__fd(m.map), path.c_str()))
+      return sys_error("pin map at " + path);
+    pins_.push_back(path);
+  }
+  return ok();
+}
+
+Kernel::~Kernel() {
+  for (auto* l : xdp_links_) bpf_link__destroy(l);
+  if (sockops_link_) bpf_link__destroy(sockops_link_);
+  if (sk_msg_attached_)
+    bpf_prog_detach2(bpf_program__fd(redir_->progs.hk_redirect), socks_fd(),
+                     BPF_SK_MSG_VERDICT);
+  for (auto& p : pins_) unlink(p.c_str());
+  if (!pins_.empty()) rmdir(std::filesystem::path(pins_.front()).parent_path().c_str());
+  if (cgroup_fd_ >= 0) close(cgroup_fd_);
+  if (ingress_) ingress_bpf__destroy(ingress_);
+  if (redir_) redirector_bpf__destroy(redir_);
+}
+
+int Kernel::socks_fd() const { return bpf_map__fd(redir_->maps.socks); }
+int Kernel::sk_state_fd() const { return bpf_map__fd(redir_->maps.sk_state); }
+int Kernel::slots_fd() const { return bpf_map__fd(redir_->maps.slots); }
+int Kernel::free_slots_fd() const { return bpf_map__fd(redir_->maps.free_slots); }
+int Kernel::tokens_fd() const { return bpf_map__fd(redir_->maps.tokens); }
+int Kernel::counters_fd() const { return bpf_map__fd(redir_->maps.counters); }
+int Kernel::events_fd() const { return bpf_map__fd(redir_->maps.events); }
+
+std::vector<uint64_t> Kernel::counters() const {
+  int ncpu = libbpf_num_possible_cpus();
+  std::vector<uint64_t> out(HK_CNT__MAX, 0), per(ncpu > 0 ? ncpu : 1);
+  for (__u32 i = 0; i < HK_CNT__MAX; i++) {
+    if (bpf_map_lookup_elem(counters_fd(), &i, per.data())) continue;
+    for (auto v : per) out[i] += v;
+  }
+  return out;
+}
+
+}  // namespace hooker

@@ -1,0 +1,69 @@
+// The kernel half of Hooker, loaded and attached: the redirector (sock_ops +
+// sk_msg) on a cgroup and the ingress (XDP) on interfaces. Destroying it
+// detaches and unpins everything; links make a crash detach too.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/result.h"
+
+struct redirector_bpf;
+struct ingress_bpf;
+struct bpf_link;
+
+namespace hooker {
+
+struct KernelConfig {
+  std::string cgroup;                 // cgroup v2 directory
+  std::vector<std::string> ifaces;    // XDP on each
+  uint16_t udp_port = 0;              // hookerd's UDP port, in the option
+  std::vector<uint16_t> ports;        // server ports whose connections move
+  std::string pin_dir;                // where maps are pinned for inspection
+  uint32_t max_slots = 0;
+};
+
+struct LoadTimes {
+  double open_load_ms = 0, attach_ms = 0;
+};
+
+class Kernel {
+ public:
+  static Result<std::unique_ptr<Kernel>> load(const KernelConfig& cfg);
+  ~Kernel();
+  Kernel(const Kernel&) = delete;
+  Kernel& operator=(const Kernel&) = delete;
+
+  int socks_fd() const;
+  int sk_state_fd() const;
+  int slots_fd() const;
+  int free_slots_fd() const;
+  int tokens_fd() const;
+  int counters_fd() const;
+  int events_fd() const;
+  const LoadTimes& times() const { return times_; }
+
+  // Sum of the per-CPU counters, indexed by enum hk_counter.
+  std::vector<uint64_t> counters() const;
+
+ private:
+  Kernel() = default;
+  Status attach(const KernelConfig& cfg);
+  Status pin(const std::string& dir);
+
+  redirector_bpf* redir_ = nullptr;
+  ingress_bpf* ingress_ = nullptr;
+  int cgroup_fd_ = -1;
+  bpf_link* sockops_link_ = nullptr;
+  bool sk_msg_attached_ = false;
+  std::vector<bpf_link*> xdp_links_;
+  std::vector<std::string> pins_;
+  LoadTimes times_;
+};
+
+// Route libbpf's own messages through stderr only when verbose.
+void set_libbpf_verbose(bool verbose);
+
+}  // namespace hooker

@@ -1,0 +1,18 @@
+// The kernel ABI seen from C++: hooker_abi.h plus a size check on every
+// struct, so a change on one side that the other does not match fails the
+// build instead of corrupting a map.
+#pragma once
+
+#include <linux/types.h>
+
+extern "C" {
+#include "hooker_abi.h"
+}
+
+static_assert(sizeof(hk_tcp_opt) == HK_OPT_LEN);
+static_assert(sizeof(hk_wire_hdr) == 32);
+static_assert(sizeof(hk_flow) == 40);
+static_assert(sizeof(hk_sk) == 64);
+static_assert(sizeof(hk_slot) == 40);
+static_assert(sizeof(hk_token) == 16);
+static_assert(sizeof(hk_event) == 80);

@@ -1,0 +1,98 @@
+// hookerctl: asks a running hookerd what it is doing.
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace {
+
+// Sends one request line and returns the whole answer, or an empty string
+// with `err` set.
+std::string ask(const std::string& path, const std::string& req, std::string& err) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::strncpy(sa.sun_path, path.c_str(), sizeof(sa.sun_path) - 1);
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) < 0) {
+    err = "no hookerd answers on " + path + " (" + std::strerror(errno) +
+          "): is it running? Point at its socket with --control PATH";
+    close(fd);
+    return {};
+  }
+  std::string line = req + "\n";
+  (void)!write(fd, line.data(), line.size());
+  std::string out;
+  char buf[65536];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  if (n < 0) err = "hookerd on " + path + " did not answer in time";
+  close(fd);
+  return out;
+}
+
+void print_status(const nlohmann::json& j) {
+  auto& h = j["hookerd"];
+  printf("hookerd pid %d, UDP port %d, cgroup %s, up %.1f s\n", h["pid"].get<int>(),
+         h["udp_port"].get<int>(), h["cgroup"].get<std::string>().c_str(),
+         h["uptime_s"].get<double>());
+  printf("%-4s %-42s %-42s %-5s %12s %12s  %s\n", "SIDE", "LOCAL", "REMOTE", "MECH", "BYTES_OUT",
+         "BYTES_IN", "STATE");
+  for (auto& c : j["connections"]) {
+    auto ep = [&](const char* a, const char* p) {
+      std::string s = c[a].get<std::string>();
+      if (c["family"] == "ipv6") s = "[" + s + "]";
+      return s + ":" + std::to_string(c[p].get<int>());
+    };
+    printf("%-4s %-42s %-42s %-5s %12llu %12llu  %s\n",
+           c["side"] == "client" ? "cli" : "srv", ep("local", "local_port").c_str(),
+           ep("remote", "remote_port").c_str(), c["mechanism"].get<std::string>().c_str(),
+           c["bytes_out"].get<unsigned long long>(), c["bytes_in"].get<unsigned long long>(),
+           c["state"].get<std::string>().c_str());
+  }
+  for (auto* group : {"kernel", "daemon"})
+    for (auto& [k, v] : j["counters"][group].items())
+      if (v.get<unsigned long long>()) printf("  %s.%s %llu\n", group, k.c_str(), v.get<unsigned long long>());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"hookerctl: inspect a running hookerd"};
+  std::string control = "/run/hooker/hookerd.sock";
+  bool json = false;
+  app.add_option("--control", control, "hookerd's control socket");
+  auto* status = app.add_subcommand("status", "live connections and every counter");
+  status->add_flag("--json", json, "machine-readable output");
+  app.require_subcommand(1);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    fprintf(stderr, "hookerctl: %s (see hookerctl --help)\n", e.what());
+    return 2;
+  }
+  std::string err;
+  std::string out = ask(control, "status", err);
+  if (!err.empty()) {
+    fprintf(stderr, "hookerctl: %s\n", err.c_str());
+    return 1;
+  }
+  auto j = nlohmann::json::parse(out, nullptr, false);
+  if (j.is_discarded() || j.contains("error")) {
+    fprintf(stderr, "hookerctl: bad answer from hookerd: %s\n", out.c_str());
+    return 1;
+  }
+  if (json)
+    fputs(out.c_str(), stdout);
+  else
+    print_status(j);
+  return 0;
+}

@@ -1,0 +1,106 @@
+// The control socket: one request line in, one JSON document out.
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "daemon/daemon.h"
+
+namespace hooker {
+
+static const char* kCounterNames[] = {HK_COUNTER_NAMES};
+static_assert(sizeof(kCounterNames) / sizeof(kCounterNames[0]) == HK_CNT__MAX);
+
+std::string Daemon::status_json() const {
+  using nlohmann::json;
+  json conns = json::array();
+  auto now = std::chrono::steady_clock::now();
+  for (auto& c : by_slot_) {
+    if (!c) continue;
+    conns.push_back({
+        {"local", addr_str(c->app, true)},
+        {"local_port", c->app.lport},
+        {"remote", addr_str(c->app, false)},
+        {"remote_port", c->app.rport},
+        {"family", c->app.family == AF_INET ? "ipv4" : "ipv6"},
+        {"mechanism", "udp"},
+        {"side", c->active ? "client" : "server"},
+        {"bytes_out", c->sent},
+        {"bytes_in", c->in.delivered()},
+        {"state", c->state()},
+        {"age_s", std::chrono::duration<double>(now - c->since).count()},
+        {"slot", c->slot},
+        {"app_shut_wr", c->app_shut_wr},
+        {"app_gone", c->app_gone},
+        {"end_sent", c->end_sent},
+        {"peer_end", c->peer_end ? json(*c->peer_end) : json(nullptr)},
+        {"held_fins", c->held_fins.size()},
+    });
+  }
+  json kernel;
+  auto k = kernel_->counters();
+  for (int i = 0; i < HK_CNT__MAX; i++) kernel[kCounterNames[i]] = k[i];
+  json daemon = {
+      {"rx_malformed", cnt_.rx_malformed},
+      {"rx_unknown_token", cnt_.rx_unknown_token},
+      {"rx_wrong_source", cnt_.rx_wrong_source},
+      {"rx_duplicate", cnt_.rx_duplicate},
+      {"rx_beyond_window", cnt_.rx_beyond_window},
+      {"rx_stashed", cnt_.rx_stashed},
+      {"rx_after_close", cnt_.rx_after_close},
+      {"resets_sent", cnt_.resets_sent},
+      {"resets_received", cnt_.resets_received},
+      {"delivery_retries", cnt_.delivery_retries},
+      {"conns_moved", cnt_.conns_moved},
+      {"conns_closed", cnt_.conns_closed},
+      {"datagrams_sent", udp_->datagrams_sent},
+      {"datagrams_received", udp_->datagrams_received},
+      {"datagrams_truncated", udp_->truncated},
+      {"fin_queued", fins_->queued},
+      {"fin_held", fins_->held},
+      {"fin_released", fins_->released},
+      {"slots_created", slots_->created()},
+  };
+  json j = {
+      {"hookerd", {{"pid", getpid()},
+                   {"udp_port", opt_.port},
+                   {"cgroup", opt_.cgroup},
+                   {"ifaces", opt_.ifaces},
+                   {"redirect", opt_.redirect},
+                   {"ready_ms", ready_ms},
+                   {"uptime_s", std::chrono::duration<double>(now - started_).count()}}},
+      {"connections", conns},
+      {"counters", {{"kernel", kernel}, {"daemon", daemon}}},
+  };
+  return j.dump(2) + "\n";
+}
+
+void Daemon::on_control() {
+  for (;;) {
+    int fd = accept4(control_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) return;
+    Fd client(fd);
+    // The request is one short line; a client that does not send it within
+    // the timeout gets nothing, and hookerd moves on.
+    timeval tv{1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    char buf[256];
+    ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
+    if (n <= 0) continue;
+    std::string req(buf, static_cast<size_t>(n));
+    while (!req.empty() && (req.back() == '\n' || req.back() == '\r')) req.pop_back();
+    std::string out = req == "status"
+                          ? status_json()
+                          : nlohmann::json({{"error", "unknown request '" + req +
+                                                          "': the only one is 'status'"}})
+                                    .dump() + "\n";
+    for (size_t off = 0; off < out.size();) {
+      ssize_t w = send(fd, out.data() + off, out.size() - off, MSG_NOSIGNAL);
+      if (w <= 0) break;
+      off += static_cast<size_t>(w);
+    }
+  }
+}
+
+}  // namespace hooker

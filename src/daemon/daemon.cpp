@@ -1,0 +1,523 @@
+#include "daemon/daemon.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <net/if.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+
+namespace hooker {
+
+namespace {
+enum Tag : uint64_t { kRing = 1, kUdp, kSlot, kSignal, kTimer, kControl, kFins };
+uint64_t tag(Tag t, uint32_t i = 0) { return (uint64_t{t} << 32) | i; }
+
+constexpr uint32_t kTickMs = 5;
+constexpr size_t kStashLimit = 1 << 20;         // early datagrams, all tokens
+constexpr uint32_t kMaxWindow = 4 << 20;
+constexpr uint64_t kRxBudget = 24ull << 20;     // payload the UDP buffer holds
+constexpr uint32_t kPoolLow = 16, kPoolBatch = 32;
+constexpr uint64_t kEmbryonicNs = 75ull * 1000 * 1000 * 1000;  // > SYN-ACK retries
+
+Status epoll_add(int ep, int fd, uint32_t events, uint64_t data) {
+  epoll_event e{};
+  e.events = events;
+  e.data.u64 = data;
+  if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e) < 0) return sys_error("epoll_ctl add");
+  return ok();
+}
+
+void erase_one(std::vector<Conn*>& v, Conn* c) {
+  v.erase(std::remove(v.begin(), v.end(), c), v.end());
+}
+}  // namespace
+
+Result<std::unique_ptr<Daemon>> Daemon::start(const Options& o) {
+  std::unique_ptr<Daemon> d(new Daemon(o));
+  if (auto s = d->setup(); !s) return s.error();
+  d->ready_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                          d->started_)
+                    .count();
+  return d;
+}
+
+Status Daemon::setup() {
+  set_libbpf_verbose(opt_.verbose);
+  // The UDP port first: if it is taken nothing else is touched.
+  auto udp = UdpTransport::open(opt_.port);
+  if (!udp) return udp.error();
+  udp_.emplace(udp.take());
+
+  // The control socket next: a second hookerd on the same path must fail
+  // before attaching anything.
+  std::filesystem::create_directories(std::filesystem::path(opt_.control).parent_path());
+  control_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  if (opt_.control.size() >= sizeof(sa.sun_path))
+    return Error{"control socket path too long: " + opt_.control, 0};
+  std::strncpy(sa.sun_path, opt_.control.c_str(), sizeof(sa.sun_path) - 1);
+  if (connect(control_.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0)
+    return Error{"another hookerd answers on " + opt_.control + ": give this one --control PATH",
+                 0};
+  control_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  unlink(opt_.control.c_str());  // stale: nobody answered
+  if (bind(control_.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) < 0 ||
+      listen(control_.get(), 16) < 0)
+    return sys_error("listen on control socket " + opt_.control);
+
+  KernelConfig kc{opt_.cgroup, opt_.ifaces, opt_.port, opt_.redirect, opt_.pin_dir,
+                  opt_.max_conns};
+  // Interfaces are checked before loading anything.
+  for (auto& i : opt_.ifaces)
+    if (!if_nametoindex(i.c_str()))
+      return Error{"no interface '" + i + "' in this network namespace (ip link shows them)", 0};
+  auto slots_ok = [&]() -> Status {
+    auto k = Kernel::load(kc);
+    if (!k) return k.error();
+    kernel_ = k.take();
+    auto p = SlotPool::create(*kernel_, opt_.max_conns);
+    if (!p) return p.error();
+    slots_.emplace(p.take());
+    return slots_->grow(kPoolBatch);
+  }();
+  if (!slots_ok) return slots_ok;
+  by_slot_.resize(opt_.max_conns);
+
+  auto fins = FinHold::open(opt_.port, opt_.redirect,
+                            [this](const hk_flow& f, uint32_t id) { return on_fin(f, id); });
+  if (!fins) return fins.error();
+  fins_ = fins.take();
+
+  ring_ = ring_buffer__new(kernel_->events_fd(), &Daemon::on_ring_event, this, nullptr);
+  if (!ring_) return sys_error("open the event ring buffer");
+
+  epoll_.reset(epoll_create1(EPOLL_CLOEXEC));
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  sigprocmask(SIG_BLOCK, &mask, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  signal_.reset(signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC));
+  timer_.reset(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+  itimerspec its{{0, kTickMs * 1000000}, {0, kTickMs * 1000000}};
+  timerfd_settime(timer_.get(), 0, &its, nullptr);
+  for (auto [fd, t] : {std::pair{ring_buffer__epoll_fd(ring_), kRing},
+                       std::pair{udp_->fd(), kUdp}, std::pair{signal_.get(), kSignal},
+                       std::pair{timer_.get(), kTimer}, std::pair{control_.get(), kControl},
+                       std::pair{fins_->fd(), kFins}})
+    if (auto s = epoll_add(epoll_.get(), fd, EPOLLIN, tag(t)); !s) return s;
+  return ok();
+}
+
+Daemon::~Daemon() {
+  // Let every held FIN through before the rules go.
+  for (auto& c : by_slot_)
+    if (c) release_fins(*c);
+  fins_.reset();
+  if (ring_) ring_buffer__free(ring_);
+  kernel_.reset();  // detaches the programs: new connections stay plain TCP
+  if (control_.valid()) unlink(opt_.control.c_str());
+}
+
+// ---- kernel events -------------------------------------------------------
+
+int Daemon::on_ring_event(void* self, void* data, size_t size) {
+  if (size >= sizeof(hk_event)) static_cast<Daemon*>(self)->on_event(*static_cast<hk_event*>(data));
+  return 0;
+}
+
+void Daemon::on_event(const hk_event& ev) {
+  if (ev.type == HK_EV_BOUND) return on_bound(ev);
+  if (ev.type == HK_EV_BIND_FAILED) {
+    send_reset(ev.peer_token, remote_addr(ev.app, ev.peer_port));
+    return;
+  }
+  if (ev.slot >= by_slot_.size() || !by_slot_[ev.slot]) return;
+  Conn& c = *by_slot_[ev.slot];
+  if (ev.token != c.token) return;  // an event of a slot's previous life
+  if (ev.type == HK_EV_SHUT_WR || ev.type == HK_EV_CLOSED) {
+    if (!c.app_shut_wr) {
+      c.app_shut_wr = true;
+      // Everything the application wrote is already in the slot: the
+      // redirect completed inside its send(). EOF on `in` marks the end.
+      shutdown(c.out_fd, SHUT_WR);
+    }
+  }
+  if (ev.type == HK_EV_CLOSED) {
+    c.app_gone = true;
+    release_fins(c);
+  }
+  pump(c);
+  maybe_retire(c);
+}
+
+void Daemon::on_bound(const hk_event& ev) {
+  Slot* s = slots_->get(ev.slot);
+  if (!s || ev.slot >= by_slot_.size()) return;
+  if (by_slot_[ev.slot]) retire(*by_slot_[ev.slot]);  // cannot happen: slots are recycled
+  auto c = std::make_unique<Conn>(window());
+  c->slot = ev.slot;
+  c->app = ev.app;
+  c->token = ev.token;
+  c->peer_token = ev.peer_token;
+  c->cookie = ev.cookie;
+  c->active = ev.active;
+  c->peer = remote_addr(ev.app, ev.peer_port);
+  c->in_fd = s->in.get();
+  c->out_fd = s->out.get();
+  if (auto st = slots_->bind_inbound(ev.slot, ev.app); !st) {
+    fprintf(stderr, "hookerd: %s\n", st.error().message().c_str());
+    send_reset(ev.peer_token, c->peer);
+    return;
+  }
+  Conn* cp = c.get();
+  by_token_[cp->token] = cp;
+  by_flow_[cp->app] = cp;
+  by_slot_[ev.slot] = std::move(c);
+  cnt_.conns_moved++;
+  (void)epoll_add(epoll_.get(), cp->in_fd, EPOLLIN | EPOLLRDHUP | EPOLLET, tag(kSlot, ev.slot));
+  if (opt_.verbose) fprintf(stderr, "hookerd: moved %s\n", to_string(cp->app).c_str());
+  // Datagrams that beat the handshake to us.
+  if (auto it = stash_.find(cp->token); it != stash_.end()) {
+    auto early = std::move(it->second);
+    stash_.erase(it);
+    for (auto& e : early) {
+      stash_bytes_ -= e.d.size();
+      on_datagram(e.from, e.d);
+    }
+  }
+  pump(*cp);
+  keep_pool_full();
+}
+
+// ---- application -> wire -------------------------------------------------
+
+void Daemon::pump(Conn& c) {
+  while (!c.out_eof) {
+    uint64_t credit = c.credit();
+    size_t room = udp_->room();
+    if (credit == 0) return;  // the peer's ACK calls pump again
+    if (room == 0) {
+      if (std::find(tx_waiters_.begin(), tx_waiters_.end(), &c) == tx_waiters_.end())
+        tx_waiters_.push_back(&c);
+      flush();
+      if (udp_->room() == 0) return;
+      continue;
+    }
+    size_t frames = std::min<uint64_t>(room, (credit + wire::kMaxPayload - 1) / wire::kMaxPayload);
+    iovec iov[UdpTransport::kBatch];
+    udp_->payload_iov(frames, iov);
+    // The last area is trimmed so no byte is read past the credit.
+    size_t want = std::min<uint64_t>(credit, frames * wire::kMaxPayload);
+    iov[frames - 1].iov_len = want - (frames - 1) * wire::kMaxPayload;
+    ssize_t n = readv(c.in_fd, iov, static_cast<int>(frames));
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) return;
+      n = 0;  // the slot broke: treat as the end of the stream
+    }
+    if (n == 0) {
+      c.out_eof = true;
+      break;
+    }
+    udp_->commit_data(static_cast<size_t>(n), c.peer_token, c.sent, c.peer);
+    c.sent += static_cast<uint64_t>(n);
+  }
+  if (c.out_eof && !c.end_sent) {
+    if (udp_->room() == 0) flush();
+    if (udp_->room() == 0) {
+      tx_waiters_.push_back(&c);
+      return;
+    }
+    udp_->queue({HK_WIRE_END, HK_MECH_UDP, c.peer_token, c.sent, 0, {}}, c.peer);
+    c.end_sent = true;
+  }
+}
+
+void Daemon::flush() {
+  auto r = udp_->flush();
+  if (!r) {
+    fprintf(stderr, "hookerd: %s\n", r.error().message().c_str());
+    return;
+  }
+  if (*r == tx_blocked_) return;
+  // Blocked: wait for EPOLLOUT; unblocked: stop asking for it.
+  tx_blocked_ = !*r;
+  epoll_event e{};
+  e.events = tx_blocked_ ? EPOLLIN | EPOLLOUT : EPOLLIN;
+  e.data.u64 = tag(kUdp);
+  epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, udp_->fd(), &e);
+}
+
+// ---- wire -> application -------------------------------------------------
+
+uint32_t Daemon::window() const {
+  // Every connection may fill its window at once; together they must fit
+  // in the UDP receive buffer, or the kernel drops datagrams.
+  uint64_t n = std::max<size_t>(1, by_token_.size());
+  return static_cast<uint32_t>(std::clamp<uint64_t>(kRxBudget / n, kInitialWindow, kMaxWindow));
+}
+
+void Daemon::on_udp_readable() {
+  for (;;) {
+    auto r = udp_->receive(
+        [this](const sockaddr_in6& from, std::span<const std::byte> d) { on_datagram(from, d); });
+    if (!r) {
+      fprintf(stderr, "hookerd: %s\n", r.error().message().c_str());
+      break;
+    }
+    if (*r < UdpTransport::kBatch) break;  // drained
+  }
+  // The socket is drained: acknowledge what was delivered, so a sender
+  // waiting for credit never waits on a threshold.
+  for (Conn* c : touched_)
+    if (c->in.delivered() > c->acked) ack(*c);
+  touched_.clear();
+}
+
+static bool same_host(const sockaddr_in6& a, const sockaddr_in6& b) {
+  return std::memcmp(&a.sin6_addr, &b.sin6_addr, sizeof(a.sin6_addr)) == 0;
+}
+
+void Daemon::on_datagram(const sockaddr_in6& from, std::span<const std::byte> d) {
+  auto p = wire::parse(d);
+  if (!p.frame) {
+    cnt_.rx_malformed++;
+    return;
+  }
+  const wire::Frame& f = *p.frame;
+  auto it = by_token_.find(f.token);
+  if (it == by_token_.end()) {
+    // The handshake's event may still be in the ring: read it first.
+    ring_buffer__consume(ring_);
+    it = by_token_.find(f.token);
+  }
+  if (it == by_token_.end()) {
+    hk_token t;
+    // Accepted in a SYN-ACK whose final ACK has not arrived yet: keep the
+    // datagram until the connection is established.
+    if (bpf_map_lookup_elem(kernel_->tokens_fd(), &f.token, &t) == 0 &&
+        t.state == HK_TOKEN_EMBRYONIC && stash_bytes_ + d.size() <= kStashLimit) {
+      stash_[f.token].push_back({from, {d.begin(), d.end()}});
+      stash_bytes_ += d.size();
+      cnt_.rx_stashed++;
+    } else {
+      cnt_.rx_unknown_token++;
+    }
+    return;
+  }
+  Conn& c = *it->second;
+  if (!same_host(from, c.peer)) {
+    cnt_.rx_wrong_source++;
+    return;
+  }
+  switch (f.type) {
+    case HK_WIRE_DATA: {
+      if (c.inbound_dead) {
+        cnt_.rx_after_close++;
+        break;
+      }
+      auto a = c.in.add(f.offset, f.payload);
+      if (a == Reassembly::Added::kDuplicate) cnt_.rx_duplicate++;
+      if (a == Reassembly::Added::kBeyondWindow) cnt_.rx_beyond_window++;
+      if (std::find(touched_.begin(), touched_.end(), &c) == touched_.end())
+        touched_.push_back(&c);
+      deliver(c);  // may retire c: last
+      break;
+    }
+    case HK_WIRE_ACK:
+      if (f.offset > c.peer_acked && f.offset <= c.sent) c.peer_acked = f.offset;
+      c.peer_window = std::min<uint32_t>(f.window, kMaxWindow);
+      pump(c);
+      break;
+    case HK_WIRE_END:
+      c.peer_end = f.offset;
+      deliver(c);
+      break;
+    case HK_WIRE_RESET:
+      cnt_.resets_received++;
+      retire(c);
+      break;
+  }
+}
+
+void Daemon::deliver(Conn& c) {
+  while (!c.inbound_dead && !c.in.ready().empty()) {
+    auto r = c.in.ready();
+    ssize_t n = send(c.in_fd, r.data(), r.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      c.in.consumed(static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == ENOMEM || errno == ENOBUFS || errno == EINTR)) {
+      // The application's receive queue is full: try again on the next tick.
+      if (std::find(retry_.begin(), retry_.end(), &c) == retry_.end()) retry_.push_back(&c);
+      cnt_.delivery_retries++;
+      return;
+    }
+    // EACCES/EPIPE: the application socket has left; nobody can read more.
+    c.inbound_dead = true;
+  }
+  if (c.in.delivered() - c.acked >= window() / 4) ack(c);
+  if (c.peer_done()) {
+    if (c.in.delivered() > c.acked) ack(c);
+    release_fins(c);
+  }
+  maybe_retire(c);
+}
+
+void Daemon::ack(Conn& c) {
+  if (udp_->room() == 0) flush();
+  if (udp_->room() == 0) return;  // the next idle point acknowledges
+  c.in.set_window(window());
+  udp_->queue({HK_WIRE_ACK, HK_MECH_UDP, c.peer_token, c.in.delivered(), window(), {}}, c.peer);
+  c.acked = c.in.delivered();
+}
+
+void Daemon::send_reset(uint64_t peer_token, const sockaddr_in6& to) {
+  if (udp_->room() == 0) flush();
+  if (udp_->room() == 0) return;
+  udp_->queue({HK_WIRE_RESET, HK_MECH_UDP, peer_token, 0, 0, {}}, to);
+  cnt_.resets_sent++;
+}
+
+// ---- FINs and the end of a connection ------------------------------------
+
+bool Daemon::on_fin(const hk_flow& local, uint32_t id) {
+  ring_buffer__consume(ring_);  // a connection bound a moment ago
+  auto it = by_flow_.find(local);
+  if (it == by_flow_.end()) return true;  // not moved: plain TCP's FIN
+  Conn& c = *it->second;
+  if (c.peer_done() || c.app_gone || c.inbound_dead) return true;
+  c.held_fins.push_back(id);
+  return false;
+}
+
+void Daemon::release_fins(Conn& c) {
+  for (uint32_t id : c.held_fins) fins_->release(id);
+  c.held_fins.clear();
+}
+
+void Daemon::maybe_retire(Conn& c) {
+  // Gone when the application closed and every byte it wrote left.
+  if (c.app_gone && c.end_sent) retire(c);
+}
+
+void Daemon::retire(Conn& c) {
+  uint32_t slot = c.slot;
+  release_fins(c);
+  epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.in_fd, nullptr);
+  bpf_map_delete_elem(kernel_->tokens_fd(), &c.token);
+  by_token_.erase(c.token);
+  by_flow_.erase(c.app);
+  erase_one(tx_waiters_, &c);
+  erase_one(touched_, &c);
+  erase_one(retry_, &c);
+  cnt_.conns_closed++;
+  by_slot_[slot].reset();
+  if (auto s = slots_->recycle(slot); !s)
+    fprintf(stderr, "hookerd: slot %u lost: %s\n", slot, s.error().message().c_str());
+}
+
+// ---- housekeeping --------------------------------------------------------
+
+void Daemon::keep_pool_full() {
+  auto k = kernel_->counters();
+  uint64_t free = slots_->offered() - k[HK_CNT_SLOT_TAKEN] + k[HK_CNT_SLOT_RETURNED];
+  if (free < kPoolLow && slots_->created() < slots_->max())
+    if (auto s = slots_->grow(kPoolBatch); !s)
+      fprintf(stderr, "hookerd: cannot grow the slot pool: %s\n", s.error().message().c_str());
+}
+
+void Daemon::gc_embryonic() {
+  // A SYN-ACK that accepted Hooker reserved a slot; if its handshake never
+  // completed (a scan, a SYN flood) the slot goes back to the pool.
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t now = static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
+  uint64_t key, next;
+  std::vector<std::pair<uint64_t, uint32_t>> dead;
+  int fd = kernel_->tokens_fd();
+  for (int r = bpf_map_get_next_key(fd, nullptr, &key); r == 0;
+       r = bpf_map_get_next_key(fd, &key, &next), key = next) {
+    hk_token t;
+    if (bpf_map_lookup_elem(fd, &key, &t) == 0 && t.state == HK_TOKEN_EMBRYONIC &&
+        now - t.created_ns > kEmbryonicNs)
+      dead.emplace_back(key, t.slot);
+  }
+  for (auto [tok, slot] : dead)
+    if (bpf_map_delete_elem(fd, &tok) == 0) (void)slots_->offer(slot);
+}
+
+void Daemon::on_timer() {
+  uint64_t expirations;
+  (void)!read(timer_.get(), &expirations, sizeof(expirations));
+  ticks_++;
+  auto retry = std::move(retry_);
+  retry_.clear();
+  for (Conn* c : retry) deliver(*c);
+  if (ticks_ % (1000 / kTickMs) == 0) {
+    keep_pool_full();
+    gc_embryonic();
+  }
+}
+
+Status Daemon::run() {
+  epoll_event evs[64];
+  while (!stop_) {
+    int n = epoll_wait(epoll_.get(), evs, 64, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return sys_error("epoll_wait");
+    }
+    // Kernel events first: a connection's BOUND must precede its data.
+    ring_buffer__consume(ring_);
+    for (int i = 0; i < n; i++) {
+      uint64_t t = evs[i].data.u64 >> 32;
+      uint32_t idx = static_cast<uint32_t>(evs[i].data.u64);
+      switch (t) {
+        case kRing: break;
+        case kUdp:
+          if (evs[i].events & EPOLLOUT) flush();
+          if (evs[i].events & EPOLLIN) on_udp_readable();
+          break;
+        case kSlot:
+          if (idx < by_slot_.size() && by_slot_[idx]) pump(*by_slot_[idx]);
+          if (idx < by_slot_.size() && by_slot_[idx]) maybe_retire(*by_slot_[idx]);
+          break;
+        case kSignal: stop_ = true; break;
+        case kTimer: on_timer(); break;
+        case kControl: on_control(); break;
+        case kFins:
+          if (auto s = fins_->on_readable(); !s)
+            fprintf(stderr, "hookerd: %s\n", s.error().message().c_str());
+          break;
+      }
+    }
+    flush();
+    // Connections that waited for room in the UDP queue.
+    while (!tx_blocked_ && !tx_waiters_.empty()) {
+      auto w = std::move(tx_waiters_);
+      tx_waiters_.clear();
+      for (Conn* c : w) {
+        pump(*c);
+        maybe_retire(*c);
+      }
+      flush();
+      if (tx_waiters_.size() >= w.size()) break;
+    }
+  }
+  return ok();
+}
+
+}  // namespace hooker

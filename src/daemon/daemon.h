@@ -1,0 +1,94 @@
+// hookerd's event loop: the kernel's events, the application slots, the UDP
+// wire, held FINs and the control socket, all on one epoll.
+#pragma once
+
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "bpf/fd.h"
+#include "bpf/kernel.h"
+#include "core/flow.h"
+#include "daemon/conn.h"
+#include "daemon/fin_hold.h"
+#include "daemon/options.h"
+#include "daemon/slots.h"
+#include "mech/udp.h"
+
+struct ring_buffer;
+
+namespace hooker {
+
+// Counted drops and events of the daemon itself (the kernel's are in
+// hk_counter); every reason a datagram is not delivered has one.
+struct DaemonCounters {
+  uint64_t rx_malformed = 0, rx_unknown_token = 0, rx_wrong_source = 0;
+  uint64_t rx_duplicate = 0, rx_beyond_window = 0, rx_stashed = 0;
+  uint64_t rx_after_close = 0, resets_sent = 0, resets_received = 0;
+  uint64_t delivery_retries = 0, conns_moved = 0, conns_closed = 0;
+};
+
+class Daemon {
+ public:
+  static Result<std::unique_ptr<Daemon>> start(const Options& o);
+  ~Daemon();
+
+  // Runs until SIGINT/SIGTERM. Returns an error if the loop itself fails.
+  Status run();
+
+  double ready_ms = 0;  // start() to everything attached
+
+ private:
+  Daemon(const Options& o) : opt_(o) {}
+  Status setup();
+
+  // events
+  static int on_ring_event(void* self, void* data, size_t size);
+  void on_event(const hk_event& ev);
+  void on_bound(const hk_event& ev);
+  void on_udp_readable();
+  void on_datagram(const sockaddr_in6& from, std::span<const std::byte> d);
+  bool on_fin(const hk_flow& local, uint32_t id);
+  void on_timer();
+  void on_control();
+
+  // the two directions
+  void pump(Conn& c);      // application -> wire
+  void deliver(Conn& c);   // wire -> application
+  void ack(Conn& c);
+  void send_reset(uint64_t peer_token, const sockaddr_in6& to);
+  void release_fins(Conn& c);
+  void maybe_retire(Conn& c);
+  void retire(Conn& c);
+  void flush();
+  void keep_pool_full();
+  void gc_embryonic();
+  uint32_t window() const;
+
+  std::string status_json() const;
+
+  Options opt_;
+  std::unique_ptr<Kernel> kernel_;
+  std::optional<SlotPool> slots_;
+  std::optional<UdpTransport> udp_;
+  std::unique_ptr<FinHold> fins_;
+  ring_buffer* ring_ = nullptr;
+  Fd epoll_, signal_, timer_, control_;
+  bool stop_ = false;
+  bool tx_blocked_ = false;
+
+  std::vector<std::unique_ptr<Conn>> by_slot_;
+  std::unordered_map<uint64_t, Conn*> by_token_;
+  std::unordered_map<hk_flow, Conn*, FlowHash> by_flow_;
+  std::vector<Conn*> tx_waiters_;   // wanted to send, the UDP queue was full
+  std::vector<Conn*> touched_;      // got data in this batch: ack when idle
+  std::vector<Conn*> retry_;        // the application did not take all bytes
+  struct Stashed { sockaddr_in6 from; std::vector<std::byte> d; };
+  std::unordered_map<uint64_t, std::vector<Stashed>> stash_;  // early datagrams
+  size_t stash_bytes_ = 0;
+  uint64_t ticks_ = 0;
+  DaemonCounters cnt_;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace hooker

@@ -1,0 +1,170 @@
+#include "daemon/fin_hold.h"
+
+// glibc's network headers first: they tell the kernel's uapi headers that
+// netfilter pulls in not to define the same structs again.
+#include <netinet/in.h>
+#include <netinet/ip.h>
+#include <netinet/ip6.h>
+#include <netinet/tcp.h>
+#include <fcntl.h>
+extern "C" {
+#include <libnetfilter_queue/libnetfilter_queue.h>
+}
+#include <linux/netfilter.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <memory>
+
+#include "core/flow.h"
+
+extern char** environ;
+
+namespace hooker {
+
+Status run_command(const std::vector<std::string>& argv) {
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  int pipefd[2];
+  if (pipe2(pipefd, O_CLOEXEC) < 0) return sys_error("pipe for " + argv[0]);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  pid_t pid;
+  int rc = posix_spawnp(&pid, argv[0].c_str(), &fa, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(pipefd[1]);
+  if (rc != 0) {
+    close(pipefd[0]);
+    return Error{"run " + argv[0] + " (install iptables: make deps)", rc};
+  }
+  std::string err;
+  char buf[512];
+  ssize_t n;
+  while ((n = read(pipefd[0], buf, sizeof(buf))) > 0) err.append(buf, static_cast<size_t>(n));
+  close(pipefd[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return ok();
+  std::string cmd;
+  for (auto& a : argv) cmd += (cmd.empty() ? "" : " ") + a;
+  while (!err.empty() && err.back() == '\n') err.pop_back();
+  return Error{cmd + " failed: " + err, 0};
+}
+
+Result<std::unique_ptr<FinHold>> FinHold::open(uint16_t queue_num,
+                                               const std::vector<uint16_t>& ports,
+                                               Decide decide) {
+  std::unique_ptr<FinHold> f(new FinHold());
+  f->queue_num_ = queue_num;
+  f->decide_ = std::move(decide);
+  f->h_ = nfq_open();
+  if (!f->h_) return sys_error("open netfilter queue socket");
+  f->qh_ = nfq_create_queue(f->h_, queue_num, &FinHold::on_packet, f.get());
+  if (!f->qh_)
+    return sys_error("create NFQUEUE " + std::to_string(queue_num) +
+                     " (another hookerd on this UDP port in this namespace?)");
+  // Headers are enough to find the connection.
+  if (nfq_set_mode(f->qh_, NFQNL_COPY_PACKET, 128) < 0) return sys_error("set NFQUEUE copy mode");
+  // If the queue ever fills, let packets through rather than drop them.
+  nfq_set_queue_flags(f->qh_, NFQA_CFG_F_FAIL_OPEN, NFQA_CFG_F_FAIL_OPEN);
+  nfq_set_queue_maxlen(f->qh_, 65536);
+  if (auto s = f->install_rules(ports); !s) return s.error();
+  return f;
+}
+
+Status FinHold::install_rules(const std::vector<uint16_t>& ports) {
+  // multiport takes at most 15 ports per rule.
+  for (size_t i = 0; i < ports.size(); i += 15) {
+    std::string list;
+    for (size_t j = i; j < ports.size() && j < i + 15; j++)
+      list += (list.empty() ? "" : ",") + std::to_string(ports[j]);
+    for (const char* tool : {"iptables", "ip6tables"}) {
+      std::vector<std::string> spec = {
+          "INPUT", "-p", "tcp", "--tcp-flags", "FIN,RST", "FIN", "-m", "multiport", "--ports",
+          list, "-m", "comment", "--comment", "hooker fin hold", "-j", "NFQUEUE",
+          "--queue-num", std::to_string(queue_num_), "--queue-bypass"};
+      std::vector<std::string> add = {tool, "-w", "-I"};
+      add.insert(add.end(), spec.begin(), spec.end());
+      if (auto s = run_command(add); !s) return s;
+      std::vector<std::string> del = {tool, "-w", "-D"};
+      del.insert(del.end(), spec.begin(), spec.end());
+      rules_.push_back(std::move(del));
+    }
+  }
+  return ok();
+}
+
+FinHold::~FinHold() {
+  for (auto& r : rules_) (void)run_command(r);
+  if (qh_) nfq_destroy_queue(qh_);  // held packets are re-injected by the kernel
+  if (h_) nfq_close(h_);
+}
+
+int FinHold::fd() const { return nfq_fd(h_); }
+
+static bool tuple_of(const unsigned char* p, int len, hk_flow& f) {
+  f = {};
+  if (len < 1) return false;
+  const tcphdr* th;
+  if ((p[0] >> 4) == 4) {
+    if (len < static_cast<int>(sizeof(iphdr))) return false;
+    auto* ip = reinterpret_cast<const iphdr*>(p);
+    int hl = ip->ihl * 4;
+    if (ip->protocol != IPPROTO_TCP || len < hl + static_cast<int>(sizeof(tcphdr))) return false;
+    f.family = AF_INET;
+    f.laddr[0] = ip->daddr;
+    f.raddr[0] = ip->saddr;
+    th = reinterpret_cast<const tcphdr*>(p + hl);
+  } else {
+    if (len < static_cast<int>(sizeof(ip6_hdr) + sizeof(tcphdr))) return false;
+    auto* ip6 = reinterpret_cast<const ip6_hdr*>(p);
+    if (ip6->ip6_nxt != IPPROTO_TCP) return false;
+    f.family = AF_INET6;
+    std::memcpy(f.laddr, &ip6->ip6_dst, 16);
+    std::memcpy(f.raddr, &ip6->ip6_src, 16);
+    th = reinterpret_cast<const tcphdr*>(p + sizeof(ip6_hdr));
+  }
+  f.lport = ntohs(th->dest);
+  f.rport = ntohs(th->source);
+  return true;
+}
+
+int FinHold::on_packet(nfq_q_handle* qh, nfgenmsg*, nfq_data* nfa, void* self) {
+  auto* me = static_cast<FinHold*>(self);
+  auto* ph = nfq_get_msg_packet_hdr(nfa);
+  if (!ph) return 0;
+  uint32_t id = ntohl(ph->packet_id);
+  unsigned char* data = nullptr;
+  int len = nfq_get_payload(nfa, &data);
+  me->queued++;
+  hk_flow f;
+  if (!tuple_of(data, len, f) || me->decide_(f, id))
+    return nfq_set_verdict(qh, id, NF_ACCEPT, 0, nullptr);
+  me->held++;
+  return 0;
+}
+
+void FinHold::release(uint32_t id) {
+  released++;
+  nfq_set_verdict(qh_, id, NF_ACCEPT, 0, nullptr);
+}
+
+Status FinHold::on_readable() {
+  alignas(8) char buf[4096];
+  for (;;) {
+    ssize_t n = recv(fd(), buf, sizeof(buf), MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) return ok();
+      if (errno == ENOBUFS) continue;  // fail-open covers what overflowed
+      return sys_error("read the netfilter queue");
+    }
+    nfq_handle_packet(h_, buf, static_cast<int>(n));
+  }
+}
+
+}  // namespace hooker

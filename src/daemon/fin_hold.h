@@ -1,0 +1,62 @@
+// Keeps a moved connection's TCP FIN from overtaking its data.
+//
+// The FIN travels over TCP while the bytes before it travel through hookerd;
+// a reader blocked in recv() that sees the FIN first gets EOF and the late
+// bytes are lost (KERNEL.md). So incoming FINs on the policy's ports go to an
+// NFQUEUE (iptables/ip6tables, --queue-bypass so nothing stalls if hookerd is
+// gone), and hookerd lets a moved connection's FIN in only once every byte
+// the peer wrote before it has been delivered to the application.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/abi.h"
+#include "core/result.h"
+
+struct nfq_handle;
+struct nfq_q_handle;
+struct nfgenmsg;
+struct nfq_data;
+
+namespace hooker {
+
+class FinHold {
+ public:
+  // Decides for each queued packet: true lets it in now, false holds it
+  // (the daemon calls release() later). `local` is the tuple from the
+  // receiving socket's point of view.
+  using Decide = std::function<bool(const hk_flow& local, uint32_t packet_id)>;
+
+  static Result<std::unique_ptr<FinHold>> open(uint16_t queue_num,
+                                               const std::vector<uint16_t>& ports,
+                                               Decide decide);
+  ~FinHold();
+  FinHold(const FinHold&) = delete;
+  FinHold& operator=(const FinHold&) = delete;
+
+  int fd() const;
+  Status on_readable();
+  void release(uint32_t packet_id);
+
+  uint64_t queued = 0, held = 0, released = 0;
+
+ private:
+  FinHold() = default;
+  Status install_rules(const std::vector<uint16_t>& ports);
+  static int on_packet(nfq_q_handle* qh, nfgenmsg*, nfq_data* nfa, void* self);
+
+  nfq_handle* h_ = nullptr;
+  nfq_q_handle* qh_ = nullptr;
+  uint16_t queue_num_ = 0;
+  Decide decide_;
+  std::vector<std::vector<std::string>> rules_;  // installed, removed at exit
+};
+
+// Runs a command, waits for it; the error carries its stderr.
+Status run_command(const std::vector<std::string>& argv);
+
+}  // namespace hooker

@@ -1,0 +1,30 @@
+// hookerd: moves the payload of matching TCP connections onto UDP.
+#include <cstdio>
+
+#include "daemon/daemon.h"
+#include "daemon/options.h"
+
+int main(int argc, char** argv) {
+  auto opt = hooker::parse_options(argc, argv);
+  if (!opt) {
+    if (opt.error().what.empty()) return 0;  // --help
+    fprintf(stderr, "hookerd: %s\n", opt.error().message().c_str());
+    return 2;
+  }
+  auto d = hooker::Daemon::start(*opt);
+  if (!d) {
+    // Everything attached so far was detached by the destructors.
+    fprintf(stderr, "hookerd: %s\n", d.error().message().c_str());
+    return 1;
+  }
+  printf("hookerd: ready\n");
+  fflush(stdout);
+  if ((*d)->ready_ms > 0 && opt->verbose)
+    fprintf(stderr, "hookerd: start to ready %.2f ms\n", (*d)->ready_ms);
+  auto s = (*d)->run();
+  if (!s) {
+    fprintf(stderr, "hookerd: %s\n", s.error().message().c_str());
+    return 1;
+  }
+  return 0;
+}

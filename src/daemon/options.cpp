@@ -1,0 +1,74 @@
+#include "daemon/options.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <fstream>
+#include <sstream>
+
+namespace hooker {
+
+Result<std::string> cgroup2_root() {
+  std::ifstream m("/proc/self/mounts");
+  std::string line;
+  while (std::getline(m, line)) {
+    std::istringstream ss(line);
+    std::string dev, dir, type;
+    ss >> dev >> dir >> type;
+    if (type == "cgroup2") return dir;
+  }
+  return Error{"no cgroup v2 is mounted: mount -t cgroup2 none /sys/fs/cgroup", 0};
+}
+
+static bool is_dir(const std::string& p) {
+  struct stat st;
+  return stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+Result<Options> parse_options(int argc, char** argv) {
+  Options o;
+  CLI::App app{"hookerd: moves the data of TCP connections onto another transport"};
+  int port = o.port;
+  std::vector<int> redirect;
+  app.add_option("--cgroup", o.cgroup, "cgroup v2 directory whose processes are served (default: the root)");
+  app.add_option("--iface", o.ifaces, "interface for the XDP ingress program (repeatable)");
+  app.add_option("--port", port, "UDP port of this hookerd (default 7000)");
+  app.add_option("--redirect", redirect, "server TCP port whose connections move (repeatable)");
+  app.add_option("--control", o.control, "control socket path");
+  app.add_option("--pin-dir", o.pin_dir, "bpffs directory for pinned maps");
+  app.add_option("--max-conns", o.max_conns, "most connections moved at once (default 16384)");
+  app.add_flag("-v,--verbose", o.verbose, "log more, including libbpf");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app.help();
+    return Error{"", 0};
+  } catch (const CLI::ParseError& e) {
+    return Error{std::string(e.what()) + " (see hookerd --help)", 0};
+  }
+
+  if (port < 1 || port > 65535)
+    return Error{"--port " + std::to_string(port) + " is out of range: use 1..65535", 0};
+  o.port = static_cast<uint16_t>(port);
+  if (redirect.empty())
+    return Error{"nothing to move: give at least one --redirect PORT (the server's TCP port)", 0};
+  for (int p : redirect) {
+    if (p < 1 || p > 65535)
+      return Error{"--redirect " + std::to_string(p) + " is out of range: use 1..65535", 0};
+    o.redirect.push_back(static_cast<uint16_t>(p));
+  }
+  if (o.max_conns < 16 || o.max_conns > 65536)
+    return Error{"--max-conns must be 16..65536", 0};
+  if (geteuid() != 0)
+    return Error{"must run as root (it loads BPF programs and NFQUEUE rules): sudo hookerd ...", 0};
+  auto root = cgroup2_root();
+  if (!root) return root.error();
+  if (o.cgroup.empty()) o.cgroup = *root;
+  if (!is_dir(o.cgroup))
+    return Error{"cgroup " + o.cgroup + " does not exist: create it (mkdir) or pick one under " +
+                     *root, 0};
+  return o;
+}
+
+}  // namespace hooker

@@ -1,0 +1,31 @@
+// hookerd's command line, validated before anything touches the kernel.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/result.h"
+
+namespace hooker {
+
+struct Options {
+  std::string cgroup;               // default: the cgroup v2 root
+  std::vector<std::string> ifaces;
+  uint16_t port = 7000;
+  std::vector<uint16_t> redirect;
+  std::string control = "/run/hooker/hookerd.sock";
+  std::string pin_dir = "/sys/fs/bpf/hooker";
+  uint32_t max_conns = 16384;
+  bool verbose = false;
+};
+
+// Parses argv. On --help prints usage and returns an Error with err == 0
+// and an empty message (exit 0).
+Result<Options> parse_options(int argc, char** argv);
+
+// The cgroup v2 mount point from /proc/self/mounts, or an error saying how
+// to mount one.
+Result<std::string> cgroup2_root();
+
+}  // namespace hooker

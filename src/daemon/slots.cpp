@@ -1,0 +1,105 @@
+#include "daemon/slots.h"
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include "core/flow.h"
+
+namespace hooker {
+
+Result<SlotPool> SlotPool::create(const Kernel& k, uint32_t max_slots) {
+  Fd l(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!l.valid()) return sys_error("socket for the slot listener");
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(l.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) < 0)
+    return sys_error("bind the slot listener to 127.0.0.1 (is lo up? ip link set lo up)");
+  if (listen(l.get(), 1024) < 0) return sys_error("listen on the slot listener");
+  return SlotPool(k, std::move(l), max_slots);
+}
+
+Result<Slot> SlotPool::make_pair() {
+  sockaddr_in a{};
+  socklen_t al = sizeof(a);
+  if (getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&a), &al) < 0)
+    return sys_error("getsockname of the slot listener");
+  Slot s;
+  s.out.reset(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s.out.valid()) return sys_error("socket for a slot");
+  if (connect(s.out.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) < 0)
+    return sys_error("connect a slot over loopback");
+  s.in.reset(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+  if (!s.in.valid()) return sys_error("accept a slot over loopback");
+  // Small writes (1-byte sends, request/response) must not wait for Nagle
+  // behind a delayed ACK on the loopback hop.
+  int one = 1;
+  setsockopt(s.out.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  setsockopt(s.in.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  auto ok = flow_of_socket(s.out.get());
+  auto ik = flow_of_socket(s.in.get());
+  if (!ok) return ok.error();
+  if (!ik) return ik.error();
+  s.out_key = *ok;
+  s.in_key = *ik;
+  return s;
+}
+
+Status SlotPool::publish(uint32_t id) {
+  Slot& s = *slots_[id];
+  __u64 v = static_cast<__u64>(s.out.get());
+  if (bpf_map_update_elem(k_->socks_fd(), &s.out_key, &v, BPF_NOEXIST))
+    return sys_error("insert slot " + std::to_string(id) + " into the SOCKHASH");
+  v = static_cast<__u64>(s.in.get());
+  if (bpf_map_update_elem(k_->socks_fd(), &s.in_key, &v, BPF_NOEXIST))
+    return sys_error("insert slot " + std::to_string(id) + " into the SOCKHASH");
+  hk_slot hs{s.out_key};
+  if (bpf_map_update_elem(k_->slots_fd(), &id, &hs, BPF_ANY))
+    return sys_error("describe slot " + std::to_string(id) + " to the kernel");
+  return offer(id);
+}
+
+Status SlotPool::offer(uint32_t id) {
+  if (bpf_map_update_elem(k_->free_slots_fd(), nullptr, &id, BPF_ANY))
+    return sys_error("offer slot " + std::to_string(id) + " to the kernel");
+  offered_++;
+  return ok();
+}
+
+Status SlotPool::grow(uint32_t n) {
+  for (uint32_t i = 0; i < n && slots_.size() < max_; i++) {
+    auto s = make_pair();
+    if (!s) return s.error();
+    slots_.emplace_back(s.take());
+    if (auto st = publish(static_cast<uint32_t>(slots_.size() - 1)); !st) return st;
+  }
+  return ok();
+}
+
+Status SlotPool::recycle(uint32_t id) {
+  // Closing both sockets removes them from the SOCKHASH.
+  slots_[id].reset();
+  auto s = make_pair();
+  if (!s) return s.error();
+  slots_[id].emplace(s.take());
+  return publish(id);
+}
+
+Status SlotPool::bind_inbound(uint32_t id, const hk_flow& app) {
+  Slot* s = get(id);
+  if (!s) return Error{"bind unknown slot " + std::to_string(id), EINVAL};
+  hk_sk st{};
+  st.target = app;
+  st.redirect_flags = BPF_F_INGRESS;
+  st.slot = id;
+  st.state = HK_SK_PROXY;
+  int fd = s->in.get();
+  if (bpf_map_update_elem(k_->sk_state_fd(), &fd, &st, BPF_ANY))
+    return sys_error("point slot " + std::to_string(id) + " at its application socket");
+  return ok();
+}
+
+}  // namespace hooker
