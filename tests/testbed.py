@@ -22,6 +22,7 @@ import ctypes
 import dataclasses
 import hashlib
 import os
+import re
 import select
 import shutil
 import signal
@@ -216,12 +217,16 @@ class Capture:
         self.marker = f"hooker-testbed-end-{uuid.uuid4().hex}".encode()
         self._packets: list[Packet] | None = None
         self._proc: subprocess.Popen | None = None
+        self.dropped: int | None = None  # tcpdump's own count of frames it missed
 
     def start(self, timeout=10.0):
         # The end marker is let through whatever the user's filter is.
         marker_filter = f"udp dst port {SENTINEL_PORT} and src host {self.host.ip4}"
         full = f"({self.filter}) or ({marker_filter})" if self.filter else ""
-        argv = ["tcpdump", "-n", "-U", "--immediate-mode", "-i", self.host.iface,
+        # Headers are all the assertions read (lengths come from them), and a
+        # large buffer: a burst of Hooker datagrams overflows the default one.
+        argv = ["tcpdump", "-n", "-U", "--immediate-mode", "-s", "200", "-B", "65536",
+                "-i", self.host.iface,
                 "-w", str(self.path)] + ([full] if full else [])
         self._proc = self.host.popen(argv, cgroup=False, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
@@ -258,6 +263,9 @@ class Capture:
                     time.sleep(0.05)  # poll the file for the marker, bounded above
         finally:
             self.host.bed._stop_proc(self._proc, sig=signal.SIGINT)
+            err = self._proc.stderr.read().decode(errors="replace")
+            m = re.search(r"(\d+) packets? dropped by kernel", err)
+            self.dropped = int(m.group(1)) if m else None
 
     def packets(self) -> list[Packet]:
         """Every captured frame except the end markers."""

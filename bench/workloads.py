@@ -1,0 +1,285 @@
+"""What the benchmark runs on the two-host bed: an HTTP server and curl, kcptun,
+iperf3, and hookerd. Each piece starts, proves it is ready (never a sleep), and is
+stopped by the bed's teardown if the suite fails half way."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import select
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import testbed
+
+PY = "/usr/bin/python3"
+HTTP_PORT = 8000
+KCP_PORT = 29900
+KCP_LOCAL = 12948
+IPERF_PORT = 5201
+HOOKER_PORT = 7000
+
+
+class Unavailable(Exception):
+    """A variant cannot be measured here; str() is the reason shown in the report."""
+
+
+def wait_listening(host: testbed.Host, addr: str, port: int, timeout=10.0, what="server"):
+    """Polls a TCP connect from inside `host` until something accepts, or raises."""
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        with host.socket(fam, socket.SOCK_STREAM) as s:
+            s.settimeout(1.0)
+            try:
+                s.connect((addr, port))
+                return
+            except OSError as e:
+                last = e
+        time.sleep(0.02)  # refused at once: poll again, bounded by the deadline
+    raise RuntimeError(f"{what} on {host.name} {addr}:{port} not listening in {timeout}s: {last}")
+
+
+ALLOWED_CC = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control")
+
+
+class AllowCongestionControls:
+    """A namespace other than the first may only pick a CC from the machine-wide
+    tcp_allowed_congestion_control list (else EPERM). This adds the ones the bench
+    needs for its duration and puts the list back as it was, even on failure."""
+
+    def __init__(self, ccs):
+        self.ccs, self.old = list(ccs), None
+
+    def __enter__(self):
+        self.old = ALLOWED_CC.read_text().split()
+        want = self.old + [c for c in self.ccs if c not in self.old]
+        if want != self.old:
+            ALLOWED_CC.write_text(" ".join(want))
+        return self
+
+    def __exit__(self, *exc):
+        if self.old is not None and ALLOWED_CC.read_text().split() != self.old:
+            ALLOWED_CC.write_text(" ".join(self.old))
+
+
+def set_cc(bed: testbed.TwoHosts, cc: str):
+    """The default congestion control of both hosts (a per-netns sysctl)."""
+    for h in (bed.a, bed.b):
+        h.run(["sysctl", "-q", "-w", f"net.ipv4.tcp_congestion_control={cc}"],
+              timeout=5, cgroup=False)
+
+
+def default_cc(bed: testbed.TwoHosts) -> str:
+    return bed.a.run(["cat", "/proc/sys/net/ipv4/tcp_congestion_control"],
+                     timeout=5, cgroup=False).stdout.strip()
+
+
+# ------------------------------------------------------------------ HTTP downloads
+
+class FileServer:
+    """python3 -m http.server on host b serving random files of the given sizes."""
+
+    def __init__(self, bed: testbed.TwoHosts, sizes: dict[str, int]):
+        self.bed = bed
+        self.dir = Path(tempfile.mkdtemp(prefix="hooker-bench-www-"))
+        self.digest = {}
+        for name, n in sizes.items():
+            data = os.urandom(n)  # incompressible: kcptun's compression gains nothing
+            (self.dir / name).write_bytes(data)
+            self.digest[name] = (n, hashlib.sha256(data).hexdigest())
+        self.proc = bed.b.popen([PY, "-m", "http.server", str(HTTP_PORT), "--bind",
+                                 bed.b.ip4, "--directory", str(self.dir)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_listening(bed.a, bed.b.ip4, HTTP_PORT, what="http.server")
+
+    def close(self):
+        self.bed._stop_proc(self.proc)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def download(bed: testbed.TwoHosts, url: str, name: str, expect: tuple[int, str],
+             timeout: float) -> float:
+    """curl on host a; returns curl's time_total in seconds. Raises if the file is
+    late, incomplete or altered: a fast wrong answer is not a result."""
+    out = Path(tempfile.mkdtemp(prefix="hooker-bench-dl-")) / name
+    try:
+        r = bed.a.run(["curl", "-sS", "-o", str(out), "--max-time", f"{timeout:g}",
+                       "-w", "%{http_code} %{size_download} %{time_total}", url],
+                      timeout=timeout + 10, check=False)
+        if r.returncode != 0:
+            raise RuntimeError(f"curl {url}: exit {r.returncode}: {r.stderr.strip()}")
+        code, size, secs = r.stdout.split()
+        if code != "200":
+            raise RuntimeError(f"curl {url}: HTTP {code}")
+        data = out.read_bytes()
+        if (len(data), hashlib.sha256(data).hexdigest()) != expect:
+            raise RuntimeError(f"curl {url}: {len(data)} bytes, content differs from the "
+                               f"{expect[0]}-byte original")
+        return float(secs)
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ kcptun
+
+class Kcptun:
+    """kcptun as the explicit port-forward it is: client on a (127.0.0.1:KCP_LOCAL)
+    -> KCP over UDP -> server on b -> the HTTP server. Debian's defaults otherwise
+    (mode fast, aes, FEC 10+3); compression off since the files are random."""
+
+    def __init__(self, bed: testbed.TwoHosts, target_port: int):
+        for tool in ("kcptun-server", "kcptun-client"):
+            if shutil.which(tool) is None:
+                raise Unavailable(f"{tool} not installed (apt-get install kcptun)")
+        self.bed = bed
+        key = os.urandom(12).hex()
+        common = ["--key", key, "--nocomp", "--quiet"]
+        self.server = bed.b.popen(["kcptun-server", "-t", f"{bed.b.ip4}:{target_port}",
+                                   "-l", f"{bed.b.ip4}:{KCP_PORT}", *common],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.client = bed.a.popen(["kcptun-client", "-r", f"{bed.b.ip4}:{KCP_PORT}",
+                                   "-l", f"127.0.0.1:{KCP_LOCAL}", *common],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_listening(bed.a, "127.0.0.1", KCP_LOCAL, what="kcptun-client")
+
+    def url(self, name):
+        return f"http://127.0.0.1:{KCP_LOCAL}/{name}"
+
+    def close(self):
+        self.bed._stop_proc(self.client)
+        self.bed._stop_proc(self.server)
+
+
+# ------------------------------------------------------------------ hookerd
+
+def hookerd_binary(build: Path) -> Path:
+    """BUILD/hookerd as agreed, else where the top-level CMake puts it (BUILD/src)."""
+    for p in (build / "hookerd", build / "src" / "hookerd"):
+        if p.exists():
+            return p
+    return build / "hookerd"
+
+
+def hooker_missing(build: Path) -> str | None:
+    """Why Hooker cannot be benchmarked at all, or None."""
+    b = hookerd_binary(build)
+    if not b.exists():
+        return f"{b} does not exist (hookerd not built yet)"
+    if not os.access(b, os.X_OK):
+        return f"{b} is not executable"
+    return None
+
+
+class Hookerd:
+    """hookerd on one host (outside the app cgroup), as the bench contract says:
+    it prints 'hookerd: ready' once attached and stops cleanly on SIGTERM."""
+
+    def __init__(self, build: Path, host: testbed.Host, redirect_port: int,
+                 extra: list[str] = (), timeout=10.0):
+        self.host = host
+        tag = f"{host.netns}-{os.urandom(3).hex()}"
+        self.pin_dir = Path("/sys/fs/bpf") / f"hooker-bench-{tag}"
+        self.ctl_dir = Path(tempfile.mkdtemp(prefix="hooker-bench-ctl-"))
+        self.pin_dir.mkdir()
+        argv = [str(hookerd_binary(build)), "--cgroup", str(host.cgroup),
+                "--iface", host.iface, "--port", str(HOOKER_PORT),
+                "--redirect", str(redirect_port), "--control", str(self.ctl_dir / "ctl.sock"),
+                "--pin-dir", str(self.pin_dir), *extra]
+        t0 = time.perf_counter()
+        self.proc = host.popen(argv, cgroup=False, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.proc.stdout], [], [], max(left, 0))
+            line = self.proc.stdout.readline() if ready else ""
+            if "hookerd: ready" in line:
+                self.ready_s = time.perf_counter() - t0
+                return
+            if not ready or line == "":
+                reason = self._failure(left <= 0 or not ready, timeout)
+                self.close()
+                raise Unavailable(reason)
+
+    def _failure(self, timed_out: bool, timeout: float) -> str:
+        if timed_out and self.proc.poll() is None:
+            return f"hookerd on {self.host.name} not ready in {timeout:g}s"
+        self.proc.wait(5)
+        err = self.proc.stderr.read().strip().splitlines()
+        return (f"hookerd on {self.host.name} exited with {self.proc.returncode}: "
+                + (err[-1] if err else "(no message)"))
+
+    def close(self):
+        self.host.bed._stop_proc(self.proc)
+        shutil.rmtree(self.ctl_dir, ignore_errors=True)
+        # pins hookerd left behind in its own directory would keep programs loaded
+        shutil.rmtree(self.pin_dir, ignore_errors=True)
+
+
+class HookerPair:
+    """hookerd on both hosts; a context manager."""
+
+    def __init__(self, build, bed, redirect_port, extra=()):
+        self.build, self.bed, self.port, self.extra = build, bed, redirect_port, extra
+        self.daemons: list[Hookerd] = []
+
+    def __enter__(self):
+        try:
+            for h in (self.bed.b, self.bed.a):
+                self.daemons.append(Hookerd(self.build, h, self.port, self.extra))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        for d in self.daemons:
+            d.close()
+        self.daemons.clear()
+
+
+def bpf_prog_ids() -> set[int]:
+    r = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
+                       timeout=20)
+    return {p["id"] for p in json.loads(r.stdout or "[]")} if r.returncode == 0 else set()
+
+
+def bpf_prog_stats(after_ids: set[int]) -> list[dict]:
+    """Programs loaded since `after_ids` was taken, with run_time_ns/run_cnt."""
+    r = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
+                       timeout=20)
+    if r.returncode != 0:
+        return []
+    return [p for p in json.loads(r.stdout or "[]") if p["id"] not in after_ids]
+
+
+# ------------------------------------------------------------------ iperf3
+
+def iperf3(bed: testbed.TwoHosts, streams: int, seconds: float) -> float:
+    """One iperf3 run a -> b against a server already listening; Gbit/s received."""
+    r = bed.a.run(["iperf3", "-c", bed.b.ip4, "-p", str(IPERF_PORT), "-t", f"{seconds:g}",
+                   "-P", str(streams), "-J"], timeout=seconds + 30, check=False)
+    try:
+        j = json.loads(r.stdout)
+    except json.JSONDecodeError:
+        raise RuntimeError(f"iperf3: exit {r.returncode}: {r.stderr.strip()[-200:]}")
+    if "error" in j:
+        raise RuntimeError(f"iperf3: {j['error']}")
+    return j["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+class IperfServer:
+    def __init__(self, bed: testbed.TwoHosts):
+        self.bed = bed
+        self.proc = bed.b.popen(["iperf3", "-s", "-B", bed.b.ip4, "-p", str(IPERF_PORT)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_listening(bed.a, bed.b.ip4, IPERF_PORT, what="iperf3 -s")
+
+    def close(self):
+        self.bed._stop_proc(self.proc)
