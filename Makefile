@@ -4,6 +4,7 @@
 #   make test     install what is missing, build, run every test
 #   make bench / make bench-quick   the benchmark suite (bench/)
 BUILD ?= build
+MAKEFLAGS += --no-print-directory
 PYTEST = /usr/bin/python3 -m pytest
 
 .PHONY: all deps build demo test test-unit test-e2e bench bench-quick clean
@@ -18,7 +19,7 @@ build: deps
 	@cmake --build $(BUILD) -j2
 
 demo: build
-	@bash scripts/demo.sh $(BUILD)
+	@HOOKER_BUILD=$(abspath $(BUILD)) /usr/bin/python3 scripts/demo.py
 
 test: build
 	@bash scripts/test.sh $(BUILD)

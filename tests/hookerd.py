@@ -1,0 +1,92 @@
+"""Running hookerd on a test-bed host: start until `hookerd: ready`, ask it for
+status through hookerctl, stop it with SIGTERM. Used by the end-to-end tests and
+the demo."""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD = Path(os.environ.get("HOOKER_BUILD", REPO / "build"))
+HOOKERD = BUILD / "src" / "hookerd"
+HOOKERCTL = BUILD / "src" / "hookerctl"
+UDP_PORT = 7000
+
+
+class Hookerd:
+    """One hookerd on one host, with its own control socket and pin dir."""
+
+    def __init__(self, host, redirect, udp_port=UDP_PORT, extra=()):
+        self.host = host
+        self.redirect = list(redirect)
+        self.udp_port = udp_port
+        self.control = f"/run/hooker-test/{host.netns}.sock"
+        self.pin_dir = f"/sys/fs/bpf/{host.netns}"
+        self.extra = list(extra)
+        self.proc: subprocess.Popen | None = None
+        self.stderr_path = Path(f"/tmp/{host.netns}-hookerd.err")
+
+    def argv(self):
+        a = [HOOKERD, "--cgroup", self.host.cgroup, "--iface", self.host.iface,
+             "--port", str(self.udp_port), "--control", self.control,
+             "--pin-dir", self.pin_dir]
+        for p in self.redirect:
+            a += ["--redirect", str(p)]
+        return a + self.extra
+
+    def start(self, timeout=10.0) -> "Hookerd":
+        """Starts hookerd (outside the host's cgroup) and returns once it said
+        `hookerd: ready`; raises with its stderr if it exits or stays silent."""
+        err = open(self.stderr_path, "w")
+        self.proc = self.host.popen(self.argv(), cgroup=False, stdout=subprocess.PIPE,
+                                    stderr=err, text=True)
+        err.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([self.proc.stdout], [], [], 0.1)
+            if r:
+                line = self.proc.stdout.readline()
+                if line.strip() == "hookerd: ready":
+                    return self
+                if line == "":  # EOF: it exited
+                    break
+            elif self.proc.poll() is not None:
+                break
+        raise RuntimeError(f"hookerd on {self.host.name} did not become ready: "
+                           f"rc={self.proc.poll()} stderr={self.stderr()!r}")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text() if self.stderr_path.exists() else ""
+
+    def status(self) -> dict:
+        r = subprocess.run([HOOKERCTL, "--control", self.control, "status", "--json"],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, f"hookerctl status: rc={r.returncode} {r.stderr}"
+        return json.loads(r.stdout)
+
+    def counter(self, name: str) -> int:
+        c = self.status()["counters"]
+        return c["kernel"].get(name, c["daemon"].get(name, 0))
+
+    def stop(self, timeout=10.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+
+def wait_for(cond, timeout, what):
+    """Polls cond() until true; fails naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.02)  # polling a condition, bounded by the deadline
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
