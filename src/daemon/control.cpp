@@ -68,6 +68,7 @@ std::string Daemon::status_json() const {
                    {"ifaces", opt_.ifaces},
                    {"redirect", opt_.redirect},
                    {"ready_ms", ready_ms},
+                   {"startup_ms", startup_ms},
                    {"uptime_s", std::chrono::duration<double>(now - started_).count()}}},
       {"connections", conns},
       {"counters", {{"kernel", kernel}, {"daemon", daemon}}},

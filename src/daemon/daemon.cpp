@@ -50,6 +50,12 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const Options& o) {
   return d;
 }
 
+void Daemon::phase(const char* name) {
+  auto now = std::chrono::steady_clock::now();
+  startup_ms.emplace_back(name, std::chrono::duration<double, std::milli>(now - phase_t0_).count());
+  phase_t0_ = now;
+}
+
 Status Daemon::setup() {
   set_libbpf_verbose(opt_.verbose);
   // The UDP port first: if it is taken nothing else is touched.
@@ -74,6 +80,7 @@ Status Daemon::setup() {
   if (bind(control_.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) < 0 ||
       listen(control_.get(), 16) < 0)
     return sys_error("listen on control socket " + opt_.control);
+  phase("udp_and_control");
 
   KernelConfig kc{opt_.cgroup, opt_.ifaces, opt_.port, opt_.redirect, opt_.pin_dir,
                   opt_.max_conns};
@@ -85,6 +92,9 @@ Status Daemon::setup() {
     auto k = Kernel::load(kc);
     if (!k) return k.error();
     kernel_ = k.take();
+    startup_ms.emplace_back("bpf_open_load", kernel_->times().open_load_ms);
+    startup_ms.emplace_back("bpf_attach", kernel_->times().attach_ms);
+    phase("bpf_total");
     auto p = SlotPool::create(*kernel_, opt_.max_conns);
     if (!p) return p.error();
     slots_.emplace(p.take());
@@ -92,11 +102,13 @@ Status Daemon::setup() {
   }();
   if (!slots_ok) return slots_ok;
   by_slot_.resize(opt_.max_conns);
+  phase("slot_pool");
 
   auto fins = FinHold::open(opt_.port, opt_.redirect,
                             [this](const hk_flow& f, uint32_t id) { return on_fin(f, id); });
   if (!fins) return fins.error();
   fins_ = fins.take();
+  phase("fin_hold_rules");
 
   ring_ = ring_buffer__new(kernel_->events_fd(), &Daemon::on_ring_event, this, nullptr);
   if (!ring_) return sys_error("open the event ring buffer");

@@ -19,8 +19,11 @@ int main(int argc, char** argv) {
   }
   printf("hookerd: ready\n");
   fflush(stdout);
-  if ((*d)->ready_ms > 0 && opt->verbose)
-    fprintf(stderr, "hookerd: start to ready %.2f ms\n", (*d)->ready_ms);
+  if (opt->verbose) {
+    fprintf(stderr, "hookerd: start to ready %.2f ms:", (*d)->ready_ms);
+    for (auto& [name, ms] : (*d)->startup_ms) fprintf(stderr, " %s %.2f", name.c_str(), ms);
+    fprintf(stderr, "\n");
+  }
   auto s = (*d)->run();
   if (!s) {
     fprintf(stderr, "hookerd: %s\n", s.error().message().c_str());
