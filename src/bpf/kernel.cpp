@@ -12,6 +12,13 @@
 #include <cstdio>
 #include <filesystem>
 
+#include <linux/ethtool.h>
+#include <linux/if_link.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <cstring>
+
 #include "core/abi.h"
 #include "ingress.skel.h"
 #include "redirector.skel.h"
@@ -24,6 +31,18 @@ static int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list 
   if (!g_verbose && level != LIBBPF_WARN) return 0;
   if (!g_verbose) return 0;  // warnings become our own error values
   return vfprintf(stderr, fmt, ap);
+}
+
+bool xdp_generic_for(const std::string& mode, const std::string& iface) {
+  if (mode != "auto") return mode == "generic";
+  ethtool_drvinfo info{};
+  info.cmd = ETHTOOL_GDRVINFO;
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, iface.c_str(), IFNAMSIZ - 1);
+  ifr.ifr_data = reinterpret_cast<char*>(&info);
+  Fd s(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (ioctl(s.get(), SIOCETHTOOL, &ifr) < 0) return false;
+  return std::strcmp(info.driver, "veth") == 0;
 }
 
 void set_libbpf_verbose(bool verbose) {
@@ -105,11 +124,18 @@ Status Kernel::attach(const KernelConfig& cfg) {
   for (const auto& name : cfg.ifaces) {
     unsigned idx = if_nametoindex(name.c_str());
     if (!idx) return sys_error("no interface '" + name + "' in this network namespace");
-    bpf_link* l = bpf_program__attach_xdp(ingress_->progs.hk_ingress, static_cast<int>(idx));
-    if (!l)
-      return sys_error("attach XDP to " + name +
-                       " (another XDP program there? see: ip link show " + name + ")");
-    xdp_links_.push_back(l);
+    // A BPF link either way: it detaches when hookerd's fds close, even on
+    // a crash. libbpf 1.1's attach_xdp takes no mode, hence link_create.
+    bool generic = xdp_generic_for(cfg.xdp_mode, name);
+    LIBBPF_OPTS(bpf_link_create_opts, lo,
+                .flags = generic ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE);
+    int fd = bpf_link_create(bpf_program__fd(ingress_->progs.hk_ingress), static_cast<int>(idx),
+                             BPF_XDP, &lo);
+    if (fd < 0)
+      return sys_error("attach XDP (" + std::string(generic ? "generic" : "native") +
+                       " mode) to " + name + " (another XDP program there? see: ip link show " +
+                       name + ")");
+    xdp_links_.emplace_back(fd);
   }
   return ok();
 }
@@ -134,7 +160,7 @@ Status Kernel::pin(const std::string& dir) {
 }
 
 Kernel::~Kernel() {
-  for (auto* l : xdp_links_) bpf_link__destroy(l);
+  xdp_links_.clear();
   if (sockops_link_) bpf_link__destroy(sockops_link_);
   if (sk_msg_attached_)
     bpf_prog_detach2(bpf_program__fd(redir_->progs.hk_redirect), socks_fd(),

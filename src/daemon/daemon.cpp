@@ -82,8 +82,8 @@ Status Daemon::setup() {
     return sys_error("listen on control socket " + opt_.control);
   phase("udp_and_control");
 
-  KernelConfig kc{opt_.cgroup, opt_.ifaces, opt_.port, opt_.redirect, opt_.pin_dir,
-                  opt_.max_conns};
+  KernelConfig kc{opt_.cgroup, opt_.ifaces, opt_.xdp_mode, opt_.port, opt_.redirect,
+                  opt_.pin_dir, opt_.max_conns};
   // Interfaces are checked before loading anything.
   for (auto& i : opt_.ifaces)
     if (!if_nametoindex(i.c_str()))
@@ -227,8 +227,10 @@ void Daemon::pump(Conn& c) {
       if (udp_->room() == 0) return;
       continue;
     }
-    size_t frames = std::min<uint64_t>(room, (credit + wire::kMaxPayload - 1) / wire::kMaxPayload);
-    iovec iov[UdpTransport::kBatch];
+    // At most one GSO group per read.
+    size_t frames = std::min<uint64_t>({room, UdpTransport::kGsoMax,
+                                        (credit + wire::kMaxPayload - 1) / wire::kMaxPayload});
+    iovec iov[UdpTransport::kGsoMax];
     udp_->payload_iov(frames, iov);
     // The last area is trimmed so no byte is read past the credit.
     size_t want = std::min<uint64_t>(credit, frames * wire::kMaxPayload);
@@ -288,13 +290,18 @@ void Daemon::on_udp_readable() {
       fprintf(stderr, "hookerd: %s\n", r.error().message().c_str());
       break;
     }
-    if (*r < UdpTransport::kBatch) break;  // drained
+    if (*r < UdpTransport::kRxMsgs) break;  // drained
   }
-  // The socket is drained: acknowledge what was delivered, so a sender
-  // waiting for credit never waits on a threshold.
-  for (Conn* c : touched_)
-    if (c->in.delivered() > c->acked) ack(*c);
+  // One write per connection per batch into its application socket, then
+  // an acknowledgement, so a sender waiting for credit never waits on a
+  // threshold. deliver() may retire the connection it is given, nothing else.
+  auto touched = std::move(touched_);
   touched_.clear();
+  for (Conn* c : touched) {
+    bool gone = false;
+    deliver(*c, &gone);
+    if (!gone && c->in.delivered() > c->acked) ack(*c);
+  }
 }
 
 static bool same_host(const sockaddr_in6& a, const sockaddr_in6& b) {
@@ -343,8 +350,7 @@ void Daemon::on_datagram(const sockaddr_in6& from, std::span<const std::byte> d)
       if (a == Reassembly::Added::kDuplicate) cnt_.rx_duplicate++;
       if (a == Reassembly::Added::kBeyondWindow) cnt_.rx_beyond_window++;
       if (std::find(touched_.begin(), touched_.end(), &c) == touched_.end())
-        touched_.push_back(&c);
-      deliver(c);  // may retire c: last
+        touched_.push_back(&c);  // delivered once the batch is read
       break;
     }
     case HK_WIRE_ACK:
@@ -363,7 +369,7 @@ void Daemon::on_datagram(const sockaddr_in6& from, std::span<const std::byte> d)
   }
 }
 
-void Daemon::deliver(Conn& c) {
+void Daemon::deliver(Conn& c, bool* gone) {
   while (!c.inbound_dead && !c.in.ready().empty()) {
     auto r = c.in.ready();
     ssize_t n = send(c.in_fd, r.data(), r.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -385,7 +391,8 @@ void Daemon::deliver(Conn& c) {
     if (c.in.delivered() > c.acked) ack(c);
     release_fins(c);
   }
-  maybe_retire(c);
+  bool retired = maybe_retire(c);
+  if (gone) *gone = retired;
 }
 
 void Daemon::ack(Conn& c) {
@@ -420,9 +427,11 @@ void Daemon::release_fins(Conn& c) {
   c.held_fins.clear();
 }
 
-void Daemon::maybe_retire(Conn& c) {
+bool Daemon::maybe_retire(Conn& c) {
   // Gone when the application closed and every byte it wrote left.
-  if (c.app_gone && c.end_sent) retire(c);
+  if (!c.app_gone || !c.end_sent) return false;
+  retire(c);
+  return true;
 }
 
 void Daemon::retire(Conn& c) {

@@ -58,11 +58,11 @@ class Daemon {
 
   // the two directions
   void pump(Conn& c);      // application -> wire
-  void deliver(Conn& c);   // wire -> application
+  void deliver(Conn& c, bool* gone = nullptr);  // wire -> application
   void ack(Conn& c);
   void send_reset(uint64_t peer_token, const sockaddr_in6& to);
   void release_fins(Conn& c);
-  void maybe_retire(Conn& c);
+  bool maybe_retire(Conn& c);
   void retire(Conn& c);
   void flush();
   void keep_pool_full();

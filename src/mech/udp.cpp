@@ -1,13 +1,22 @@
 #include "mech/udp.h"
 
+#include <netinet/udp.h>
+
 #include <cstring>
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
 
 namespace hooker {
 
 Result<UdpTransport> UdpTransport::open(uint16_t port) {
   Fd fd(socket(AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return sys_error("socket for UDP");
-  int zero = 0;
+  int zero = 0, one = 1;
   // One socket for IPv4 (mapped) and IPv6 peers.
   if (setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)) < 0)
     return sys_error("make the UDP socket dual-stack");
@@ -16,6 +25,8 @@ Result<UdpTransport> UdpTransport::open(uint16_t port) {
   int big = 64 << 20;
   setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof(big));
   setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof(big));
+  if (setsockopt(fd.get(), IPPROTO_UDP, UDP_GRO, &one, sizeof(one)) < 0)
+    return sys_error("enable UDP GRO");
   sockaddr_in6 a{};
   a.sin6_family = AF_INET6;
   a.sin6_addr = in6addr_any;
@@ -31,26 +42,35 @@ Result<UdpTransport> UdpTransport::open(uint16_t port) {
 }
 
 UdpTransport::UdpTransport(Fd fd)
-    : fd_(std::move(fd)),
-      tx_(kBatch), rx_(kBatch), tx_iov_(kBatch), rx_iov_(kBatch),
-      tx_msg_(kBatch), rx_msg_(kBatch), tx_to_(kBatch), rx_from_(kBatch) {}
+    : fd_(std::move(fd)), tx_(kBatch), tx_iov_(kBatch), tx_msg_(kBatch), rx_(kRxMsgs),
+      rx_iov_(kRxMsgs), rx_msg_(kRxMsgs), rx_from_(kRxMsgs), rx_cmsg_(kRxMsgs) {
+  groups_.reserve(kBatch);
+}
 
-void UdpTransport::set_msg(size_t i, size_t len, const sockaddr_in6& to) {
+size_t UdpTransport::put(const sockaddr_in6& to, size_t len) {
+  size_t i = queued_++;
   tx_iov_[i] = {tx_[i].data(), len};
-  tx_to_[i] = to;
-  tx_msg_[i] = {};
-  tx_msg_[i].msg_hdr.msg_iov = &tx_iov_[i];
-  tx_msg_[i].msg_hdr.msg_iovlen = 1;
-  tx_msg_[i].msg_hdr.msg_name = &tx_to_[i];
-  tx_msg_[i].msg_hdr.msg_namelen = sizeof(sockaddr_in6);
+  // Extend the last group if the kernel can segment this datagram with it.
+  if (!groups_.empty()) {
+    Group& g = groups_.back();
+    size_t seg = tx_iov_[g.first].iov_len;
+    bool same_to = std::memcmp(&g.to, &to, sizeof(to)) == 0;
+    bool last_full = tx_iov_[g.first + g.count - 1].iov_len == seg;
+    if (same_to && last_full && len <= seg && g.count < kGsoMax && g.first + g.count == i) {
+      g.count++;
+      return i;
+    }
+  }
+  groups_.push_back(Group{i, 1, to, {}});
+  return i;
 }
 
 void UdpTransport::queue(const wire::Frame& f, const sockaddr_in6& to) {
-  size_t i = queued_++;
+  size_t len = wire::kHeader + f.payload.size();
+  size_t i = put(to, len);
   wire::encode_header(f, tx_[i].data());
   if (!f.payload.empty())
     std::memcpy(tx_[i].data() + wire::kHeader, f.payload.data(), f.payload.size());
-  set_msg(i, wire::kHeader + f.payload.size(), to);
 }
 
 void UdpTransport::payload_iov(size_t n, iovec* out) {
@@ -62,53 +82,89 @@ void UdpTransport::commit_data(size_t bytes, uint64_t token, uint64_t offset,
                                const sockaddr_in6& to) {
   while (bytes > 0) {
     size_t len = bytes < wire::kMaxPayload ? bytes : wire::kMaxPayload;
-    size_t i = queued_++;
+    size_t i = put(to, wire::kHeader + len);
     wire::Frame f{HK_WIRE_DATA, HK_MECH_UDP, token, offset, 0,
                   std::span<const std::byte>(tx_[i].data() + wire::kHeader, len)};
     wire::encode_header(f, tx_[i].data());
-    set_msg(i, wire::kHeader + len, to);
     bytes -= len;
     offset += len;
   }
 }
 
 Result<bool> UdpTransport::flush() {
-  while (sent_ < queued_) {
-    int n = sendmmsg(fd_.get(), &tx_msg_[sent_], static_cast<unsigned>(queued_ - sent_), 0);
-    if (n < 0) {
+  size_t n = groups_.size();
+  for (size_t k = sent_groups_; k < n; k++) {
+    Group& g = groups_[k];
+    msghdr& h = tx_msg_[k].msg_hdr;
+    h = {};
+    h.msg_name = &g.to;
+    h.msg_namelen = sizeof(g.to);
+    h.msg_iov = &tx_iov_[g.first];
+    h.msg_iovlen = g.count;
+    if (g.count > 1) {
+      h.msg_control = g.cmsg;
+      h.msg_controllen = sizeof(g.cmsg);
+      cmsghdr* c = CMSG_FIRSTHDR(&h);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      uint16_t seg = static_cast<uint16_t>(tx_iov_[g.first].iov_len);
+      std::memcpy(CMSG_DATA(c), &seg, sizeof(seg));
+    }
+  }
+  while (sent_groups_ < n) {
+    int r = sendmmsg(fd_.get(), &tx_msg_[sent_groups_], static_cast<unsigned>(n - sent_groups_), 0);
+    if (r < 0) {
       if (errno == EAGAIN || errno == ENOBUFS) return false;
       if (errno == EINTR) continue;
       return sys_error("sendmmsg on the UDP socket");
     }
-    sent_ += static_cast<size_t>(n);
-    datagrams_sent += static_cast<uint64_t>(n);
+    sends++;
+    for (int k = 0; k < r; k++) datagrams_sent += groups_[sent_groups_ + k].count;
+    sent_groups_ += static_cast<size_t>(r);
   }
-  queued_ = sent_ = 0;
+  groups_.clear();
+  queued_ = sent_groups_ = 0;
   return true;
 }
 
 Result<size_t> UdpTransport::receive(const Handler& on_dgram) {
-  for (size_t i = 0; i < kBatch; i++) {
+  for (size_t i = 0; i < kRxMsgs; i++) {
     rx_iov_[i] = {rx_[i].data(), rx_[i].size()};
     rx_msg_[i] = {};
-    rx_msg_[i].msg_hdr.msg_iov = &rx_iov_[i];
-    rx_msg_[i].msg_hdr.msg_iovlen = 1;
-    rx_msg_[i].msg_hdr.msg_name = &rx_from_[i];
-    rx_msg_[i].msg_hdr.msg_namelen = sizeof(sockaddr_in6);
+    msghdr& h = rx_msg_[i].msg_hdr;
+    h.msg_iov = &rx_iov_[i];
+    h.msg_iovlen = 1;
+    h.msg_name = &rx_from_[i];
+    h.msg_namelen = sizeof(sockaddr_in6);
+    h.msg_control = rx_cmsg_[i].data();
+    h.msg_controllen = rx_cmsg_[i].size();
   }
-  int n = recvmmsg(fd_.get(), rx_msg_.data(), kBatch, MSG_DONTWAIT, nullptr);
+  int n = recvmmsg(fd_.get(), rx_msg_.data(), kRxMsgs, MSG_DONTWAIT, nullptr);
   if (n < 0) {
     if (errno == EAGAIN || errno == EINTR) return size_t{0};
     return sys_error("recvmmsg on the UDP socket");
   }
   for (int i = 0; i < n; i++) {
+    msghdr& h = rx_msg_[i].msg_hdr;
     size_t len = rx_msg_[i].msg_len;
-    if ((rx_msg_[i].msg_hdr.msg_flags & MSG_TRUNC) || len > wire::kMaxDatagram) {
-      truncated++;  // larger than any Hooker datagram: the parser drops it
-      len = wire::kMaxDatagram + 1;
+    // GRO coalesced several datagrams of one sender: split at gso_size.
+    size_t seg = len;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&h); c; c = CMSG_NXTHDR(&h, c))
+      if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+        int s;
+        std::memcpy(&s, CMSG_DATA(c), sizeof(s));
+        if (s > 0) seg = static_cast<size_t>(s);
+      }
+    if (h.msg_flags & MSG_TRUNC) {
+      truncated++;  // larger than any message we expect: drop it whole
+      continue;
     }
-    datagrams_received++;
-    on_dgram(rx_from_[i], std::span<const std::byte>(rx_[i].data(), len));
+    for (size_t off = 0; off < len; off += seg) {
+      size_t l = std::min(seg, len - off);
+      datagrams_received++;
+      on_dgram(rx_from_[i], std::span<const std::byte>(rx_[i].data() + off, l));
+    }
   }
   return static_cast<size_t>(n);
 }
