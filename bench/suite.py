@@ -31,10 +31,17 @@ TCP_CCS = ("cubic", "bbr", "reno", "tcp")  # "tcp": the system default CC
 # What each mode measures. quick must stay under 5 minutes on 2 cores.
 MODES = {
     "quick": dict(runs=3, losses=[0.0, 1.0, 5.0], iperf_runs=2, iperf_secs=3,
-                  ready_runs=5, big_losses=[0.0], timeout=60),
+                  ready_runs=5, big_losses=[0.0], timeout={"26MB": 60}, setups=200,
+                  held=1000),
     "full": dict(runs=5, losses=[0.0, 1.0, 5.0], iperf_runs=3, iperf_secs=5,
-                 ready_runs=20, big_losses=[0.0, 1.0, 5.0], timeout=300),
+                 ready_runs=20, big_losses=[0.0, 1.0, 5.0], timeout={"26MB": 400}, setups=1000,
+                 held=10000),
 }
+# curl's --max-time per file: past it the download counts as failed, not as a time
+# (cubic needs about 230 s for 26 MB at 5% loss here).
+TIMEOUTS = {"3KB": 15, "510KB": 60}
+PROBES = HERE / "probes.py"
+PROBE_PORT, HOOKED_PROBE_PORT = 9000, 9001
 
 
 def fail(msg: str) -> "NoReturn":  # noqa: F821
@@ -78,6 +85,7 @@ def parse_args(argv):
         cfg["runs"] = a.runs
     a.cfg, a.mechs = cfg, mechs
     a.build = Path(a.build).resolve()
+    a.default_out = a.out is None
     a.out = Path(a.out) if a.out else HERE / "results" / a.mode
     return a
 
@@ -113,7 +121,8 @@ class Suite:
                     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
                         timespec="seconds"),
                     "machine": machine(), "config": {}, "hooker": {}, "downloads": [],
-                    "throughput": [], "table1": {}, "not_measured": []}
+                    "throughput": [], "table1": {}, "conn_setup": [], "scale": [],
+                    "not_measured": []}
         self.hooker_reason = None
         sysdef = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
         self.res["machine"]["cc_default"] = sysdef
@@ -192,10 +201,12 @@ class Suite:
                 self.download_cell(bed, loss, variants, sizes)
 
     def download_cell(self, bed, loss, variants, sizes):
-        server = wl.FileServer(bed, sizes)
+        files = wl.Files(sizes)
+        server = wl.HttpServer(bed, files)
         kcp = None
         times = {(v, s): [] for v in variants for s in sizes}
         errors = {(v, s): [] for v in variants for s in sizes}
+        given_up = set()  # (variant, size) cells not run again after a failure
         try:
             if "kcptun" in variants:
                 try:
@@ -208,11 +219,13 @@ class Suite:
                 order = variants[run % len(variants):] + variants[:run % len(variants)]
                 for v in order:
                     self.log(f"loss {loss:g}% run {run + 1}/{self.cfg['runs']}: {v}")
-                    self.download_variant(bed, v, server, kcp, sizes, times, errors)
+                    self.download_variant(bed, v, files, server, kcp, sizes, times, errors,
+                                          given_up)
         finally:
             if kcp:
                 kcp.close()
             server.close()
+            files.close()
         for (v, s), ts in times.items():
             if v == "kcptun" and kcp is None:
                 continue
@@ -224,26 +237,42 @@ class Suite:
     def label(self, v):
         return f"tcp-{self.cc_of(v)}" if v in TCP_CCS else v
 
-    def download_variant(self, bed, v, server, kcp, sizes, times, errors):
+    def download_variant(self, bed, v, files, server, kcp, sizes, times, errors, given_up):
+        """One run of variant v: every size once. A failed download is not retried in
+        later runs, nor are larger files: one timeout per variant, not one per run."""
+        if all((v, s) in given_up for s in sizes):
+            return
         wl.set_cc(bed, self.cc_of(v))
-        url = (kcp.url if v == "kcptun" else
-               (lambda n: f"http://{bed.b.ip4}:{wl.HTTP_PORT}/{n}"))
-        hooker = None
+        url = kcp.url if v == "kcptun" else server.url
+        hooker = hooked_server = None
         try:
             if v.startswith("hooker"):
-                hooker = wl.HookerPair(self.a.build, bed, wl.HTTP_PORT, self.hooker_extra(v))
+                # hookerd sees only listeners created after it attached, so its server
+                # starts after it (and stops before it), on a port of its own.
+                hooker = wl.HookerPair(self.a.build, bed, wl.HOOKED_HTTP_PORT,
+                                       self.hooker_extra(v))
                 hooker.__enter__()
-            for s in sizes:
+                hooked_server = wl.HttpServer(bed, files, wl.HOOKED_HTTP_PORT)
+                url = hooked_server.url
+            for i, s in enumerate(sizes):
+                if (v, s) in given_up:
+                    continue
+                limit = TIMEOUTS.get(s) or self.cfg["timeout"][s]
                 try:
-                    times[(v, s)].append(wl.download(bed, url(s), s, server.digest[s],
-                                                     self.cfg["timeout"]))
+                    times[(v, s)].append(wl.download(bed, url(s), s, files.digest[s], limit))
                 except (RuntimeError, subprocess.TimeoutExpired) as e:
                     errors[(v, s)].append(str(e))
                     self.log(f"  {v} {s}: FAILED: {e}")
+                    for later in list(sizes)[i:]:
+                        given_up.add((v, later))
+                        if later != s:
+                            errors[(v, later)].append(f"not tried: {s} failed first")
         except wl.Unavailable as e:
             for s in sizes:
                 errors[(v, s)].append(str(e))
         finally:
+            if hooked_server:
+                hooked_server.close()
             if hooker:
                 hooker.__exit__()
 
@@ -254,21 +283,25 @@ class Suite:
         with Wireshark)."""
         for v in [m for m in self.variants() if m.startswith("hooker")]:
             with testbed.TwoHosts() as bed:
-                server = wl.FileServer(bed, {"510KB": SIZES["510KB"]})
+                files = wl.Files({"510KB": SIZES["510KB"]})
+                port = wl.HOOKED_HTTP_PORT
                 try:
-                    with wl.HookerPair(self.a.build, bed, wl.HTTP_PORT, self.hooker_extra(v)):
-                        with bed.b.capture(f"port {wl.HTTP_PORT} or port {wl.HOOKER_PORT}") as cap:
-                            wl.download(bed, f"http://{bed.b.ip4}:{wl.HTTP_PORT}/510KB",
-                                        "510KB", server.digest["510KB"], 60)
+                    with wl.HookerPair(self.a.build, bed, port, self.hooker_extra(v)):
+                        server = wl.HttpServer(bed, files, port)
+                        with bed.b.capture(f"port {port} or port {wl.HOOKER_PORT}") as cap:
+                            wl.download(bed, server.url("510KB"), "510KB",
+                                        files.digest["510KB"], 60)
+                        server.close()
                     self.res["hooker"].setdefault("path_check", {})[v] = {
-                        "file_bytes": SIZES["510KB"],
-                        "tcp_payload_bytes_port_8000": cap.tcp_payload_bytes(wl.HTTP_PORT),
+                        "file_bytes": SIZES["510KB"], "http_port": port,
+                        "tcp_payload_bytes_http_port": cap.tcp_payload_bytes(port),
                         "udp_payload_bytes_port_7000": cap.udp_payload_bytes(wl.HOOKER_PORT)
-                        + cap.udp_payload_bytes(wl.HOOKER_PORT, "udplite")}
+                        + cap.udp_payload_bytes(wl.HOOKER_PORT, "udplite"),
+                        "frames_tcpdump_dropped": cap.dropped}
                 except (wl.Unavailable, RuntimeError) as e:
                     self.res["hooker"].setdefault("path_check", {})[v] = {"error": str(e)}
                 finally:
-                    server.close()
+                    files.close()
 
     # -------------------------------------------------------------- iperf3, table 1
     def throughput(self):
@@ -321,37 +354,145 @@ class Suite:
                 kcp.close()
         if v.startswith("hooker"):
             ids = wl.bpf_prog_ids()
-            with wl.HookerPair(self.a.build, bed, wl.IPERF_PORT, self.hooker_extra(v)):
+            port = wl.HOOKED_IPERF_PORT
+            with wl.HookerPair(self.a.build, bed, port, self.hooker_extra(v)):
+                srv = wl.IperfServer(bed, port)  # after hookerd: see download_variant
                 old = Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip()
                 Path("/proc/sys/kernel/bpf_stats_enabled").write_text("1")
                 try:
-                    g = wl.iperf3(bed, streams, secs)
+                    g = wl.iperf3(bed, streams, secs, port)
                     self.record_prog_stats(v, streams, wl.bpf_prog_stats(ids))
                 finally:
                     Path("/proc/sys/kernel/bpf_stats_enabled").write_text(old)
+                    srv.close()
                 return g
         return wl.iperf3(bed, streams, secs)
 
     def record_prog_stats(self, v, streams, progs):
+        """Adds up run_cnt/run_time_ns per program over both hosts and all runs."""
         t1 = self.res["table1"].setdefault("bpf_run_time", [])
         for p in progs:
-            if p.get("run_cnt"):
-                t1.append({"variant": v, "streams": streams, "prog": p.get("name"),
-                           "type": p.get("type"), "run_cnt": p["run_cnt"],
-                           "ns_per_run": p["run_time_ns"] / p["run_cnt"]})
+            if not p.get("run_cnt"):
+                continue
+            row = next((r for r in t1 if (r["variant"], r["streams"], r["prog"]) ==
+                        (v, streams, p.get("name"))), None)
+            if row is None:
+                row = {"variant": v, "streams": streams, "prog": p.get("name"),
+                       "type": p.get("type"), "run_cnt": 0, "run_time_ns": 0}
+                t1.append(row)
+            row["run_cnt"] += p["run_cnt"]
+            row["run_time_ns"] += p["run_time_ns"]
+            row["ns_per_run"] = row["run_time_ns"] / row["run_cnt"]
 
     def ready_time(self):
         if self.hooker_reason or not any(m.startswith("hooker") for m in self.a.mechs):
             self.note("Table 1: hookerd start to ready",
                       f"Hooker not available: {self.hooker_reason}")
             return
-        times = []
+        times, phases = [], {}
         with testbed.TwoHosts() as bed:
             for _ in range(self.cfg["ready_runs"]):
                 d = wl.Hookerd(self.a.build, bed.a, wl.HTTP_PORT)
                 times.append(d.ready_s * 1000)
                 d.close()
+            # -v makes hookerd print its start-up phases (and libbpf's log, which
+            # slows it): measured apart from the wall-clock runs above.
+            for _ in range(self.cfg["ready_runs"]):
+                d = wl.Hookerd(self.a.build, bed.a, wl.HTTP_PORT, ["-v"])
+                d.close()
+                for k, ms in d.phases.items():
+                    phases.setdefault(k, []).append(ms)
         self.res["table1"]["hookerd_ready_ms"] = {"runs": times, "median": median(times)}
+        # hookerd's own breakdown (BPF open+load, attach, ...), as it reports it
+        self.res["table1"]["hookerd_phases_ms"] = {k: {"runs": v, "median": median(v)}
+                                                   for k, v in phases.items()}
+
+    # -------------------------------------------------------------- set-up, scale
+    def probe_server(self, bed, port):
+        p = bed.b.popen([wl.PY, str(PROBES), "serve", bed.b.ip4, str(port)],
+                        stdout=subprocess.PIPE, text=True)
+        line = wl.readline_within(p, 10)
+        if line.strip() != "ready":
+            raise RuntimeError(f"probes.py serve did not start: {line!r}")
+        return p
+
+    def conn_setup(self):
+        """Connect + first byte, N times per variant on the bare veth, in 4 interleaved
+        blocks so drift hits both alike."""
+        n = self.cfg["setups"]
+        variants = ["tcp"] + [m for m in self.variants() if m.startswith("hooker")]
+        got = {v: [] for v in variants}
+        errs = {v: [] for v in variants}
+        with testbed.TwoHosts() as bed:
+            for block in range(4):
+                for v in variants:
+                    self.log(f"connection set-up block {block + 1}/4: {v}")
+                    try:
+                        got[v] += self.setup_block(bed, v, n // 4)
+                    except (wl.Unavailable, RuntimeError, ValueError,
+                            subprocess.SubprocessError) as e:
+                        errs[v].append(str(e))
+        for v in variants:
+            ms = sorted(x * 1000 for x in got[v])
+            self.res["conn_setup"].append({
+                "variant": self.label(v), "n": len(ms), "median_ms": median(ms),
+                "p99_ms": ms[int(len(ms) * 0.99) - 1] if ms else None, "failures": errs[v]})
+
+    def setup_block(self, bed, v, n):
+        wl.set_cc(bed, self.cc_of(v))
+        hooker = wl.HookerPair(self.a.build, bed, HOOKED_PROBE_PORT, self.hooker_extra(v)) \
+            if v.startswith("hooker") else None
+        if hooker:
+            hooker.__enter__()
+        try:
+            port = HOOKED_PROBE_PORT if hooker else PROBE_PORT
+            srv = self.probe_server(bed, port)
+            try:
+                r = bed.a.run([wl.PY, str(PROBES), "setup", bed.b.ip4, str(port), str(n)],
+                              timeout=120, check=False)
+                if r.returncode != 0:
+                    raise RuntimeError(f"probes.py setup: {r.stderr.strip()[-300:]}")
+                return json.loads(r.stdout)
+            finally:
+                bed._stop_proc(srv)
+        finally:
+            if hooker:
+                hooker.__exit__()
+
+    def scale(self):
+        """N connections held open through Hooker: hookerd's RSS and BPF map memory."""
+        n = self.cfg["held"]
+        for v in [m for m in self.variants() if m.startswith("hooker")]:
+            self.log(f"scale: {n} connections held with {v}")
+            row = {"variant": v, "connections": n}
+            try:
+                with testbed.TwoHosts() as bed:
+                    ids = wl.bpf_map_ids()
+                    with wl.HookerPair(self.a.build, bed, HOOKED_PROBE_PORT,
+                                       self.hooker_extra(v)) as pair:
+                        srv = self.probe_server(bed, HOOKED_PROBE_PORT)
+                        row["rss_kib_idle"] = {d.host.name: wl.rss_kib(d.proc.pid)
+                                               for d in pair.daemons}
+                        t0 = time.perf_counter()
+                        cli = bed.a.popen([wl.PY, str(PROBES), "hold", bed.b.ip4,
+                                           str(HOOKED_PROBE_PORT), str(n)],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True)
+                        line = wl.readline_within(cli, 300)
+                        if line.strip() != f"held {n}":
+                            cli.kill()
+                            raise RuntimeError(f"holding {n} connections failed: {line!r} "
+                                               f"{cli.stderr.read()[-300:]}")
+                        row["open_s"] = time.perf_counter() - t0
+                        row["rss_kib_held"] = {d.host.name: wl.rss_kib(d.proc.pid)
+                                               for d in pair.daemons}
+                        row["bpf_maps"] = wl.bpf_maps_since(ids)
+                        cli.stdin.close()
+                        cli.wait(60)
+                        bed._stop_proc(srv)
+            except (wl.Unavailable, RuntimeError, subprocess.SubprocessError) as e:
+                row["error"] = str(e)
+            self.res["scale"].append(row)
 
     # -------------------------------------------------------------- main
     def run(self):
@@ -366,10 +507,10 @@ class Suite:
         self.hooker_path_check()
         self.downloads()
         self.throughput()
-        for what in ("Table 1: per-object load/attach and mechanism deploy times",
-                     "connection set-up time (median of 1,000)",
-                     "scale: 10,000 redirected connections, hookerd RSS and map memory"):
-            self.note(what, "not implemented in the suite yet")
+        self.conn_setup()
+        self.scale()
+        self.note("Table 1: per-mechanism deploy times",
+                  "hookerd has one built-in mechanism (UDP) and no deploy step to time")
         self.res["duration_s"] = round(time.monotonic() - t0, 1)
         return self.res
 
@@ -387,6 +528,14 @@ def main(argv):
     print(f"bench: results in {path}")
     md = report.write(res, a.out)
     print(f"bench: report in {md}")
+    if a.mode == "full" and a.default_out:
+        # The full run is the project's reference: report beside the code, plots and
+        # raw data in bench/plots/.
+        plots = HERE / "plots"
+        (plots).mkdir(exist_ok=True)
+        (plots / "results.json").write_text(path.read_text())
+        md = report.write(res, plots, HERE / "BENCHMARKS.md")
+        print(f"bench: reference report in {md}")
     return 0
 
 

@@ -18,9 +18,11 @@ import testbed
 
 PY = "/usr/bin/python3"
 HTTP_PORT = 8000
+HOOKED_HTTP_PORT = 8001   # a server started after hookerd, so its listener is seen
 KCP_PORT = 29900
 KCP_LOCAL = 12948
 IPERF_PORT = 5201
+HOOKED_IPERF_PORT = 5202
 HOOKER_PORT = 7000
 
 
@@ -82,25 +84,36 @@ def default_cc(bed: testbed.TwoHosts) -> str:
 
 # ------------------------------------------------------------------ HTTP downloads
 
-class FileServer:
-    """python3 -m http.server on host b serving random files of the given sizes."""
+class Files:
+    """Random files of the given sizes, and their sha256 to check downloads against."""
 
-    def __init__(self, bed: testbed.TwoHosts, sizes: dict[str, int]):
-        self.bed = bed
+    def __init__(self, sizes: dict[str, int]):
         self.dir = Path(tempfile.mkdtemp(prefix="hooker-bench-www-"))
         self.digest = {}
         for name, n in sizes.items():
             data = os.urandom(n)  # incompressible: kcptun's compression gains nothing
             (self.dir / name).write_bytes(data)
             self.digest[name] = (n, hashlib.sha256(data).hexdigest())
-        self.proc = bed.b.popen([PY, "-m", "http.server", str(HTTP_PORT), "--bind",
-                                 bed.b.ip4, "--directory", str(self.dir)],
+
+    def close(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class HttpServer:
+    """python3 -m http.server on host b (in its cgroup) serving `files`."""
+
+    def __init__(self, bed: testbed.TwoHosts, files: Files, port: int = HTTP_PORT):
+        self.bed, self.files, self.port = bed, files, port
+        self.proc = bed.b.popen([PY, "-m", "http.server", str(port), "--bind",
+                                 bed.b.ip4, "--directory", str(files.dir)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_listening(bed.a, bed.b.ip4, HTTP_PORT, what="http.server")
+        wait_listening(bed.a, bed.b.ip4, port, what="http.server")
+
+    def url(self, name):
+        return f"http://{self.bed.b.ip4}:{self.port}/{name}"
 
     def close(self):
         self.bed._stop_proc(self.proc)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def download(bed: testbed.TwoHosts, url: str, name: str, expect: tuple[int, str],
@@ -191,9 +204,12 @@ class Hookerd:
                 "--iface", host.iface, "--port", str(HOOKER_PORT),
                 "--redirect", str(redirect_port), "--control", str(self.ctl_dir / "ctl.sock"),
                 "--pin-dir", str(self.pin_dir), *extra]
+        # stderr to a file: a verbose hookerd must never block on a full pipe
+        self.err_path = self.ctl_dir / "stderr"
         t0 = time.perf_counter()
-        self.proc = host.popen(argv, cgroup=False, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+        with open(self.err_path, "w") as err:
+            self.proc = host.popen(argv, cgroup=False, stdout=subprocess.PIPE,
+                                   stderr=err, text=True)
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -211,12 +227,31 @@ class Hookerd:
         if timed_out and self.proc.poll() is None:
             return f"hookerd on {self.host.name} not ready in {timeout:g}s"
         self.proc.wait(5)
-        err = self.proc.stderr.read().strip().splitlines()
+        err = self.stderr().strip().splitlines()
         return (f"hookerd on {self.host.name} exited with {self.proc.returncode}: "
                 + (err[-1] if err else "(no message)"))
 
+    def stderr(self) -> str:
+        try:
+            return self.err_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def phases_ms(self) -> dict[str, float]:
+        """hookerd's own start-up breakdown, if it printed one:
+        'hookerd: start to ready 48.6 ms: udp_and_control 0.26 bpf_open_load 31.8 ...'"""
+        for line in self.stderr().splitlines():
+            if line.startswith("hookerd: start to ready") and ":" in line[8:]:
+                words = line.split(":", 2)[2].split()
+                try:
+                    return {k: float(v) for k, v in zip(words[::2], words[1::2])}
+                except ValueError:
+                    return {}
+        return {}
+
     def close(self):
         self.host.bed._stop_proc(self.proc)
+        self.phases = self.phases_ms()
         shutil.rmtree(self.ctl_dir, ignore_errors=True)
         # pins hookerd left behind in its own directory would keep programs loaded
         shutil.rmtree(self.pin_dir, ignore_errors=True)
@@ -244,6 +279,39 @@ class HookerPair:
         self.daemons.clear()
 
 
+def readline_within(p: subprocess.Popen, timeout: float) -> str:
+    """One line of p's stdout, or "" if none came within `timeout` seconds."""
+    ready, _, _ = select.select([p.stdout], [], [], timeout)
+    return p.stdout.readline() if ready else ""
+
+
+def rss_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _bpftool_json(*args) -> list:
+    r = subprocess.run(["bpftool", "-j", *args], capture_output=True, text=True, timeout=30)
+    return json.loads(r.stdout or "[]") if r.returncode == 0 else []
+
+
+def bpf_map_ids() -> set[int]:
+    return {m["id"] for m in _bpftool_json("map", "show")}
+
+
+def bpf_maps_since(ids: set[int]) -> list[dict]:
+    """Maps created since `ids` was taken (hookerd's, in the suite): name, type,
+    entries and the memory the kernel charges for them."""
+    return [{"name": m.get("name"), "type": m.get("type"),
+             "max_entries": m.get("max_entries"), "bytes": m.get("bytes_memlock")}
+            for m in _bpftool_json("map", "show") if m["id"] not in ids]
+
+
 def bpf_prog_ids() -> set[int]:
     r = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
                        timeout=20)
@@ -261,9 +329,9 @@ def bpf_prog_stats(after_ids: set[int]) -> list[dict]:
 
 # ------------------------------------------------------------------ iperf3
 
-def iperf3(bed: testbed.TwoHosts, streams: int, seconds: float) -> float:
+def iperf3(bed: testbed.TwoHosts, streams: int, seconds: float, port=IPERF_PORT) -> float:
     """One iperf3 run a -> b against a server already listening; Gbit/s received."""
-    r = bed.a.run(["iperf3", "-c", bed.b.ip4, "-p", str(IPERF_PORT), "-t", f"{seconds:g}",
+    r = bed.a.run(["iperf3", "-c", bed.b.ip4, "-p", str(port), "-t", f"{seconds:g}",
                    "-P", str(streams), "-J"], timeout=seconds + 30, check=False)
     try:
         j = json.loads(r.stdout)
@@ -275,11 +343,11 @@ def iperf3(bed: testbed.TwoHosts, streams: int, seconds: float) -> float:
 
 
 class IperfServer:
-    def __init__(self, bed: testbed.TwoHosts):
-        self.bed = bed
-        self.proc = bed.b.popen(["iperf3", "-s", "-B", bed.b.ip4, "-p", str(IPERF_PORT)],
+    def __init__(self, bed: testbed.TwoHosts, port: int = IPERF_PORT):
+        self.bed, self.port = bed, port
+        self.proc = bed.b.popen(["iperf3", "-s", "-B", bed.b.ip4, "-p", str(port)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_listening(bed.a, bed.b.ip4, IPERF_PORT, what="iperf3 -s")
+        wait_listening(bed.a, bed.b.ip4, port, what="iperf3 -s")
 
     def close(self):
         self.bed._stop_proc(self.proc)
