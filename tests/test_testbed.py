@@ -128,6 +128,7 @@ def test_capture_sees_tcp_payload(bed):
         c.close()
         conn.close()
     assert cap.tcp_payload_bytes(5003) == 12345
+    assert cap.dropped == 0
     assert cap.udp_payload_bytes(5003) == 0
     syn = [p for p in cap.packets() if p.proto == "tcp" and p.dport == 5003]
     assert syn and syn[0].src == bed.a.ip4 and syn[0].dst == bed.b.ip4
