@@ -17,7 +17,7 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "bench: needs root (network namespaces, cgroups, BPF): sudo make bench" >&2
   exit 2
 fi
-for tool in gnuplot curl iperf3 tcpdump tshark ethtool g++; do
+for tool in gnuplot curl iperf3 tcpdump tshark ethtool bpftool; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing: make deps" >&2; exit 2; }
 done
 exec /usr/bin/python3 "$here/suite.py" --build "$build" --mode "$mode" "$@"

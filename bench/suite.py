@@ -353,15 +353,16 @@ class Suite:
             finally:
                 kcp.close()
         if v.startswith("hooker"):
-            ids = wl.bpf_prog_ids()
             port = wl.HOOKED_IPERF_PORT
-            with wl.HookerPair(self.a.build, bed, port, self.hooker_extra(v)):
+            with wl.HookerPair(self.a.build, bed, port, self.hooker_extra(v)) as pair:
                 srv = wl.IperfServer(bed, port)  # after hookerd: see download_variant
                 old = Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip()
                 Path("/proc/sys/kernel/bpf_stats_enabled").write_text("1")
                 try:
                     g = wl.iperf3(bed, streams, secs, port)
-                    self.record_prog_stats(v, streams, wl.bpf_prog_stats(ids))
+                    for d in pair.daemons:
+                        self.record_prog_stats(v, streams,
+                                               wl.bpf_objects_of(d.proc.pid)["progs"])
                 finally:
                     Path("/proc/sys/kernel/bpf_stats_enabled").write_text(old)
                     srv.close()
@@ -467,7 +468,6 @@ class Suite:
             row = {"variant": v, "connections": n}
             try:
                 with testbed.TwoHosts() as bed:
-                    ids = wl.bpf_map_ids()
                     with wl.HookerPair(self.a.build, bed, HOOKED_PROBE_PORT,
                                        self.hooker_extra(v)) as pair:
                         srv = self.probe_server(bed, HOOKED_PROBE_PORT)
@@ -486,7 +486,8 @@ class Suite:
                         row["open_s"] = time.perf_counter() - t0
                         row["rss_kib_held"] = {d.host.name: wl.rss_kib(d.proc.pid)
                                                for d in pair.daemons}
-                        row["bpf_maps"] = wl.bpf_maps_since(ids)
+                        row["bpf_maps"] = [m for d in pair.daemons
+                                           for m in wl.bpf_objects_of(d.proc.pid)["maps"]]
                         cli.stdin.close()
                         cli.wait(60)
                         bed._stop_proc(srv)

@@ -295,36 +295,41 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
+def bpf_objects_of(pid: int) -> dict:
+    """The BPF maps and programs a process holds (directly or through a bpf_link),
+    read from its fdinfo: exactly hookerd's, whatever else runs on the machine.
+    Programs carry run_cnt/run_time_ns (non-zero while kernel.bpf_stats_enabled)."""
+    maps, prog_ids = {}, set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fdinfo")
+    except OSError:
+        return {"maps": [], "progs": []}
+    for fd in fds:
+        try:
+            text = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        kv = {k.strip(): v.strip() for k, v in
+              (l.split(":", 1) for l in text.splitlines() if ":" in l)}
+        if "map_id" in kv:
+            maps[int(kv["map_id"])] = {"id": int(kv["map_id"]), "type": int(kv["map_type"]),
+                                       "max_entries": int(kv.get("max_entries", 0)),
+                                       "bytes": int(kv.get("memlock", 0))}
+        elif "prog_id" in kv:  # a program fd, or a link fd naming its program
+            prog_ids.add(int(kv["prog_id"]))
+    progs = []
+    for pid_ in sorted(prog_ids):
+        info = _bpftool_json("prog", "show", "id", str(pid_))
+        if isinstance(info, dict):
+            progs.append({"id": pid_, "name": info.get("name"), "type": info.get("type"),
+                          "run_cnt": info.get("run_cnt", 0),
+                          "run_time_ns": info.get("run_time_ns", 0)})
+    return {"maps": list(maps.values()), "progs": progs}
+
+
 def _bpftool_json(*args) -> list:
     r = subprocess.run(["bpftool", "-j", *args], capture_output=True, text=True, timeout=30)
     return json.loads(r.stdout or "[]") if r.returncode == 0 else []
-
-
-def bpf_map_ids() -> set[int]:
-    return {m["id"] for m in _bpftool_json("map", "show")}
-
-
-def bpf_maps_since(ids: set[int]) -> list[dict]:
-    """Maps created since `ids` was taken (hookerd's, in the suite): name, type,
-    entries and the memory the kernel charges for them."""
-    return [{"name": m.get("name"), "type": m.get("type"),
-             "max_entries": m.get("max_entries"), "bytes": m.get("bytes_memlock")}
-            for m in _bpftool_json("map", "show") if m["id"] not in ids]
-
-
-def bpf_prog_ids() -> set[int]:
-    r = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
-                       timeout=20)
-    return {p["id"] for p in json.loads(r.stdout or "[]")} if r.returncode == 0 else set()
-
-
-def bpf_prog_stats(after_ids: set[int]) -> list[dict]:
-    """Programs loaded since `after_ids` was taken, with run_time_ns/run_cnt."""
-    r = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
-                       timeout=20)
-    if r.returncode != 0:
-        return []
-    return [p for p in json.loads(r.stdout or "[]") if p["id"] not in after_ids]
 
 
 # ------------------------------------------------------------------ iperf3
