@@ -48,6 +48,11 @@ enum hk_wire_type {
 	HK_WIRE_RESET = 4, /* the connection is dead, tear it down */
 };
 
+/* hk_wire_hdr.flags */
+#define HK_WIRE_F_PROBE 0x01 /* ACK: answer with an ACK at once */
+#define HK_WIRE_F_REPLY 0x02 /* ACK: the answer to a probe */
+#define HK_WIRE_F_END_SEEN 0x04 /* ACK: the END frame arrived */
+
 /* Network byte order. The token is the receiver's: each side demultiplexes
  * on a token it chose itself. */
 struct hk_wire_hdr {
@@ -58,7 +63,7 @@ struct hk_wire_hdr {
 	__u8 flags;
 	__be16 len;     /* DATA: payload bytes that follow */
 	__be64 token;   /* receiver's token */
-	__be64 offset;  /* stream offset of the first payload byte */
+	__be64 offset;  /* DATA: first byte; END: length; ACK: received in order */
 	__be32 window;  /* ACK: bytes the receiver accepts past offset */
 	__u32 reserved;
 };
@@ -136,6 +141,11 @@ struct hk_event {
 	__u16 peer_port;     /* peer hookerd's UDP port, host order */
 	__u8 active;         /* 1 if this side connected */
 	__u8 mech;
+	/* TCP sequence numbers at establishment: a moved connection sends no
+	 * TCP payload, so they only move by one for a FIN. hookerd needs them
+	 * to reset the connection the way TCP would. */
+	__u32 snd_nxt;
+	__u32 rcv_nxt;
 	__u32 pad;
 };
 
@@ -150,7 +160,8 @@ enum hk_counter {
 	HK_CNT_NO_SLOT,           /* pool empty: connection left plain */
 	HK_CNT_BIND_FAILED,       /* SOCKHASH insert failed after agreeing */
 	HK_CNT_SYNCOOKIE,         /* listener in SYN-cookie mode: plain */
-	HK_CNT_REDIRECT_MISS,     /* sk_msg target gone: send failed */
+	HK_CNT_REDIRECT_MISS,     /* app's send: its slot is gone */
+	HK_CNT_INJECT_MISS,       /* hookerd's write: the app socket is gone */
 	HK_CNT_EVENT_LOST,        /* ring buffer full */
 	HK_CNT_SLOT_TAKEN,        /* slots the kernel took from the pool */
 	HK_CNT_SLOT_RETURNED,     /* slots it gave back unused */
@@ -166,7 +177,7 @@ enum hk_counter {
 #define HK_COUNTER_NAMES                                                       \
 	"syn_opt_sent", "synack_opt_sent", "moved_active", "moved_passive",    \
 	    "peer_no_hooker", "no_slot", "bind_failed", "syncookie",           \
-	    "redirect_miss", "event_lost", "slot_taken", "slot_returned",      \
+	    "redirect_miss", "inject_miss", "event_lost", "slot_taken", "slot_returned",      \
 	    "xdp_pass", "xdp_drop_short",       \
 	    "xdp_drop_bad_magic", "xdp_drop_bad_version", "xdp_drop_bad_len",  \
 	    "xdp_drop_unknown_token"

@@ -234,8 +234,10 @@ static __always_inline int take_slot(__u32 *slot)
 
 static __always_inline void emit(__u32 type, const struct hk_sk *st,
 				 const struct hk_flow *app, __u64 peer_token,
-				 __u16 peer_port, __u8 active, __u64 cookie)
+				 __u16 peer_port, __u8 active, __u64 cookie,
+				 const struct bpf_sock_ops *skops)
 {
+	__u32 snd_nxt = skops->snd_nxt, rcv_nxt = skops->rcv_nxt;
 	struct hk_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 
 	if (!ev) {
@@ -251,6 +253,8 @@ static __always_inline void emit(__u32 type, const struct hk_sk *st,
 	ev->peer_port = peer_port;
 	ev->active = active;
 	ev->mech = HK_MECH_UDP;
+	ev->snd_nxt = snd_nxt;
+	ev->rcv_nxt = rcv_nxt;
 	ev->pad = 0;
 	bpf_ringbuf_submit(ev, 0);
 }
@@ -284,7 +288,7 @@ static __always_inline void bind_conn(struct bpf_sock_ops *skops,
 	st->state = HK_SK_MOVED;
 	count(active ? HK_CNT_MOVED_ACTIVE : HK_CNT_MOVED_PASSIVE);
 	emit(HK_EV_BOUND, st, &key, bpf_be64_to_cpu(peer->token),
-	     bpf_ntohs(peer->udp_port), active, cookie);
+	     bpf_ntohs(peer->udp_port), active, cookie, skops);
 	/* From now on only state changes matter: no more options to write. */
 	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
 	return;
@@ -294,7 +298,7 @@ fail:
 	count(HK_CNT_BIND_FAILED);
 	st->state = HK_SK_PLAIN;
 	emit(HK_EV_BIND_FAILED, st, &key, bpf_be64_to_cpu(peer->token),
-	     bpf_ntohs(peer->udp_port), active, cookie);
+	     bpf_ntohs(peer->udp_port), active, cookie, skops);
 	release_slot(st->slot);
 	bpf_sock_ops_cb_flags_set(skops, 0);
 }
@@ -480,11 +484,11 @@ static __always_inline void on_state(struct bpf_sock_ops *skops)
 		return;
 	flow_of(skops, &f);
 	if (new_state == HK_TCP_FIN_WAIT1 || new_state == HK_TCP_LAST_ACK) {
-		emit(HK_EV_SHUT_WR, st, &f, 0, 0, 0, 0);
+		emit(HK_EV_SHUT_WR, st, &f, 0, 0, 0, 0, skops);
 	} else if (new_state == HK_TCP_CLOSE) {
 		st->state = HK_SK_PLAIN;
 		bpf_map_delete_elem(&tokens, &st->token);
-		emit(HK_EV_CLOSED, st, &f, 0, 0, 0, 0);
+		emit(HK_EV_CLOSED, st, &f, 0, 0, 0, 0, skops);
 	}
 }
 
@@ -538,7 +542,7 @@ int hk_redirect(struct sk_msg_md *msg)
 	/* A missing target drops the message; the sender gets EACCES, and
 	 * the count says why. */
 	if (verdict != SK_PASS)
-		count(HK_CNT_REDIRECT_MISS);
+		count(st->state == HK_SK_PROXY ? HK_CNT_INJECT_MISS : HK_CNT_REDIRECT_MISS);
 	return verdict;
 }
 

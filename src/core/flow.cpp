@@ -56,6 +56,21 @@ sockaddr_in6 remote_addr(const hk_flow& f, uint16_t port) {
   return a;
 }
 
+static bool v4_mapped(const __u32 a[4]) {
+  return a[0] == 0 && a[1] == 0 && a[2] == htonl(0xffff);
+}
+
+hk_flow wire_flow(const hk_flow& f) {
+  if (f.family != AF_INET6 || !v4_mapped(f.laddr) || !v4_mapped(f.raddr)) return f;
+  hk_flow w{};
+  w.family = AF_INET;
+  w.lport = f.lport;
+  w.rport = f.rport;
+  w.laddr[0] = f.laddr[3];
+  w.raddr[0] = f.raddr[3];
+  return w;
+}
+
 std::string addr_str(const hk_flow& f, bool local) {
   char buf[INET6_ADDRSTRLEN] = {};
   const __u32* a = local ? f.laddr : f.raddr;

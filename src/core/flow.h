@@ -33,6 +33,10 @@ hk_flow flow_from(const sockaddr_storage& local, const sockaddr_storage& remote)
 // mapped) for a dual-stack UDP socket.
 sockaddr_in6 remote_addr(const hk_flow& f, uint16_t port);
 
+// The same connection as seen on the wire: an IPv4-mapped IPv6 socket's
+// tuple in IPv4 form. Packets (held FINs) and sockets then compare equal.
+hk_flow wire_flow(const hk_flow& f);
+
 std::string addr_str(const hk_flow& f, bool local);
 std::string to_string(const hk_flow& f);
 

@@ -16,7 +16,7 @@ void Reassembly::append(std::span<const std::byte> d) {
 Reassembly::Added Reassembly::add(uint64_t offset, std::span<const std::byte> d) {
   uint64_t end = offset + d.size();
   if (end <= next_) return Added::kDuplicate;
-  if (end > delivered_ + window_) return Added::kBeyondWindow;
+  if (end > limit_) return Added::kBeyondWindow;
   if (offset > next_) {
     auto [it, fresh] = ooo_.try_emplace(offset, d.begin(), d.end());
     if (!fresh) return Added::kDuplicate;

@@ -15,9 +15,10 @@ class Reassembly {
  public:
   enum class Added { kInOrder, kBuffered, kDuplicate, kBeyondWindow };
 
-  // `window`: bytes past delivered() the sender may have in flight; data
-  // beyond it is a protocol violation and is refused.
-  explicit Reassembly(size_t window) : window_(window) {}
+  // `limit`: the stream offset the sender may send up to, as granted so
+  // far; data beyond it is a protocol violation and is refused. The limit
+  // only grows: what was granted is never taken back.
+  explicit Reassembly(uint64_t limit) : limit_(limit) {}
 
   Added add(uint64_t offset, std::span<const std::byte> data);
 
@@ -31,12 +32,13 @@ class Reassembly {
   uint64_t next() const { return next_; }             // next offset expected
   size_t buffered() const { return ready_.size() - head_ + ooo_bytes_; }
   size_t out_of_order() const { return ooo_.size(); }
-  void set_window(size_t w) { window_ = w; }
+  uint64_t limit() const { return limit_; }
+  void raise_limit(uint64_t l) { limit_ = l > limit_ ? l : limit_; }
 
  private:
   void append(std::span<const std::byte> d);
 
-  size_t window_;
+  uint64_t limit_;
   uint64_t delivered_ = 0, next_ = 0;
   std::vector<std::byte> ready_;
   size_t head_ = 0;

@@ -23,6 +23,7 @@ void encode_header(const Frame& f, std::byte* out) {
   h.version = HK_VERSION;
   h.type = f.type;
   h.mech = f.mech;
+  h.flags = f.flags;
   h.len = htobe16(static_cast<uint16_t>(f.payload.size()));
   h.token = htobe64(f.token);
   h.offset = htobe64(f.offset);
@@ -44,7 +45,7 @@ Parsed parse(std::span<const std::byte> d) {
       (h.type != HK_WIRE_DATA && len != 0))
     return {std::nullopt, ParseError::kLength};
   Frame f{static_cast<hk_wire_type>(h.type), h.mech, be64toh(h.token),
-          be64toh(h.offset), be32toh(h.window), d.subspan(kHeader, len)};
+          be64toh(h.offset), be32toh(h.window), d.subspan(kHeader, len), h.flags};
   return {f, {}};
 }
 

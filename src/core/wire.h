@@ -23,6 +23,7 @@ struct Frame {
   uint64_t offset = 0;  // DATA: first byte; END: final length; ACK: delivered
   uint32_t window = 0;  // ACK only
   std::span<const std::byte> payload;  // DATA only
+  uint8_t flags = 0;                   // HK_WIRE_F_*
 };
 
 enum class ParseError { kShort, kMagic, kVersion, kType, kLength };

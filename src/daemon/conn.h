@@ -17,8 +17,10 @@ namespace hooker {
 // Credit a sender starts with before any ACK: both sides know it.
 constexpr uint32_t kInitialWindow = 256 * 1024;
 
+using Clock = std::chrono::steady_clock;
+
 struct Conn {
-  Conn(size_t window) : in(window) {}
+  Conn() : in(kInitialWindow) {}
 
   uint32_t slot = 0;
   hk_flow app{};            // the application socket's own tuple
@@ -29,24 +31,30 @@ struct Conn {
   bool active = false;      // this side connected
   int in_fd = -1;           // the slot's inbound socket (read app, write app)
   int out_fd = -1;          // the slot's outbound socket (shut down at EOF)
-  std::chrono::steady_clock::time_point since = std::chrono::steady_clock::now();
+  Clock::time_point since = Clock::now();
+  uint32_t snd_nxt = 0, rcv_nxt = 0;  // the application socket's, at bind
 
   // application -> peer
   uint64_t sent = 0;
-  uint64_t peer_acked = 0;
-  uint32_t peer_window = kInitialWindow;
+  uint64_t peer_acked = 0;             // the peer received everything below
+  uint64_t send_limit = kInitialWindow;  // the peer accepts bytes below
   bool app_shut_wr = false;  // the application will write no more
   bool out_eof = false;      // every byte it wrote has been read
   bool end_sent = false;     // and the END frame is queued
-  uint64_t credit() const {
-    uint64_t limit = peer_acked + peer_window;
-    return limit > sent ? limit - sent : 0;
-  }
+  Clock::time_point acked_at = Clock::now();  // peer_acked last moved
+  uint64_t probe_offset = 0;  // `sent` when the outstanding probe left
+  int probes = 0;             // probes sent without progress
+  uint64_t credit() const { return send_limit > sent ? send_limit - sent : 0; }
+  bool unacked() const { return sent > peer_acked || (end_sent && !end_acked); }
+  bool end_acked = false;
 
   // peer -> application
   Reassembly in;
   std::optional<uint64_t> peer_end;  // the peer's stream length, once known
-  uint64_t acked = 0;                // delivered offset we last acknowledged
+  uint64_t acked = 0;                // in.next() we last acknowledged
+  uint64_t acked_limit = kInitialWindow;  // and the limit we granted
+  Clock::time_point gap_since{};     // a hole in the stream appeared
+  uint64_t consumed_base = 0;        // the kernel's read counter at bind
   std::vector<uint32_t> held_fins;   // NFQUEUE ids of the peer's FIN
   bool app_gone = false;             // the application socket closed
   bool inbound_dead = false;         // it can take no more bytes

@@ -1,5 +1,7 @@
 #include "daemon/daemon.h"
 
+#include "core/rst.h"
+
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <net/if.h>
@@ -110,6 +112,11 @@ Status Daemon::setup() {
   fins_ = fins.take();
   phase("fin_hold_rules");
 
+  // Raw sockets to reset connections as TCP would (see inject_rst).
+  raw4_.reset(socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW));
+  raw6_.reset(socket(AF_INET6, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW));
+  if (!raw4_.valid() || !raw6_.valid()) return sys_error("open raw sockets for TCP resets");
+
   ring_ = ring_buffer__new(kernel_->events_fd(), &Daemon::on_ring_event, this, nullptr);
   if (!ring_) return sys_error("open the event ring buffer");
 
@@ -178,7 +185,7 @@ void Daemon::on_bound(const hk_event& ev) {
   Slot* s = slots_->get(ev.slot);
   if (!s || ev.slot >= by_slot_.size()) return;
   if (by_slot_[ev.slot]) retire(*by_slot_[ev.slot]);  // cannot happen: slots are recycled
-  auto c = std::make_unique<Conn>(window());
+  auto c = std::make_unique<Conn>();
   c->slot = ev.slot;
   c->app = ev.app;
   c->token = ev.token;
@@ -188,6 +195,8 @@ void Daemon::on_bound(const hk_event& ev) {
   c->peer = remote_addr(ev.app, ev.peer_port);
   c->in_fd = s->in.get();
   c->out_fd = s->out.get();
+  c->snd_nxt = ev.snd_nxt;
+  c->rcv_nxt = ev.rcv_nxt;
   if (auto st = slots_->bind_inbound(ev.slot, ev.app); !st) {
     fprintf(stderr, "hookerd: %s\n", st.error().message().c_str());
     send_reset(ev.peer_token, c->peer);
@@ -195,7 +204,7 @@ void Daemon::on_bound(const hk_event& ev) {
   }
   Conn* cp = c.get();
   by_token_[cp->token] = cp;
-  by_flow_[cp->app] = cp;
+  by_flow_[wire_flow(cp->app)] = cp;
   by_slot_[ev.slot] = std::move(c);
   cnt_.conns_moved++;
   (void)epoll_add(epoll_.get(), cp->in_fd, EPOLLIN | EPOLLRDHUP | EPOLLET, tag(kSlot, ev.slot));
@@ -300,7 +309,7 @@ void Daemon::on_udp_readable() {
   for (Conn* c : touched) {
     bool gone = false;
     deliver(*c, &gone);
-    if (!gone && c->in.delivered() > c->acked) ack(*c);
+    if (!gone && ack_due(*c, 1)) ack(*c);
   }
 }
 
@@ -354,17 +363,30 @@ void Daemon::on_datagram(const sockaddr_in6& from, std::span<const std::byte> d)
       break;
     }
     case HK_WIRE_ACK:
-      if (f.offset > c.peer_acked && f.offset <= c.sent) c.peer_acked = f.offset;
-      c.peer_window = std::min<uint32_t>(f.window, kMaxWindow);
+      if (f.offset > c.peer_acked && f.offset <= c.sent) {
+        c.peer_acked = f.offset;
+        c.acked_at = Clock::now();
+        c.probes = 0;
+      }
+      if (f.flags & HK_WIRE_F_END_SEEN) c.end_acked = true;
+      c.send_limit = std::max<uint64_t>(c.send_limit, f.offset + f.window);
+      // The answer to a probe sent when everything below probe_offset had
+      // long left: what the peer still lacks was lost.
+      if ((f.flags & HK_WIRE_F_REPLY) && c.probes > 0 && c.peer_acked < c.probe_offset) {
+        cnt_.resets_lost_datagram++;
+        return reset(c, "a datagram was lost (the peer's answer to a probe lacks it)", true);
+      }
+      if (f.flags & HK_WIRE_F_PROBE) ack(c, HK_WIRE_F_REPLY);
       pump(c);
       break;
     case HK_WIRE_END:
       c.peer_end = f.offset;
-      deliver(c);
+      if (std::find(touched_.begin(), touched_.end(), &c) == touched_.end())
+        touched_.push_back(&c);  // acknowledged (END_SEEN) with the batch
       break;
     case HK_WIRE_RESET:
       cnt_.resets_received++;
-      retire(c);
+      reset(c, "the peer reset the connection", false);
       break;
   }
 }
@@ -386,21 +408,40 @@ void Daemon::deliver(Conn& c, bool* gone) {
     // EACCES/EPIPE: the application socket has left; nobody can read more.
     c.inbound_dead = true;
   }
-  if (c.in.delivered() - c.acked >= window() / 4) ack(c);
+  if (ack_due(c, window() / 4)) ack(c);
   if (c.peer_done()) {
-    if (c.in.delivered() > c.acked) ack(c);
+    if (ack_due(c, 1)) ack(c);
     release_fins(c);
   }
   bool retired = maybe_retire(c);
   if (gone) *gone = retired;
 }
 
-void Daemon::ack(Conn& c) {
+// The limit a new ACK would grant: the receiver holds at most window()
+// bytes, whether out of order or waiting for the application.
+static uint64_t grantable(const Conn& c, uint64_t w) {
+  uint64_t held = c.in.buffered();
+  return std::max(c.in.limit(), c.in.next() + (w > held ? w - held : 0));
+}
+
+bool Daemon::ack_due(const Conn& c, uint64_t threshold) const {
+  bool end_news = c.peer_end && c.in.next() >= *c.peer_end && c.acked < *c.peer_end;
+  return end_news || c.in.next() >= c.acked + threshold ||
+         grantable(c, window()) >= c.acked_limit + threshold;
+}
+
+void Daemon::ack(Conn& c, uint8_t flags) {
   if (udp_->room() == 0) flush();
   if (udp_->room() == 0) return;  // the next idle point acknowledges
-  c.in.set_window(window());
-  udp_->queue({HK_WIRE_ACK, HK_MECH_UDP, c.peer_token, c.in.delivered(), window(), {}}, c.peer);
-  c.acked = c.in.delivered();
+  uint64_t limit = grantable(c, window());
+  c.in.raise_limit(limit);
+  if (c.peer_end && c.in.next() >= *c.peer_end) flags |= HK_WIRE_F_END_SEEN;
+  uint64_t next = c.in.next();
+  udp_->queue({HK_WIRE_ACK, HK_MECH_UDP, c.peer_token, next,
+               static_cast<uint32_t>(std::min<uint64_t>(limit - next, UINT32_MAX)), {}, flags},
+              c.peer);
+  c.acked = next;
+  c.acked_limit = limit;
 }
 
 void Daemon::send_reset(uint64_t peer_token, const sockaddr_in6& to) {
@@ -408,6 +449,96 @@ void Daemon::send_reset(uint64_t peer_token, const sockaddr_in6& to) {
   if (udp_->room() == 0) return;
   udp_->queue({HK_WIRE_RESET, HK_MECH_UDP, peer_token, 0, 0, {}}, to);
   cnt_.resets_sent++;
+}
+
+// ---- loss and reset --------------------------------------------------------
+
+namespace {
+constexpr auto kGapTimeout = std::chrono::milliseconds(250);  // a hole that stays
+constexpr auto kProbeAfter = std::chrono::milliseconds(100);  // no ACK progress
+constexpr int kMaxProbes = 30;                                 // ~3 s unanswered
+}  // namespace
+
+void Daemon::check_losses() {
+  auto now = Clock::now();
+  struct Dead { Conn* c; bool lost; const char* why; };
+  std::vector<Dead> dead;
+  for (auto& [tok, cp] : by_token_) {
+    Conn& c = *cp;
+    // Receiving: a hole that does not fill means a datagram is gone for
+    // good (this mechanism does not retransmit). END reveals a lost tail.
+    bool hole = c.in.out_of_order() > 0 || (c.peer_end && c.in.next() < *c.peer_end);
+    if (!hole) {
+      c.gap_since = {};
+    } else if (c.gap_since == Clock::time_point{}) {
+      c.gap_since = now;
+    } else if (now - c.gap_since > kGapTimeout) {
+      dead.push_back({&c, true, "a datagram was lost (a hole in the stream did not fill)"});
+      continue;
+    }
+    // Sending: data out without acknowledgement; ask the peer where it is.
+    if (c.unacked() && now - c.acked_at > kProbeAfter * (c.probes + 1)) {
+      if (c.probes >= kMaxProbes) {
+        dead.push_back({&c, false, "the peer stopped answering"});
+        continue;
+      }
+      c.probes++;
+      c.probe_offset = c.sent;
+      ack(c, HK_WIRE_F_PROBE);
+    }
+  }
+  for (auto& d : dead) {
+    (d.lost ? cnt_.resets_lost_datagram : cnt_.resets_peer_silent)++;
+    reset(*d.c, d.why, true);
+  }
+}
+
+void Daemon::reset(Conn& c, const char* why, bool tell_peer) {
+  fprintf(stderr, "hookerd: reset %s: %s\n", to_string(c.app).c_str(), why);
+  if (tell_peer) {
+    send_reset(c.peer_token, c.peer);
+    send_reset(c.peer_token, c.peer);  // a lost RESET only delays the peer's own detection
+  }
+  c.inbound_dead = true;  // not one byte more reaches the application
+  inject_rst(c);
+  retire(c);
+}
+
+void Daemon::inject_rst(const Conn& c) {
+  bool v4 = flow_is_v4(c.app);
+  int fd = v4 ? raw4_.get() : raw6_.get();
+  uint32_t local[4], remote[4];
+  std::memcpy(local, c.app.laddr, 16);
+  std::memcpy(remote, c.app.raddr, 16);
+  if (v4) {
+    local[0] = v4_word(c.app, c.app.laddr);
+    remote[0] = v4_word(c.app, c.app.raddr);
+  }
+  auto send_to = [&](const uint32_t* dst, const std::vector<uint8_t>& pkt) {
+    sockaddr_storage ss{};
+    socklen_t len;
+    if (v4) {
+      auto& a = reinterpret_cast<sockaddr_in&>(ss);
+      a.sin_family = AF_INET;
+      a.sin_addr.s_addr = dst[0];
+      len = sizeof(a);
+    } else {
+      auto& a = reinterpret_cast<sockaddr_in6&>(ss);
+      a.sin6_family = AF_INET6;
+      std::memcpy(&a.sin6_addr, dst, 16);
+      len = sizeof(a);
+    }
+    if (sendto(fd, pkt.data(), pkt.size(), 0, reinterpret_cast<sockaddr*>(&ss), len) > 0)
+      cnt_.rst_injected++;
+  };
+  // Each end expects the other's sequence number, or one more after a FIN;
+  // only the exact one resets (RFC 5961), the other is ignored.
+  for (uint32_t d : {0u, 1u}) {
+    // To our application, as if from the peer: delivered locally.
+    send_to(local, build_rst(v4, remote, c.app.rport, local, c.app.lport, c.rcv_nxt + d));
+    // To the peer's application, as ours would send it.
+    send_to(remote, build_rst(v4, local, c.app.lport, remote, c.app.rport, c.snd_nxt + d));
+  }
 }
 
 // ---- FINs and the end of a connection ------------------------------------
@@ -440,7 +571,7 @@ void Daemon::retire(Conn& c) {
   epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.in_fd, nullptr);
   bpf_map_delete_elem(kernel_->tokens_fd(), &c.token);
   by_token_.erase(c.token);
-  by_flow_.erase(c.app);
+  by_flow_.erase(wire_flow(c.app));
   erase_one(tx_waiters_, &c);
   erase_one(touched_, &c);
   erase_one(retry_, &c);
@@ -486,7 +617,8 @@ void Daemon::on_timer() {
   ticks_++;
   auto retry = std::move(retry_);
   retry_.clear();
-  for (Conn* c : retry) deliver(*c);
+  for (Conn* c : retry) deliver(*c);  // acknowledges if the window opened
+  if (ticks_ % 4 == 0) check_losses();
   if (ticks_ % (1000 / kTickMs) == 0) {
     keep_pool_full();
     gc_embryonic();

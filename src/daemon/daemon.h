@@ -25,6 +25,7 @@ struct DaemonCounters {
   uint64_t rx_malformed = 0, rx_unknown_token = 0, rx_wrong_source = 0;
   uint64_t rx_duplicate = 0, rx_beyond_window = 0, rx_stashed = 0;
   uint64_t rx_after_close = 0, resets_sent = 0, resets_received = 0;
+  uint64_t resets_lost_datagram = 0, resets_peer_silent = 0, rst_injected = 0;
   uint64_t delivery_retries = 0, conns_moved = 0, conns_closed = 0;
 };
 
@@ -59,8 +60,14 @@ class Daemon {
   // the two directions
   void pump(Conn& c);      // application -> wire
   void deliver(Conn& c, bool* gone = nullptr);  // wire -> application
-  void ack(Conn& c);
+  void ack(Conn& c, uint8_t flags = 0);
+  bool ack_due(const Conn& c, uint64_t threshold) const;
   void send_reset(uint64_t peer_token, const sockaddr_in6& to);
+  // Ends a moved connection as TCP would: both applications get an RST with
+  // the exact sequence number (ECONNRESET), the peer hookerd a RESET.
+  void reset(Conn& c, const char* why, bool tell_peer);
+  void inject_rst(const Conn& c);
+  void check_losses();
   void release_fins(Conn& c);
   bool maybe_retire(Conn& c);
   void retire(Conn& c);
@@ -78,6 +85,7 @@ class Daemon {
   std::unique_ptr<FinHold> fins_;
   ring_buffer* ring_ = nullptr;
   Fd epoll_, signal_, timer_, control_;
+  Fd raw4_, raw6_;  // RST injection
   bool stop_ = false;
   bool tx_blocked_ = false;
 

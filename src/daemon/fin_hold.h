@@ -28,7 +28,7 @@ class FinHold {
  public:
   // Decides for each queued packet: true lets it in now, false holds it
   // (the daemon calls release() later). `local` is the tuple from the
-  // receiving socket's point of view.
+  // receiving socket's point of view, as on the wire (see wire_flow).
   using Decide = std::function<bool(const hk_flow& local, uint32_t packet_id)>;
 
   static Result<std::unique_ptr<FinHold>> open(uint16_t queue_num,

@@ -58,11 +58,15 @@ TEST(Reassembly, ShuffledDuplicatedChunksComeOutExact) {
   EXPECT_EQ(r.buffered(), 0u);
 }
 
-TEST(Reassembly, RefusesBeyondWindow) {
+TEST(Reassembly, RefusesBeyondTheGrantedLimit) {
   Reassembly r(1000);
   auto a = bytes(100, 0);
   EXPECT_EQ(r.add(950, a), Added::kBeyondWindow);
   EXPECT_EQ(r.add(900, a), Added::kBuffered);
+  r.raise_limit(500);  // never lowers what was granted
+  EXPECT_EQ(r.limit(), 1000u);
+  r.raise_limit(2000);
+  EXPECT_EQ(r.add(1900, a), Added::kBuffered);
 }
 
 TEST(Reassembly, PartialConsumeKeepsOrder) {
