@@ -1,0 +1,691 @@
+#!/usr/bin/python3
+"""Unmodified TCP applications for issue 3's stream tests (test_stream.py).
+
+Plain socket programs, nothing in them knows about Hooker: the tests run them
+inside a test-bed host's cgroup, where hookerd moves their connections.
+
+    stream_apps.py ROLE [options]      (one process per role; see main())
+
+Every program has a watchdog (--timeout): a hang ends it with exit 3 and a line
+saying where it was, so a test never waits forever. Results go to stdout as one
+JSON line starting with "result ", progress and readiness as plain lines.
+
+The byte streams are patterns both ends can compute: the stream of seed S is
+block(S) repeated, where block(S) is a pseudo-random block of an odd length, so
+a byte repeated, lost or moved anywhere changes what the reader compares.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import random
+import select
+import selectors
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import threading
+import time
+
+BLOCK = 1_048_573          # odd, so chunk boundaries drift across the block
+IOV_MAX = 1024
+
+
+# ---------------------------------------------------------------- patterns
+
+class Pattern:
+    """The stream of a seed: byte i is block[i % BLOCK]."""
+
+    def __init__(self, seed: int):
+        self.block = random.Random(seed).randbytes(BLOCK)
+        self.double = self.block + self.block
+        self.view = memoryview(self.double)
+
+    def chunk(self, pos: int, n: int) -> memoryview:
+        """Bytes [pos, pos + n) of the stream, n <= BLOCK, without a copy."""
+        assert n <= BLOCK
+        p = pos % BLOCK
+        return self.view[p:p + n]
+
+    def bytes(self, pos: int, n: int) -> bytes:
+        out = bytearray()
+        while n > 0:
+            k = min(n, BLOCK)
+            out += self.chunk(pos, k)
+            pos += k
+            n -= k
+        return bytes(out)
+
+
+class Checker:
+    """Compares what a reader got against the pattern, chunk by chunk."""
+
+    def __init__(self, pattern: Pattern):
+        self.pattern = pattern
+        self.pos = 0
+        self.mismatch: int | None = None   # stream offset of the first wrong byte
+
+    def feed(self, data) -> bool:
+        if self.mismatch is not None:
+            self.pos += len(data)
+            return False
+        mv = memoryview(data)
+        off = 0
+        while off < len(mv):
+            k = min(len(mv) - off, BLOCK)
+            got = bytes(mv[off:off + k])
+            want = self.pattern.chunk(self.pos, k).tobytes()
+            if got != want:
+                i = next(j for j in range(k) if got[j] != want[j])
+                self.mismatch = self.pos + i
+                self.pos += len(mv) - off
+                return False
+            self.pos += k
+            off += k
+        return True
+
+
+def err_name(e: BaseException) -> str:
+    if isinstance(e, socket.timeout):
+        return "timeout"
+    if isinstance(e, OSError) and e.errno:
+        return errno.errorcode.get(e.errno, str(e.errno))
+    return type(e).__name__
+
+
+def result(**kw):
+    print("result " + json.dumps(kw), flush=True)
+
+
+def watchdog(seconds: float, where):
+    """Exit 3 after `seconds`, printing where() (a dict) as the result."""
+    def fire(signum, frame):
+        try:
+            result(**{**where(), "error": "watchdog", "watchdog_s": seconds})
+        finally:
+            os._exit(3)
+    signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
+def family_of(host: str):
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def listen(port: int, backlog=512) -> socket.socket:
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", port))
+    s.listen(backlog)
+    return s
+
+
+def connect(host: str, port: int) -> socket.socket:
+    """A blocking connected socket: the send patterns must reach the kernel as
+    the calls they are, not as a timeout socket's partial non-blocking sends."""
+    c = socket.socket(family_of(host), socket.SOCK_STREAM)
+    c.connect((host, port))
+    return c
+
+
+def recv_sizes(seed: int):
+    """Read sizes of varied shapes: tiny, odd, page, large."""
+    rnd = random.Random(seed)
+    while True:
+        yield rnd.choice((1, 3, 7, 100, 1400, 4096, 65536, 65536, 262144))
+
+
+# ---------------------------------------------------------------- echo server
+
+def echo_server(a):
+    """Echoes every connection; after the client's EOF, flushes what is left,
+    shuts down writing and closes (half-close honoured). --after-eof buffers the
+    whole request and answers only after EOF. Reads with sizes of every shape."""
+    lsn = listen(a.port)
+    lsn.setblocking(False)
+    sel = selectors.DefaultSelector()
+    sel.register(lsn, selectors.EVENT_READ, None)
+    sizes = recv_sizes(a.seed)
+    errors = 0
+    print("listening", flush=True)
+
+    class Conn:
+        def __init__(self, s):
+            self.s, self.out, self.eof = s, bytearray(), False
+
+    def update(c):
+        ev = 0
+        if not c.eof and (a.after_eof or len(c.out) < (1 << 20)):
+            ev |= selectors.EVENT_READ
+        if c.out and (c.eof or not a.after_eof):
+            ev |= selectors.EVENT_WRITE
+        if ev == 0:
+            sel.unregister(c.s)
+            try:
+                c.s.shutdown(socket.SHUT_WR)
+            finally:
+                c.s.close()
+        else:
+            sel.modify(c.s, ev, c)
+
+    while True:
+        for key, ev in sel.select():
+            if key.data is None:
+                try:
+                    s, _ = lsn.accept()
+                except BlockingIOError:
+                    continue
+                s.setblocking(False)
+                sel.register(s, selectors.EVENT_READ, Conn(s))
+                continue
+            c = key.data
+            try:
+                if ev & selectors.EVENT_READ:
+                    b = c.s.recv(next(sizes))
+                    if b:
+                        c.out += b
+                    else:
+                        c.eof = True
+                if ev & selectors.EVENT_WRITE and c.out:
+                    n = c.s.send(c.out[:1 << 20])
+                    del c.out[:n]
+                update(c)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as e:
+                errors += 1
+                print(f"echo: connection error {err_name(e)}", file=sys.stderr, flush=True)
+                if c.s.fileno() >= 0:
+                    sel.unregister(c.s)
+                    c.s.close()
+
+
+# ---------------------------------------------------------------- send patterns
+
+def _sendmsg_all(s: socket.socket, bufs):
+    """One sendmsg of these iovecs; a blocking socket sends them whole (if the
+    kernel returns short, the rest follows in further sendmsg calls)."""
+    total = sum(len(b) for b in bufs)
+    n = s.sendmsg(bufs)
+    if n < total:
+        rest = b"".join(bytes(b) for b in bufs)[n:]
+        s.sendall(rest)
+    return total
+
+
+def _writev_all(s: socket.socket, bufs):
+    total = sum(len(b) for b in bufs)
+    n = os.writev(s.fileno(), bufs)
+    if n < total:
+        s.sendall(b"".join(bytes(b) for b in bufs)[n:])
+    return total
+
+
+PATTERNS = {
+    # name: (description, total bytes)
+    "1byte": ("1024 sends of 1 byte", 1024),
+    "iov1x1024": ("sendmsg of 1024 x 1-byte iovecs, 4 times", 4 * 1024),
+    "iov3x512": ("sendmsg of 512 x 3-byte iovecs, 8 times", 8 * 512 * 3),
+    "iov256x1024": ("sendmsg of 1024 x 256-byte iovecs, 16 times", 16 * 1024 * 256),
+    "big4m": ("single 4 MB sends, 4 times", 4 * (4 << 20)),
+    "writev": ("writev of mixed sizes", None),
+    "msg_more": ("send(MSG_MORE) runs closed by a plain send", None),
+    "cork": ("TCP_CORK, small sends, uncork", None),
+    "sendfile": ("os.sendfile of a 3 MB file, then of a slice of it", None),
+}
+
+_WRITEV_SIZES = [1, 2, 1400, 7, 65536, 3, 1000, 4096, 1, 300_000]
+_MORE_SIZES = [5, 1, 1400, 17, 9000, 2]
+
+
+def _plan(name: str) -> int:
+    if PATTERNS[name][1] is not None:
+        return PATTERNS[name][1]
+    if name == "writev":
+        return 20 * sum(_WRITEV_SIZES)
+    if name in ("msg_more", "cork"):
+        return 200 * sum(_MORE_SIZES)
+    if name == "sendfile":
+        return 3_000_123 + 1_000_000
+    raise KeyError(name)
+
+
+def send_pattern(s: socket.socket, name: str, pat: Pattern, state: dict):
+    pos = 0
+
+    def take(n):
+        nonlocal pos
+        b = pat.bytes(pos, n)
+        pos += n
+        state["sent"] = pos
+        return b
+
+    if name == "1byte":
+        for _ in range(1024):
+            assert s.send(take(1)) == 1
+    elif name.startswith("iov"):
+        size, count = {"iov1x1024": (1, 1024), "iov3x512": (3, 512),
+                       "iov256x1024": (256, 1024)}[name]
+        for _ in range(_plan(name) // (size * count)):
+            _sendmsg_all(s, [take(size) for _ in range(count)])
+    elif name == "big4m":
+        for _ in range(4):
+            s.sendall(take(4 << 20))
+    elif name == "writev":
+        for _ in range(20):
+            _writev_all(s, [take(n) for n in _WRITEV_SIZES])
+    elif name == "msg_more":
+        for _ in range(200):
+            for n in _MORE_SIZES[:-1]:
+                s.sendall(take(n), socket.MSG_MORE)
+            s.sendall(take(_MORE_SIZES[-1]))
+    elif name == "cork":
+        for _ in range(200):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+            for n in _MORE_SIZES:
+                s.sendall(take(n))
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+    elif name == "sendfile":
+        # A file holding junk then the stream: one sendfile of its first
+        # 3,000,123 stream bytes, then one of the rest, each from an offset.
+        first, rest = 3_000_123, 1_000_000
+        skip = 4321
+        with tempfile.TemporaryFile() as f:
+            f.write(b"\0" * skip + pat.bytes(0, first + rest))
+            f.flush()
+            for off, end in ((skip, skip + first), (skip + first, skip + first + rest)):
+                while off < end:
+                    n = os.sendfile(s.fileno(), f.fileno(), off, end - off)
+                    assert n > 0
+                    off += n
+                    state["sent"] = off - skip
+        pos = first + rest
+    else:
+        raise SystemExit(f"unknown pattern {name}")
+    return pos
+
+
+def patterns_client(a):
+    """Sends one pattern to the echo server while a thread reads the echo back
+    with reads of every size; exit 0 only if every byte came back, in order."""
+    pat = Pattern(a.seed)
+    total = _plan(a.pattern)
+    state = {"sent": 0, "received": 0}
+    watchdog(a.timeout, lambda: {"pattern": a.pattern, "total": total, **state})
+    s = connect(a.host, a.port)
+    chk = Checker(pat)
+    rerr: list[str] = []
+
+    def reader():
+        # A blocking recv() must never fail with EAGAIN; if it does it is
+        # counted and the read goes on, so the bytes are still checked.
+        sizes = recv_sizes(a.seed + 1)
+        try:
+            while True:
+                try:
+                    b = s.recv(next(sizes))
+                except BlockingIOError:
+                    state["blocking_recv_eagain"] = state.get("blocking_recv_eagain", 0) + 1
+                    select.select([s], [], [], 1.0)
+                    continue
+                if not b:
+                    state["read_end"] = "EOF"
+                    return
+                chk.feed(b)
+                state["received"] = chk.pos
+        except OSError as e:
+            rerr.append(err_name(e))
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    t0 = time.monotonic()
+    werr = None
+    try:
+        sent = send_pattern(s, a.pattern, pat, state)
+        assert sent == total, (sent, total)
+        s.shutdown(socket.SHUT_WR)
+    except OSError as e:
+        werr = err_name(e)
+    t.join()
+    s.close()
+    ok = werr is None and not rerr and chk.mismatch is None and chk.pos == total
+    result(blocking_recv_eagain=state.get("blocking_recv_eagain", 0),
+           read_end=rerr[0] if rerr else state.get("read_end"), pattern=a.pattern, total=total, sent=state["sent"], received=chk.pos,
+           mismatch=chk.mismatch, write_error=werr, read_error=rerr[0] if rerr else None,
+           secs=round(time.monotonic() - t0, 3), ok=ok)
+    sys.exit(0 if ok else 1)
+
+
+# ---------------------------------------------------------------- many connections
+
+def conns_client(a):
+    """`count` connections, at most `concurrency` at once. Each writes a random
+    0..max_size bytes, shuts down writing as soon as they are written, then
+    reads the echo to EOF (half-close) and compares it byte for byte."""
+    rnd = random.Random(a.seed)
+    sel = selectors.DefaultSelector()
+    started = done = 0
+    failures = []
+    live: dict = {}
+    t0 = time.monotonic()
+    total_bytes = 0
+    watchdog(a.timeout, lambda: {"started": started, "done": done, "ok": done - len(failures),
+                                 "failures": failures[:10],
+                                 "live": [{k: v for k, v in c.items() if k not in ("data", "sock", "got")}
+                                          for c in live.values()][:10]})
+
+    def start():
+        nonlocal started
+        i = started
+        started += 1
+        size = rnd.randint(0, a.max_size)
+        data = rnd.randbytes(size)
+        s = socket.socket(family_of(a.host), socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.connect_ex((a.host, a.port))
+        c = {"i": i, "size": size, "data": data, "sock": s, "sent": 0, "got": bytearray(),
+             "shut": False, "t": time.monotonic()}
+        live[s.fileno()] = c
+        sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE, c)
+
+    def finish(c, error=None):
+        nonlocal done, total_bytes
+        sel.unregister(c["sock"])
+        del live[c["sock"].fileno()]
+        c["sock"].close()
+        done += 1
+        got = bytes(c["got"])
+        if error is None and got != c["data"]:
+            first = next((j for j in range(min(len(got), c["size"])) if got[j] != c["data"][j]),
+                         min(len(got), c["size"]))
+            error = f"echo differs: got {len(got)} of {c['size']} bytes, first difference at {first}"
+        if error:
+            failures.append({"conn": c["i"], "size": c["size"], "sent": c["sent"],
+                             "received": len(got), "error": error})
+        else:
+            total_bytes += c["size"]
+
+    while done < a.count:
+        while started < a.count and len(live) < a.concurrency:
+            start()
+        for key, ev in sel.select(timeout=1.0):
+            c = key.data
+            s = c["sock"]
+            try:
+                if ev & selectors.EVENT_WRITE:
+                    if c["sent"] < c["size"]:
+                        c["sent"] += s.send(c["data"][c["sent"]:c["sent"] + (1 << 20)])
+                    if c["sent"] == c["size"] and not c["shut"]:
+                        s.shutdown(socket.SHUT_WR)   # closing at once: write done
+                        c["shut"] = True
+                        sel.modify(s, selectors.EVENT_READ, c)
+                if ev & selectors.EVENT_READ:
+                    b = s.recv(262144)
+                    if b:
+                        c["got"] += b
+                        if len(c["got"]) > c["size"]:
+                            finish(c, f"echo longer than the {c['size']} bytes written")
+                    elif not c["shut"]:
+                        finish(c, f"EOF before the client finished writing ({len(c['got'])} read)")
+                    else:
+                        finish(c)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as e:
+                finish(c, f"{err_name(e)} after sending {c['sent']}, reading {len(c['got'])}")
+    secs = time.monotonic() - t0
+    result(count=a.count, concurrency=a.concurrency, ok=done - len(failures),
+           failures=failures[:20], failed=len(failures), bytes=total_bytes, secs=round(secs, 2))
+    sys.exit(0 if not failures else 1)
+
+
+# ---------------------------------------------------------------- first bytes, RST
+
+def scenario_server(a):
+    """One connection per scenario (see scenario_client for the other half)."""
+    lsn = listen(a.port, 8)
+    print("listening", flush=True)
+    state = {"scenario": a.scenario, "side": "server"}
+    watchdog(a.timeout, lambda: state)
+    c, _ = lsn.accept()
+    pat = Pattern(a.seed)
+    try:
+        if a.scenario == "banner":
+            # Speaks first: the banner goes out right after accept().
+            c.sendall(b"220 hooker-test ready\r\n" + pat.bytes(0, a.size))
+            req = _read_exact(c, 6, state)
+            state["request"] = req.decode(errors="replace")
+            c.sendall(b"250 ok\r\n")
+            state["eof"] = c.recv(1) == b""
+        elif a.scenario == "both-first":
+            # Data right after accept() while the client sends right after connect().
+            c.sendall(pat.bytes(0, a.size))
+            got = _read_exact(c, a.size, state)
+            state["match"] = got == Pattern(a.seed + 1).bytes(0, a.size)
+            state["eof"] = c.recv(1) == b""
+        elif a.scenario == "close-at-once":
+            # The client wrote and closed at once: every byte, then EOF.
+            got = _read_exact(c, a.size, state)
+            state["match"] = got == pat.bytes(0, a.size)
+            state["eof"] = c.recv(1) == b""
+        elif a.scenario in ("rst-client", "rst-inflight"):
+            # The client aborts: the next reads must fail with ECONNRESET.
+            chk = Checker(pat)
+            if a.scenario == "rst-client":
+                state["hello"] = _read_exact(c, 5, state).decode()
+                c.sendall(b"ok")
+            c.settimeout(a.timeout / 2)
+            try:
+                while True:
+                    b = c.recv(65536)
+                    if not b:
+                        state["read_end"] = "EOF"
+                        break
+                    if a.scenario == "rst-inflight":
+                        chk.feed(b)
+            except OSError as e:
+                state["read_end"] = err_name(e)
+            state["received"], state["mismatch"] = chk.pos, chk.mismatch
+        elif a.scenario == "rst-server":
+            state["hello"] = _read_exact(c, 5, state).decode()
+            c.sendall(b"ok")
+            # Wait for the client's "abort me" so it is blocked in recv().
+            state["go"] = _read_exact(c, 2, state).decode()
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+            state["closed"] = "abortive"
+    except OSError as e:
+        state["error"] = err_name(e)
+    result(**state)
+
+
+def _read_exact(s: socket.socket, n: int, state: dict) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        b = s.recv(min(n - len(buf), 262144))
+        if not b:
+            state["early_eof_at"] = len(buf)
+            raise ConnectionAbortedError(errno.ECONNABORTED, f"EOF after {len(buf)} of {n}")
+        buf += b
+        state["read"] = len(buf)
+    return bytes(buf)
+
+
+def scenario_client(a):
+    state = {"scenario": a.scenario, "side": "client"}
+    watchdog(a.timeout, lambda: state)
+    pat = Pattern(a.seed)
+    try:
+        c = connect(a.host, a.port)
+        if a.scenario == "banner":
+            hello = b"220 hooker-test ready\r\n"
+            got = _read_exact(c, len(hello) + a.size, state)
+            state["match"] = got == hello + pat.bytes(0, a.size)
+            c.sendall(b"HELO\r\n")
+            state["reply"] = _read_exact(c, 8, state).decode()
+            c.close()
+        elif a.scenario == "both-first":
+            c.sendall(Pattern(a.seed + 1).bytes(0, a.size))   # right after connect()
+            got = _read_exact(c, a.size, state)
+            state["match"] = got == pat.bytes(0, a.size)
+            c.shutdown(socket.SHUT_WR)
+            state["eof"] = c.recv(1) == b""
+            c.close()
+        elif a.scenario == "close-at-once":
+            c.sendall(pat.bytes(0, a.size))
+            c.close()
+            state["closed"] = True
+        elif a.scenario == "rst-client":
+            c.sendall(b"hello")
+            state["ok"] = _read_exact(c, 2, state).decode()
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+            state["closed"] = "abortive"
+        elif a.scenario == "rst-inflight":
+            c.sendall(pat.bytes(0, a.size))
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+            state["closed"] = "abortive"
+        elif a.scenario == "rst-server":
+            c.sendall(b"hello")
+            state["ok"] = _read_exact(c, 2, state).decode()
+            c.settimeout(a.timeout / 2)
+            c.sendall(b"go")
+            try:
+                b = c.recv(65536)
+                state["read_end"] = "EOF" if not b else f"{len(b)} bytes"
+            except OSError as e:
+                state["read_end"] = err_name(e)
+    except OSError as e:
+        state["error"] = err_name(e)
+    result(**state)
+
+
+# ---------------------------------------------------------------- pattern writer / reader
+
+def pattern_writer(a):
+    """Connects and writes `total` bytes of the pattern as fast as it can, in
+    --chunk writes; with --progress prints "progress T BYTES" every 50 ms.
+    Then shuts down writing and waits for the reader's one-line verdict."""
+    pat = Pattern(a.seed)
+    state = {"side": "writer", "sent": 0}
+    watchdog(a.timeout, lambda: state)
+    c = connect(a.host, a.port)
+    print("connected", flush=True)
+    stop = threading.Event()
+    if a.progress:
+        def progress():
+            while not stop.wait(0.05):
+                print(f"progress {time.monotonic():.3f} {state['sent']}", flush=True)
+        threading.Thread(target=progress, daemon=True).start()
+    t0 = time.monotonic()
+    try:
+        while state["sent"] < a.total:
+            n = min(a.chunk, a.total - state["sent"], BLOCK)
+            state["sent"] += c.send(pat.chunk(state["sent"], n))
+        state["write_secs"] = round(time.monotonic() - t0, 3)
+        c.shutdown(socket.SHUT_WR)
+        c.settimeout(a.timeout / 2)
+        reply = bytearray()
+        while True:
+            b = c.recv(4096)
+            if not b:
+                break
+            reply += b
+        state["reply"] = reply.decode(errors="replace")
+        state["read_end"] = "EOF"
+    except OSError as e:
+        state["error"] = err_name(e)
+    stop.set()
+    result(**state)
+
+
+def pattern_reader(a):
+    """Accepts one connection; with --sleep stops reading for that long first;
+    then reads to EOF with reads of every size, checking each byte against the
+    pattern (nothing is stored). Answers "ok N" or "bad N" and closes."""
+    lsn = listen(a.port, 8)
+    print("listening", flush=True)
+    pat = Pattern(a.seed)
+    chk = Checker(pat)
+    state = {"side": "reader"}
+    watchdog(a.timeout, lambda: {**state, "received": chk.pos, "mismatch": chk.mismatch})
+    c, _ = lsn.accept()
+    print(f"accepted {time.monotonic():.3f}", flush=True)
+    if a.sleep:
+        time.sleep(a.sleep)   # the application stops reading: the point of the test
+    print(f"draining {time.monotonic():.3f}", flush=True)
+    t0 = time.monotonic()
+    buf = bytearray(1 << 20)
+    mv = memoryview(buf)
+    sizes = recv_sizes(a.seed + 2) if a.varied_reads else None
+    c.settimeout(a.idle_timeout)
+    try:
+        while True:
+            n = c.recv_into(mv, next(sizes) if sizes else len(buf))
+            if n == 0:
+                state["read_end"] = "EOF"
+                break
+            chk.feed(mv[:n])
+    except OSError as e:
+        state["read_end"] = err_name(e)
+    state["read_secs"] = round(time.monotonic() - t0, 3)
+    verdict = "ok" if chk.mismatch is None else "bad"
+    try:
+        c.sendall(f"{verdict} {chk.pos}\n".encode())
+        c.close()
+    except OSError as e:
+        state["reply_error"] = err_name(e)
+    result(received=chk.pos, mismatch=chk.mismatch, **state)
+
+
+# ---------------------------------------------------------------- main
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="role", required=True)
+
+    def add(name, fn, server):
+        sp = sub.add_parser(name)
+        sp.set_defaults(fn=fn)
+        if not server:
+            sp.add_argument("--host", required=True)
+        sp.add_argument("--port", type=int, required=True)
+        sp.add_argument("--seed", type=int, default=1)
+        sp.add_argument("--timeout", type=float, default=60)
+        return sp
+
+    sp = add("echo-server", echo_server, True)
+    sp.add_argument("--after-eof", action="store_true")
+    sp = add("patterns-client", patterns_client, False)
+    sp.add_argument("--pattern", required=True, choices=sorted(PATTERNS))
+    sp = add("conns-client", conns_client, False)
+    sp.add_argument("--count", type=int, required=True)
+    sp.add_argument("--concurrency", type=int, default=1)
+    sp.add_argument("--max-size", type=int, default=1 << 20)
+    for name, fn, server in (("scenario-server", scenario_server, True),
+                             ("scenario-client", scenario_client, False)):
+        sp = add(name, fn, server)
+        sp.add_argument("--scenario", required=True,
+                        choices=["banner", "both-first", "close-at-once", "rst-client",
+                                 "rst-inflight", "rst-server"])
+        sp.add_argument("--size", type=int, default=200_000)
+    sp = add("pattern-writer", pattern_writer, False)
+    sp.add_argument("--total", type=int, required=True)
+    sp.add_argument("--chunk", type=int, default=65536)
+    sp.add_argument("--progress", action="store_true")
+    sp = add("pattern-reader", pattern_reader, True)
+    sp.add_argument("--sleep", type=float, default=0)
+    sp.add_argument("--idle-timeout", type=float, default=20)
+    sp.add_argument("--varied-reads", action="store_true")
+    a = p.parse_args(argv)
+    a.fn(a)
+
+
+if __name__ == "__main__":
+    main()

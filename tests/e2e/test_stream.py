@@ -1,0 +1,484 @@
+"""Issue 3's "Done when": a moved connection behaves like TCP from the
+application's side - every byte, in order, whatever the write pattern; close,
+half-close and RST keep their meaning; a reader that stops reading blocks the
+writer with bounded memory; reordered and duplicated datagrams are absorbed and
+a lost one resets both ends loudly. Every test runs over IPv4 and IPv6.
+
+The applications are plain socket programs (stream_apps.py) run in the hosts'
+cgroups; the datagram impairments are a TC program of the tests
+(tests/bpf/impair.bpf.c, built into build/bpf/impair.bpf.o).
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from apps import PY
+from hookerd import BUILD, Hookerd, wait_for
+from testbed import LinkSpec, TwoHosts, require_root
+
+APP = Path(__file__).resolve().with_name("stream_apps.py")
+IMPAIR_OBJ = BUILD / "bpf" / "impair.bpf.o"
+ECHO, ECHO_AFTER_EOF, SINK = 8000, 8001, 8002
+PORTS = [ECHO, ECHO_AFTER_EOF, SINK]
+GiB = 1 << 30
+MiB = 1 << 20
+
+FAMILY = pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+
+
+# ---------------------------------------------------------------- helpers
+
+def hookerds(bed):
+    a = Hookerd(bed.a, PORTS).start()
+    b = Hookerd(bed.b, PORTS).start()
+    return a, b
+
+
+def stop_both(a: Hookerd, b: Hookerd):
+    ra, rb = a.stop(), b.stop()
+    assert ra == 0, f"hookerd a exit {ra}: {a.stderr()[-2000:]}"
+    assert rb == 0, f"hookerd b exit {rb}: {b.stderr()[-2000:]}"
+
+
+@pytest.fixture
+def hooked(bed):
+    """hookerd on both hosts, moving connections to the three test ports."""
+    a, b = hookerds(bed)
+    yield bed, a, b
+    stop_both(a, b)
+
+
+def dst(bed, v6: bool) -> str:
+    return bed.b.ip6 if v6 else bed.b.ip4
+
+
+class Lines:
+    """Line reader over a process's stdout with a deadline on every line."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc, self.buf, self.eof = proc, b"", False
+        self.seen: list[str] = []
+
+    def next(self, timeout: float) -> str | None:
+        """The next line; None at EOF; AssertionError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self.buf:
+            if self.eof:
+                if self.buf:
+                    line, self.buf = self.buf, b""
+                    return self._keep(line)
+                return None
+            left = deadline - time.monotonic()
+            assert left > 0, f"no line from {self.proc.args[-6:]} in {timeout}s; saw {self.seen[-5:]}"
+            r, _, _ = select.select([fd], [], [], left)
+            if r:
+                chunk = os.read(fd, 65536)
+                if chunk:
+                    self.buf += chunk
+                else:
+                    self.eof = True
+        line, self.buf = self.buf.split(b"\n", 1)
+        return self._keep(line)
+
+    def _keep(self, line: bytes) -> str:
+        s = line.decode(errors="replace")
+        self.seen.append(s)
+        return s
+
+    def until(self, prefix: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.next(max(0.0, deadline - time.monotonic()))
+            assert line is not None, f"EOF before {prefix!r}; saw {self.seen[-5:]}"
+            if line.startswith(prefix):
+                return line
+
+    def result(self, timeout: float) -> dict:
+        """The program's `result {...}` line."""
+        return json.loads(self.until("result ", timeout)[len("result "):])
+
+
+def app(host, role: str, *args, **kw) -> tuple[subprocess.Popen, Lines]:
+    p = host.popen([PY, APP, role, *map(str, args)], stdout=subprocess.PIPE,
+                   stderr=subprocess.PIPE, **kw)
+    return p, Lines(p)
+
+
+def server(host, role: str, *args, timeout=10.0) -> tuple[subprocess.Popen, Lines]:
+    """Starts a server app and returns once it printed `listening`."""
+    p, lines = app(host, role, *args)
+    lines.until("listening", timeout)
+    return p, lines
+
+
+def finish(p: subprocess.Popen, lines: Lines, timeout: float) -> tuple[int, dict]:
+    """The result line and exit code of an app; its stderr in the failure text."""
+    try:
+        res = lines.result(timeout)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; stderr: {p.stderr.read1(8192) if p.poll() is not None else ''!r}")
+    rc = p.wait(timeout=10)
+    return rc, res
+
+
+def run_app(host, role: str, *args, timeout: float) -> tuple[int, dict, str]:
+    r = host.run([PY, APP, role, *map(str, args)], timeout=timeout, check=False)
+    res = [json.loads(l[len("result "):]) for l in r.stdout.splitlines()
+           if l.startswith("result ")]
+    assert res, f"{role}: no result (rc={r.returncode}): {r.stdout[-1000:]} {r.stderr[-2000:]}"
+    return r.returncode, res[-1], r.stderr
+
+
+def live_conns(d: Hookerd, port: int) -> list:
+    return [c for c in d.status()["connections"] if port in (c["local_port"], c["remote_port"])]
+
+
+def no_live_conns(a: Hookerd, b: Hookerd, port: int, timeout=10.0):
+    """Every moved connection left both daemons' tables (no leak)."""
+    wait_for(lambda: not live_conns(a, port) and not live_conns(b, port), timeout,
+             f"connections on :{port} to leave both daemons: "
+             f"a={len(live_conns(a, port))} b={len(live_conns(b, port))}")
+
+
+def link_drops(bed) -> dict:
+    """RX/TX drops of both veth ends (a datagram lost on the veth is a loss too)."""
+    out = {}
+    for h in (bed.a, bed.b):
+        j = json.loads(h.run(["ip", "-j", "-s", "link", "show", h.iface], timeout=10,
+                             cgroup=False).stdout)[0]["stats64"]
+        out[h.name] = {"rx_dropped": j["rx"]["dropped"], "tx_dropped": j["tx"]["dropped"]}
+    return out
+
+
+# ---------------------------------------------------------------- 1. send patterns
+
+PATTERNS = ["1byte", "iov1x1024", "iov3x512", "iov256x1024", "big4m", "writev",
+            "msg_more", "cork", "sendfile"]
+
+
+@FAMILY
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_send_pattern_echoes_byte_exact(hooked, pattern, v6):
+    """The kernel's sockmap send matrix (test_sockmap.c) against an echo server
+    that reads with sizes of every shape; the client checks every echoed byte."""
+    bed, a, b = hooked
+    server(bed.b, "echo-server", "--port", ECHO)
+    rc, res, err = run_app(bed.a, "patterns-client", "--host", dst(bed, v6), "--port", ECHO,
+                           "--pattern", pattern, "--timeout", 60, timeout=75)
+    assert rc == 0 and res["ok"], f"{pattern}: {res} {err[-1000:]}"
+    assert a.counter("moved_active") == 1 and b.counter("moved_passive") == 1
+    # The reader thread's recv() is blocking: EAGAIN from it breaks applications.
+    assert res["blocking_recv_eagain"] == 0, f"a blocking recv() failed with EAGAIN: {res}"
+    no_live_conns(a, b, ECHO)
+
+
+# ---------------------------------------------------------------- 2. many connections
+
+@FAMILY
+def test_thousand_connections_in_a_row(hooked, v6):
+    """1,000 connections one after the other, each writing a random 0..1 MB,
+    shutting down writing at once and reading the whole echo back."""
+    bed, a, b = hooked
+    server(bed.b, "echo-server", "--port", ECHO)
+    rc, res, err = run_app(bed.a, "conns-client", "--host", dst(bed, v6), "--port", ECHO,
+                           "--count", 1000, "--concurrency", 1, "--max-size", MiB,
+                           "--seed", 1000 + v6, "--timeout", 240, timeout=260)
+    assert rc == 0 and res["ok"] == 1000, f"{res} {err[-1000:]}"
+    assert a.counter("moved_active") == 1000, a.status()["counters"]
+    assert a.counter("no_slot") == 0 and b.counter("no_slot") == 0
+    no_live_conns(a, b, ECHO)
+
+
+@FAMILY
+@pytest.mark.parametrize("port", [ECHO, ECHO_AFTER_EOF], ids=["echo", "reply_after_eof"])
+def test_hundred_connections_at_once(hooked, v6, port):
+    """100 connections at the same time, each random 0..1 MB, half-closed; the
+    server either echoes as it reads or answers only after the client's EOF."""
+    bed, a, b = hooked
+    server(bed.b, "echo-server", "--port", port, *(["--after-eof"] if port == ECHO_AFTER_EOF else []))
+    rc, res, err = run_app(bed.a, "conns-client", "--host", dst(bed, v6), "--port", port,
+                           "--count", 100, "--concurrency", 100, "--max-size", MiB,
+                           "--seed", 2000 + v6, "--timeout", 120, timeout=140)
+    assert rc == 0 and res["ok"] == 100, f"{res} {err[-1000:]}"
+    assert a.counter("moved_active") == 100, a.status()["counters"]
+    no_live_conns(a, b, port)
+
+
+# ---------------------------------------------------------------- 3. first bytes, close, RST
+
+@FAMILY
+@pytest.mark.parametrize("scenario", ["banner", "both-first", "close-at-once", "rst-client",
+                                      "rst-inflight", "rst-server"])
+def test_first_bytes_close_and_rst(hooked, v6, scenario):
+    """banner: the server speaks first. both-first: data right after accept()
+    and right after connect(), at once. close-at-once: write then close(); the
+    server reads every byte, then EOF. rst-*: SO_LINGER 0 close is abortive; the
+    peer's read fails with ECONNRESET, never a clean EOF, never a wrong byte."""
+    bed, a, b = hooked
+    size = 1_000_000 if scenario == "rst-inflight" else 200_000
+    srv, lines = server(bed.b, "scenario-server", "--port", SINK, "--scenario", scenario,
+                        "--size", size, "--timeout", 30)
+    crc, cli, cerr = run_app(bed.a, "scenario-client", "--host", dst(bed, v6), "--port", SINK,
+                             "--scenario", scenario, "--size", size, "--timeout", 30, timeout=40)
+    src, sv = finish(srv, lines, 40)
+    both = f"client {cli} server {sv} {cerr[-500:]}"
+    assert crc == 0 and src == 0 and "error" not in cli, both
+    if scenario == "banner":
+        assert cli["match"] and cli["reply"] == "250 ok\r\n", both
+        assert sv["request"] == "HELO\r\n" and sv["eof"] and "error" not in sv, both
+    elif scenario == "both-first":
+        assert cli["match"] and cli["eof"] and sv["match"] and sv["eof"], both
+    elif scenario == "close-at-once":
+        assert sv.get("match") and sv.get("eof") and "error" not in sv, both
+    elif scenario == "rst-client":
+        assert sv["hello"] == "hello" and sv["read_end"] == "ECONNRESET", both
+    elif scenario == "rst-inflight":
+        # Whatever part of the 1 MB arrived is a correct prefix; the end is a reset.
+        assert sv["read_end"] == "ECONNRESET" and sv["mismatch"] is None, both
+        assert sv["received"] <= size, both
+    elif scenario == "rst-server":
+        assert cli["ok"] == "ok" and cli["read_end"] == "ECONNRESET", both
+    assert a.counter("moved_active") == 1 and b.counter("moved_passive") == 1
+    no_live_conns(a, b, SINK)
+
+
+# ---------------------------------------------------------------- 4. back-pressure
+
+class RssSampler(threading.Thread):
+    """VmRSS (kB) of each hookerd, sampled every 20 ms until stopped."""
+
+    def __init__(self, daemons: dict[str, Hookerd]):
+        super().__init__(daemon=True)
+        self.pids = {k: d.proc.pid for k, d in daemons.items()}
+        self.max_kb = {k: 0 for k in daemons}
+        self.samples = 0
+        self.halt = threading.Event()
+
+    def run(self):
+        while not self.halt.wait(0.02):
+            for k, pid in self.pids.items():
+                try:
+                    with open(f"/proc/{pid}/status") as f:
+                        for line in f:
+                            if line.startswith("VmRSS:"):
+                                self.max_kb[k] = max(self.max_kb[k], int(line.split()[1]))
+                except OSError:
+                    pass
+            self.samples += 1
+
+    def stop(self):
+        self.halt.set()
+        self.join(5)
+
+
+@FAMILY
+def test_stopped_reader_blocks_writer_with_bounded_memory(hooked, v6):
+    """The reader stops reading for 10 s while the writer pushes as fast as it
+    can: the writer stalls, hookerd stays under 64 MB RSS, then 1 GiB drains
+    and every byte is checked against the pattern (nothing stored)."""
+    bed, a, b = hooked
+    for d in (a, b):   # the sampled pid is hookerd itself (nsenter execs it)
+        assert Path(f"/proc/{d.proc.pid}/comm").read_text().strip() == "hookerd"
+    rss = RssSampler({"a": a, "b": b})
+    rss.start()
+    try:
+        rd, rlines = server(bed.b, "pattern-reader", "--port", SINK, "--sleep", 10,
+                            "--timeout", 170, "--idle-timeout", 30, "--seed", 7)
+        wr, wlines = app(bed.a, "pattern-writer", "--host", dst(bed, v6), "--port", SINK,
+                         "--total", GiB, "--progress", "--timeout", 170, "--seed", 7)
+        accepted = float(rlines.until("accepted", 15).split()[1])
+        draining = float(rlines.until("draining", 20).split()[1])
+        # The writer's progress: (time, bytes) every 50 ms, read up to now.
+        progress = []
+        while True:
+            line = wlines.next(15)
+            assert line is not None, f"writer ended early: {wlines.seen[-3:]}"
+            if line.startswith("progress"):
+                _, t, n = line.split()
+                progress.append((float(t), int(n)))
+                if float(t) >= draining:
+                    break
+        res_w = wlines.result(170)
+        assert wr.wait(10) == 0
+        _, res_r = finish(rd, rlines, 30)
+    finally:
+        rss.stop()
+    # The writer stalled while the reader slept: nothing moved in the last 5 s.
+    asleep = [(t, n) for t, n in progress if accepted + 5 <= t <= draining]
+    assert len(asleep) >= 50, f"too few progress samples while the reader slept: {len(asleep)}"
+    stalled_at = asleep[-1][1]
+    moved = stalled_at - asleep[0][1]
+    assert moved <= MiB, f"the writer kept writing while nobody read: {moved} bytes in the " \
+                         f"last {asleep[-1][0] - asleep[0][0]:.1f} s (stalled at {stalled_at})"
+    # What the applications had written but nobody had read: queued somewhere.
+    assert stalled_at < 64 * MiB, f"{stalled_at} bytes queued for a reader that does not read"
+    # Every byte arrived, checked; both ends saw a clean end.
+    assert res_r["received"] == GiB and res_r["mismatch"] is None and \
+        res_r["read_end"] == "EOF", res_r
+    assert res_w.get("reply") == f"ok {GiB}\n" and "error" not in res_w, res_w
+    # hookerd's memory stayed bounded throughout.
+    assert rss.samples > 100
+    for k, kb in rss.max_kb.items():
+        assert kb < 64 * 1024, f"hookerd {k} reached {kb} kB RSS"
+    print(f"\nback-pressure {'v6' if v6 else 'v4'}: writer stalled at {stalled_at} B, "
+          f"max RSS a={rss.max_kb['a']} kB b={rss.max_kb['b']} kB, "
+          f"drain {res_r['read_secs']} s, drops {link_drops(bed)}")
+
+
+# ---------------------------------------------------------------- 5. impairments
+
+class Impair:
+    """impair.bpf.o on a host: loaded and pinned with bpftool, configured through
+    its `cfg` map, attached with tc (clsact, direct action)."""
+
+    def __init__(self, bed, name="impair"):
+        assert IMPAIR_OBJ.exists(), f"{IMPAIR_OBJ} is missing: cmake --build build"
+        self.dir = Path(f"/sys/fs/bpf/{bed.prefix}-{name}")
+        self.maps = self.dir / "maps"
+        subprocess.run(["bpftool", "prog", "loadall", str(IMPAIR_OBJ), str(self.dir),
+                        "type", "classifier", "pinmaps", str(self.maps)],
+                       check=True, capture_output=True, timeout=30)
+
+    def configure(self, udp_port=7000, drop_nth=0, dup_every=0, delay_nth=0, delay_count=0,
+                  delay_prio=0):
+        value = struct.pack("<IIQQQQ", udp_port, delay_prio, drop_nth, dup_every, delay_nth,
+                            delay_count)
+        subprocess.run(["bpftool", "map", "update", "pinned", str(self.maps / "cfg"),
+                        "key", "hex", "00", "00", "00", "00",
+                        "value", "hex", *[f"{x:02x}" for x in value]],
+                       check=True, capture_output=True, timeout=10)
+
+    def attach(self, host, direction: str, prog: str):
+        r = host.run(["tc", "qdisc", "add", "dev", host.iface, "clsact"], timeout=10,
+                     cgroup=False, check=False)
+        assert r.returncode == 0 or "File exists" in r.stderr, r.stderr
+        host.run(["tc", "filter", "add", "dev", host.iface, direction, "bpf", "da",
+                  "object-pinned", str(self.dir / prog)], timeout=10, cgroup=False)
+
+    def stats(self) -> dict:
+        r = subprocess.run(["bpftool", "-j", "map", "lookup", "pinned", str(self.maps / "stats"),
+                            "key", "hex", "00", "00", "00", "00"],
+                           check=True, capture_output=True, text=True, timeout=10)
+        raw = bytes(int(x, 16) for x in json.loads(r.stdout)["value"])
+        names = ["data", "dropped", "duplicated", "delayed", "obs_data", "obs_late",
+                 "dropped_offset", "obs_gso"]
+        return dict(zip(names, struct.unpack("<8Q", raw)))
+
+    def close(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def impair(bed):
+    imp = Impair(bed)
+    yield imp
+    imp.close()
+
+
+def transfer(bed, v6, total, timeout=60, seed=11):
+    """pattern-writer on a -> pattern-reader on b; both results."""
+    rd, rlines = server(bed.b, "pattern-reader", "--port", SINK, "--seed", seed,
+                        "--varied-reads", "--timeout", timeout, "--idle-timeout", timeout / 2)
+    wrc, w, werr = run_app(bed.a, "pattern-writer", "--host", dst(bed, v6), "--port", SINK,
+                           "--total", total, "--seed", seed, "--timeout", timeout,
+                           timeout=timeout + 15)
+    _, r = finish(rd, rlines, timeout + 15)
+    return w, r
+
+
+@FAMILY
+@pytest.mark.parametrize("how", ["duplicate", "reorder"])
+def test_duplicated_or_reordered_datagrams_are_absorbed(bed, impair, v6, how):
+    """duplicate: every 3rd DATA datagram a->b is sent twice. reorder: two
+    datagrams are held in a slow HTB class while later ones overtake them.
+    The reader gets exactly the bytes written, and it saw the impairment."""
+    total = 16 * MiB
+    if how == "duplicate":
+        impair.configure(dup_every=3)
+    else:
+        # Class 1:20 sends about one datagram per 2.4 ms; unclassified traffic
+        # goes HTB's direct queue, unshaped. The 50th datagram drains the
+        # class's tokens, the 51st and 52nd wait behind it.
+        bed.a.run(["tc", "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "htb"],
+                  timeout=10, cgroup=False)
+        bed.a.run(["tc", "class", "add", "dev", "eth0", "parent", "1:", "classid", "1:20",
+                   "htb", "rate", "5mbit", "ceil", "5mbit", "burst", "1", "cburst", "1"],
+                  timeout=10, cgroup=False)
+        impair.configure(delay_nth=50, delay_count=3, delay_prio=0x00010020)
+    impair.attach(bed.a, "egress", "impair_egress")
+    impair.attach(bed.b, "ingress", "observe_ingress")
+    a, b = hookerds(bed)
+    w, r = transfer(bed, v6, total)
+    st = impair.stats()
+    info = f"writer {w} reader {r} impair {st} drops {link_drops(bed)}"
+    assert r["received"] == total and r["mismatch"] is None and r["read_end"] == "EOF", info
+    assert w.get("reply") == f"ok {total}\n" and "error" not in w, info
+    assert a.counter("moved_active") == 1, info
+    if how == "duplicate":
+        assert st["duplicated"] >= 10, info
+        assert st["obs_late"] >= st["duplicated"] // 2, info   # they reached b
+        assert b.counter("rx_duplicate") > 0, b.status()["counters"]
+    else:
+        assert st["delayed"] == 3, info
+        assert st["obs_late"] >= 1, f"no datagram arrived out of order: {info}"
+    stop_both(a, b)
+
+
+@FAMILY
+def test_link_reordering_and_duplication_are_absorbed(v6):
+    """The same through the link emulator: random reordering and duplication of
+    every frame (datagrams, ACKs, the TCP handshake) both ways."""
+    reason = require_root()
+    if reason:
+        pytest.skip(reason)
+    spec = LinkSpec(delay_ms=1, reorder_pct=5, dup_pct=5, seed=3)
+    with TwoHosts(link=spec) as bed:
+        a, b = hookerds(bed)
+        w, r = transfer(bed, v6, 8 * MiB)
+        info = f"writer {w} reader {r}"
+        assert r["received"] == 8 * MiB and r["mismatch"] is None and r["read_end"] == "EOF", info
+        assert w.get("reply") == f"ok {8 * MiB}\n" and "error" not in w, info
+        assert a.counter("moved_active") == 1
+        stop_both(a, b)
+        link = json.loads(bed.stop_link().strip().splitlines()[-1])
+        total = {k: sum(d[k] for d in link.values()) for k in next(iter(link.values()))}
+        assert total["reordered"] > 0 and total["duplicated"] > 0, link
+        assert total["lost"] == 0 and total["overflow"] == 0, f"the link lost frames: {link}"
+
+
+@FAMILY
+def test_lost_datagram_resets_both_ends(bed, impair, v6):
+    """The 100th DATA datagram a->b is dropped for good: this mechanism does
+    not retransmit, so both applications get ECONNRESET, the reset is counted,
+    and the reader got only correct bytes, none past the gap."""
+    total = 16 * MiB
+    impair.configure(drop_nth=100)
+    impair.attach(bed.a, "egress", "impair_egress")
+    a, b = hookerds(bed)
+    w, r = transfer(bed, v6, total, timeout=40)
+    st = impair.stats()
+    info = f"writer {w} reader {r} impair {st}"
+    assert st["dropped"] == 1, info
+    gap = st["dropped_offset"]
+    # The reader: a correct prefix, nothing past the gap, then ECONNRESET.
+    assert r["mismatch"] is None, f"the reader got a wrong byte: {info}"
+    assert r["received"] <= gap, f"bytes past the gap at {gap} were delivered: {info}"
+    assert r["read_end"] == "ECONNRESET", f"reader: {info}"
+    # The writer: its send() or its wait for the verdict fails with ECONNRESET.
+    assert w.get("error") == "ECONNRESET", f"writer: {info}"
+    resets = {f"{k}.{n}": d.counter(n) for k, d in (("a", a), ("b", b))
+              for n in ("resets_sent", "resets_received")}
+    assert a.counter("resets_sent") + b.counter("resets_sent") >= 1, resets
+    assert "reset" in (a.stderr() + b.stderr()).lower(), "the reset was not logged"
+    stop_both(a, b)
