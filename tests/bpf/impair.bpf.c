@@ -1,21 +1,26 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /* Test-only impairment of Hooker DATA datagrams, for tests/e2e/test_stream.py.
  *
- * impair_egress (TC clsact egress, direct action) on the sending host's
- * interface counts Hooker DATA datagrams (UDP to cfg.udp_port, magic "HK",
- * type HK_WIRE_DATA) and, as configured in the `cfg` map before it is attached:
+ * `impair` (TC clsact, direct action, egress or ingress) counts Hooker DATA
+ * datagrams (UDP to cfg.udp_port, magic "HK", type HK_WIRE_DATA) and, as
+ * configured in the `cfg` map before it is attached:
  *   - drops the drop_nth one (1-based; 0: none),
  *   - duplicates every dup_every-th one (bpf_clone_redirect to the same
- *     interface's egress; the clone is marked and let through untouched),
- *   - steers delay_count of them from the delay_nth on into the qdisc class
- *     delay_prio (skb->priority names an HTB class): with a slow class there,
- *     they are held while later datagrams overtake them - a reorder.
- * A GSO packet carrying several datagrams counts as gso_segs datagrams.
+ *     interface, BPF_F_INGRESS if cfg.ingress; the clone is marked and let
+ *     through untouched when it comes back),
+ *   - steers delay_count packets, from the one holding the delay_nth datagram
+ *     on, into the qdisc class delay_prio (skb->priority names an HTB class):
+ *     with a slow class there they are held while later ones overtake them.
+ * A GSO packet carrying several datagrams counts as gso_segs datagrams and is
+ * dropped, duplicated or held whole; on the receiving host's ingress with GRO
+ * off every packet is one datagram, so that is where single drops are exact.
  *
- * observe_ingress (TC clsact ingress) on the receiving host counts the DATA
- * datagrams that arrive and those that arrive late: below the highest byte
- * offset already seen for their token (reordered or duplicated on the way).
- * hookerd's XDP runs before it and passes valid datagrams on.
+ * `observe` (TC clsact ingress) on the receiving host counts the DATA datagrams
+ * that arrive and those that arrive late: below the highest byte offset already
+ * seen for their token (reordered or duplicated on the way). hookerd's XDP runs
+ * before TC ingress and passes valid datagrams on.
+ *
+ * Both return TC_ACT_UNSPEC for what they let through, so filters chain.
  */
 #define BPF_NO_PRESERVE_ACCESS_INDEX
 #include "vmlinux.h"
@@ -23,7 +28,7 @@
 #include <bpf/bpf_endian.h>
 #include "hooker_abi.h"
 
-#define TC_ACT_OK 0
+#define TC_ACT_UNSPEC (-1)
 #define TC_ACT_SHOT 2
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
@@ -32,11 +37,13 @@
 
 struct impair_cfg {
 	__u32 udp_port;    /* Hooker's UDP port (destination), host order */
-	__u32 delay_prio;  /* skb->priority for held datagrams: HTB major:minor */
+	__u32 delay_prio;  /* skb->priority for held packets: HTB major:minor */
 	__u64 drop_nth;
 	__u64 dup_every;
 	__u64 delay_nth;
-	__u64 delay_count;
+	__u64 delay_count; /* packets (not datagrams) held */
+	__u32 ingress;     /* attached on ingress: clones go back to ingress */
+	__u32 pad;
 };
 
 struct impair_stats {
@@ -120,7 +127,7 @@ static __always_inline int hooker_data(struct __sk_buff *skb, int off, struct hk
 }
 
 SEC("tc")
-int impair_egress(struct __sk_buff *skb)
+int impair(struct __sk_buff *skb)
 {
 	__u32 zero = 0;
 	struct impair_cfg *c = bpf_map_lookup_elem(&cfg, &zero);
@@ -130,14 +137,14 @@ int impair_egress(struct __sk_buff *skb)
 	int off;
 
 	if (!c || !st)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	if (skb->mark == IMPAIR_MARK) {
 		skb->mark = 0;
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	}
 	off = hooker_payload(skb, c->udp_port);
 	if (off < 0 || hooker_data(skb, off, &h) < 0)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
 	first = __sync_fetch_and_add(&st->data, segs) + 1;
 	last = first + segs - 1;
@@ -151,19 +158,19 @@ int impair_egress(struct __sk_buff *skb)
 		__u32 mark = skb->mark;
 
 		skb->mark = IMPAIR_MARK;
-		if (bpf_clone_redirect(skb, skb->ifindex, 0) == 0)
+		if (bpf_clone_redirect(skb, skb->ifindex, c->ingress ? BPF_F_INGRESS : 0) == 0)
 			__sync_fetch_and_add(&st->duplicated, 1);
 		skb->mark = mark;
 	}
-	if (c->delay_nth && last >= c->delay_nth && first < c->delay_nth + c->delay_count) {
+	if (c->delay_nth && last >= c->delay_nth && st->delayed < c->delay_count) {
 		skb->priority = c->delay_prio;
 		__sync_fetch_and_add(&st->delayed, 1);
 	}
-	return TC_ACT_OK;
+	return TC_ACT_UNSPEC;
 }
 
 SEC("tc")
-int observe_ingress(struct __sk_buff *skb)
+int observe(struct __sk_buff *skb)
 {
 	__u32 zero = 0;
 	struct impair_cfg *c = bpf_map_lookup_elem(&cfg, &zero);
@@ -173,10 +180,10 @@ int observe_ingress(struct __sk_buff *skb)
 	int off;
 
 	if (!c || !st)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	off = hooker_payload(skb, c->udp_port);
 	if (off < 0 || hooker_data(skb, off, &h) < 0)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	__sync_fetch_and_add(&st->obs_data, 1);
 	if (skb->gso_segs > 1)
 		__sync_fetch_and_add(&st->obs_gso, 1);
@@ -186,13 +193,13 @@ int observe_ingress(struct __sk_buff *skb)
 	max = bpf_map_lookup_elem(&seen, &token);
 	if (!max) {
 		bpf_map_update_elem(&seen, &token, &endoff, BPF_NOEXIST);
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	}
 	if (offset < *max)
 		__sync_fetch_and_add(&st->obs_late, 1);
 	else
 		*max = endoff;
-	return TC_ACT_OK;
+	return TC_ACT_UNSPEC;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
