@@ -331,6 +331,8 @@ def patterns_client(a):
                     b = s.recv(next(sizes))
                 except BlockingIOError:
                     state["blocking_recv_eagain"] = state.get("blocking_recv_eagain", 0) + 1
+                    state.setdefault("eagain_at", []).append(chk.pos) if \
+                        len(state.get("eagain_at", [])) < 5 else None
                     select.select([s], [], [], 1.0)
                     continue
                 if not b:
@@ -348,6 +350,7 @@ def patterns_client(a):
     try:
         sent = send_pattern(s, a.pattern, pat, state)
         assert sent == total, (sent, total)
+        state["write_done"] = chk.pos   # what the reader had when writing ended
         s.shutdown(socket.SHUT_WR)
     except OSError as e:
         werr = err_name(e)
@@ -355,6 +358,7 @@ def patterns_client(a):
     s.close()
     ok = werr is None and not rerr and chk.mismatch is None and chk.pos == total
     result(blocking_recv_eagain=state.get("blocking_recv_eagain", 0),
+           eagain_at=state.get("eagain_at", []), write_done=state.get("write_done"),
            read_end=rerr[0] if rerr else state.get("read_end"), pattern=a.pattern, total=total, sent=state["sent"], received=chk.pos,
            mismatch=chk.mismatch, write_error=werr, read_error=rerr[0] if rerr else None,
            secs=round(time.monotonic() - t0, 3), ok=ok)

@@ -256,16 +256,28 @@ def test_first_bytes_close_and_rst(hooked, v6, scenario):
 # ---------------------------------------------------------------- 4. back-pressure
 
 class RssSampler(threading.Thread):
-    """VmRSS (kB) of each hookerd, sampled every 20 ms until stopped."""
+    """VmRSS (kB) of each hookerd and the kernel's TCP memory (pages, all
+    namespaces: /proc/net/sockstat), sampled every 20 ms until stopped."""
 
     def __init__(self, daemons: dict[str, Hookerd]):
         super().__init__(daemon=True)
         self.pids = {k: d.proc.pid for k, d in daemons.items()}
         self.max_kb = {k: 0 for k in daemons}
+        self.tcp_pages = [0, 0]   # at start, max
         self.samples = 0
         self.halt = threading.Event()
 
+    @staticmethod
+    def tcp_mem_pages() -> int:
+        with open("/proc/net/sockstat") as f:
+            for line in f:
+                if line.startswith("TCP:"):
+                    w = line.split()
+                    return int(w[w.index("mem") + 1])
+        return 0
+
     def run(self):
+        self.tcp_pages = [self.tcp_mem_pages()] * 2
         while not self.halt.wait(0.02):
             for k, pid in self.pids.items():
                 try:
@@ -275,6 +287,7 @@ class RssSampler(threading.Thread):
                                 self.max_kb[k] = max(self.max_kb[k], int(line.split()[1]))
                 except OSError:
                     pass
+            self.tcp_pages[1] = max(self.tcp_pages[1], self.tcp_mem_pages())
             self.samples += 1
 
     def stop(self):
@@ -314,26 +327,28 @@ def test_stopped_reader_blocks_writer_with_bounded_memory(hooked, v6):
         _, res_r = finish(rd, rlines, 30)
     finally:
         rss.stop()
-    # The writer stalled while the reader slept: nothing moved in the last 5 s.
     asleep = [(t, n) for t, n in progress if accepted + 5 <= t <= draining]
     assert len(asleep) >= 50, f"too few progress samples while the reader slept: {len(asleep)}"
     stalled_at = asleep[-1][1]
     moved = stalled_at - asleep[0][1]
-    assert moved <= MiB, f"the writer kept writing while nobody read: {moved} bytes in the " \
-                         f"last {asleep[-1][0] - asleep[0][0]:.1f} s (stalled at {stalled_at})"
-    # What the applications had written but nobody had read: queued somewhere.
-    assert stalled_at < 64 * MiB, f"{stalled_at} bytes queued for a reader that does not read"
-    # Every byte arrived, checked; both ends saw a clean end.
-    assert res_r["received"] == GiB and res_r["mismatch"] is None and \
-        res_r["read_end"] == "EOF", res_r
-    assert res_w.get("reply") == f"ok {GiB}\n" and "error" not in res_w, res_w
+    tcp_mib = (rss.tcp_pages[1] - rss.tcp_pages[0]) * 4096 / MiB
+    info = (f"writer had written {stalled_at} B when the reader woke, {moved} B of them in the "
+            f"last {asleep[-1][0] - asleep[0][0]:.1f} s of its sleep; max hookerd RSS "
+            f"a={rss.max_kb['a']} kB b={rss.max_kb['b']} kB; kernel TCP memory grew by "
+            f"{tcp_mib:.0f} MiB; writer {res_w}; reader {res_r}; veth drops {link_drops(bed)}")
+    print(f"\nback-pressure {'v6' if v6 else 'v4'}: {info}")
+    # The writer stalled while the reader slept: nothing moved in the last 5 s,
+    # and what it had written but nobody had read (queued somewhere) is bounded.
+    assert moved <= MiB, f"the writer kept writing while nobody read: {info}"
+    assert stalled_at < 64 * MiB, f"too much queued for a reader that does not read: {info}"
     # hookerd's memory stayed bounded throughout.
     assert rss.samples > 100
     for k, kb in rss.max_kb.items():
-        assert kb < 64 * 1024, f"hookerd {k} reached {kb} kB RSS"
-    print(f"\nback-pressure {'v6' if v6 else 'v4'}: writer stalled at {stalled_at} B, "
-          f"max RSS a={rss.max_kb['a']} kB b={rss.max_kb['b']} kB, "
-          f"drain {res_r['read_secs']} s, drops {link_drops(bed)}")
+        assert kb < 64 * 1024, f"hookerd {k} reached {kb} kB RSS: {info}"
+    # Every byte arrived, checked; both ends saw a clean end.
+    assert res_r["received"] == GiB and res_r["mismatch"] is None and \
+        res_r["read_end"] == "EOF", info
+    assert res_w.get("reply") == f"ok {GiB}\n" and "error" not in res_w, info
 
 
 # ---------------------------------------------------------------- 5. impairments
