@@ -72,6 +72,24 @@ struct {
 	__type(value, __u8);
 } ports SEC(".maps");
 
+/* Application reads: the sock_recv_length tracepoint counts what each moved
+ * application socket consumed, so hookerd can bound what it queues there
+ * (the kernel does not bound redirected bytes by the receive buffer). The
+ * socket is known to the tracepoint only by address. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HK_MAX_SLOTS);
+	__type(key, __u64);   /* struct sock address */
+	__type(value, __u32); /* slot */
+} readers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, HK_MAX_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} consumed SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
@@ -269,6 +287,7 @@ static __always_inline void bind_conn(struct bpf_sock_ops *skops,
 	struct hk_slot *slot;
 	struct hk_token tok = {};
 	__u64 cookie = bpf_get_socket_cookie(skops);
+	__u64 sk_addr;
 
 	flow_of(skops, &key);
 	slot = bpf_map_lookup_elem(&slots, &st->slot);
@@ -285,6 +304,8 @@ static __always_inline void bind_conn(struct bpf_sock_ops *skops,
 		bpf_map_delete_elem(&tokens, &st->token);
 		goto fail;
 	}
+	sk_addr = (__u64)(long)skops->sk;
+	bpf_map_update_elem(&readers, &sk_addr, &st->slot, BPF_ANY);
 	st->state = HK_SK_MOVED;
 	count(active ? HK_CNT_MOVED_ACTIVE : HK_CNT_MOVED_PASSIVE);
 	emit(HK_EV_BOUND, st, &key, bpf_be64_to_cpu(peer->token),
@@ -486,8 +507,11 @@ static __always_inline void on_state(struct bpf_sock_ops *skops)
 	if (new_state == HK_TCP_FIN_WAIT1 || new_state == HK_TCP_LAST_ACK) {
 		emit(HK_EV_SHUT_WR, st, &f, 0, 0, 0, 0, skops);
 	} else if (new_state == HK_TCP_CLOSE) {
+		__u64 sk_addr = (__u64)(long)skops->sk;
+
 		st->state = HK_SK_PLAIN;
 		bpf_map_delete_elem(&tokens, &st->token);
+		bpf_map_delete_elem(&readers, &sk_addr);
 		emit(HK_EV_CLOSED, st, &f, 0, 0, 0, 0, skops);
 	}
 }
@@ -544,6 +568,27 @@ int hk_redirect(struct sk_msg_md *msg)
 	if (verdict != SK_PASS)
 		count(st->state == HK_SK_PROXY ? HK_CNT_INJECT_MISS : HK_CNT_REDIRECT_MISS);
 	return verdict;
+}
+
+/* args: struct sock *sk, int ret, int flags (include/trace/events/sock.h) */
+SEC("raw_tp/sock_recv_length")
+int hk_app_read(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 sk_addr = ctx->args[0];
+	int ret = (int)ctx->args[1];
+	int flags = (int)ctx->args[2];
+	__u32 *slot;
+	__u64 *n;
+
+	if (ret <= 0 || (flags & 2 /* MSG_PEEK */))
+		return 0;
+	slot = bpf_map_lookup_elem(&readers, &sk_addr);
+	if (!slot)
+		return 0;
+	n = bpf_map_lookup_elem(&consumed, slot);
+	if (n)
+		__sync_fetch_and_add(n, ret);
+	return 0;
 }
 
 char _license[] SEC("license") = "GPL";

@@ -75,6 +75,8 @@ Result<std::unique_ptr<Kernel>> Kernel::load(const KernelConfig& cfg) {
   bpf_map__set_max_entries(k->redir_->maps.free_slots, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.tokens, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.socks, 3 * cfg.max_slots);
+  bpf_map__set_max_entries(k->redir_->maps.readers, cfg.max_slots);
+  bpf_map__set_max_entries(k->redir_->maps.consumed, cfg.max_slots);
   if (int r = redirector_bpf__load(k->redir_))
     return bpf_error("load the redirector (sock_ops + sk_msg) into the kernel", r);
 
@@ -112,6 +114,10 @@ Status Kernel::attach(const KernelConfig& cfg) {
   if (bpf_prog_attach(prog, socks_fd(), BPF_SK_MSG_VERDICT, 0))
     return sys_error("attach the sk_msg program to the SOCKHASH");
   sk_msg_attached_ = true;
+
+  // Application reads are counted before any connection can be moved.
+  reads_link_ = bpf_program__attach_raw_tracepoint(redir_->progs.hk_app_read, "sock_recv_length");
+  if (!reads_link_) return sys_error("attach to the sock_recv_length tracepoint");
 
   cgroup_fd_ = open(cfg.cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (cgroup_fd_ < 0) return sys_error("open cgroup " + cfg.cgroup);
@@ -162,6 +168,7 @@ Status Kernel::pin(const std::string& dir) {
 Kernel::~Kernel() {
   xdp_links_.clear();
   if (sockops_link_) bpf_link__destroy(sockops_link_);
+  if (reads_link_) bpf_link__destroy(reads_link_);
   if (sk_msg_attached_)
     bpf_prog_detach2(bpf_program__fd(redir_->progs.hk_redirect), socks_fd(),
                      BPF_SK_MSG_VERDICT);
@@ -179,6 +186,7 @@ int Kernel::free_slots_fd() const { return bpf_map__fd(redir_->maps.free_slots);
 int Kernel::tokens_fd() const { return bpf_map__fd(redir_->maps.tokens); }
 int Kernel::counters_fd() const { return bpf_map__fd(redir_->maps.counters); }
 int Kernel::events_fd() const { return bpf_map__fd(redir_->maps.events); }
+int Kernel::consumed_fd() const { return bpf_map__fd(redir_->maps.consumed); }
 
 std::vector<uint64_t> Kernel::counters() const {
   int ncpu = libbpf_num_possible_cpus();

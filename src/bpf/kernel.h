@@ -45,6 +45,7 @@ class Kernel {
   int tokens_fd() const;
   int counters_fd() const;
   int events_fd() const;
+  int consumed_fd() const;  // bytes each slot's application has read
   const LoadTimes& times() const { return times_; }
 
   // Sum of the per-CPU counters, indexed by enum hk_counter.
@@ -59,6 +60,7 @@ class Kernel {
   ingress_bpf* ingress_ = nullptr;
   int cgroup_fd_ = -1;
   bpf_link* sockops_link_ = nullptr;
+  bpf_link* reads_link_ = nullptr;
   bool sk_msg_attached_ = false;
   std::vector<Fd> xdp_links_;  // XDP link fds
   std::vector<std::string> pins_;

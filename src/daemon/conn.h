@@ -41,12 +41,15 @@ struct Conn {
   bool app_shut_wr = false;  // the application will write no more
   bool out_eof = false;      // every byte it wrote has been read
   bool end_sent = false;     // and the END frame is queued
-  Clock::time_point acked_at = Clock::now();  // peer_acked last moved
+  Clock::time_point progress_at = Clock::now();  // the peer last let us go on
   uint64_t probe_offset = 0;  // `sent` when the outstanding probe left
-  int probes = 0;             // probes sent without progress
+  int probes = 0;             // probes sent without an answer or progress
   uint64_t credit() const { return send_limit > sent ? send_limit - sent : 0; }
   bool unacked() const { return sent > peer_acked || (end_sent && !end_acked); }
+  // Waiting on the peer: bytes it has not confirmed, or no credit to send.
+  bool stalled() const { return unacked() || (credit() == 0 && !out_eof); }
   bool end_acked = false;
+  bool ack_pending = false;  // an ACK is owed but the UDP queue was full
 
   // peer -> application
   Reassembly in;

@@ -27,7 +27,8 @@ constexpr uint32_t kTickMs = 5;
 constexpr size_t kStashLimit = 1 << 20;         // early datagrams, all tokens
 constexpr uint32_t kMaxWindow = 4 << 20;
 constexpr uint64_t kRxBudget = 24ull << 20;     // payload the UDP buffer holds
-constexpr uint32_t kPoolLow = 16, kPoolBatch = 32;
+constexpr uint32_t kPoolLow = 32, kPoolBatch = 32;
+constexpr uint64_t kAppQueue = 1 << 20;  // bytes written but not yet read, per connection
 constexpr uint64_t kEmbryonicNs = 75ull * 1000 * 1000 * 1000;  // > SYN-ACK retries
 
 Status epoll_add(int ep, int fd, uint32_t events, uint64_t data) {
@@ -197,6 +198,7 @@ void Daemon::on_bound(const hk_event& ev) {
   c->out_fd = s->out.get();
   c->snd_nxt = ev.snd_nxt;
   c->rcv_nxt = ev.rcv_nxt;
+  c->consumed_base = app_reads(ev.slot);
   if (auto st = slots_->bind_inbound(ev.slot, ev.app); !st) {
     fprintf(stderr, "hookerd: %s\n", st.error().message().c_str());
     send_reset(ev.peer_token, c->peer);
@@ -362,23 +364,34 @@ void Daemon::on_datagram(const sockaddr_in6& from, std::span<const std::byte> d)
         touched_.push_back(&c);  // delivered once the batch is read
       break;
     }
-    case HK_WIRE_ACK:
+    case HK_WIRE_ACK: {
+      bool progress = false;
       if (f.offset > c.peer_acked && f.offset <= c.sent) {
         c.peer_acked = f.offset;
-        c.acked_at = Clock::now();
-        c.probes = 0;
+        progress = true;
       }
-      if (f.flags & HK_WIRE_F_END_SEEN) c.end_acked = true;
-      c.send_limit = std::max<uint64_t>(c.send_limit, f.offset + f.window);
-      // The answer to a probe sent when everything below probe_offset had
-      // long left: what the peer still lacks was lost.
-      if ((f.flags & HK_WIRE_F_REPLY) && c.probes > 0 && c.peer_acked < c.probe_offset) {
-        cnt_.resets_lost_datagram++;
-        return reset(c, "a datagram was lost (the peer's answer to a probe lacks it)", true);
+      if ((f.flags & HK_WIRE_F_END_SEEN) && !c.end_acked) c.end_acked = progress = true;
+      if (f.offset + f.window > c.send_limit) {
+        c.send_limit = f.offset + f.window;
+        progress = true;
+      }
+      if (f.flags & HK_WIRE_F_REPLY) {
+        // The answer to a probe sent when everything below probe_offset had
+        // long left: what the peer still lacks was lost.
+        if (c.probes > 0 && c.peer_acked < c.probe_offset) {
+          cnt_.resets_lost_datagram++;
+          return reset(c, "a datagram was lost (the peer's answer to a probe lacks it)", true);
+        }
+        progress = true;  // alive, merely slow to read
+      }
+      if (progress) {
+        c.progress_at = Clock::now();
+        c.probes = 0;
       }
       if (f.flags & HK_WIRE_F_PROBE) ack(c, HK_WIRE_F_REPLY);
       pump(c);
       break;
+    }
     case HK_WIRE_END:
       c.peer_end = f.offset;
       if (std::find(touched_.begin(), touched_.end(), &c) == touched_.end())
@@ -391,10 +404,24 @@ void Daemon::on_datagram(const sockaddr_in6& from, std::span<const std::byte> d)
   }
 }
 
+uint64_t Daemon::app_reads(uint32_t slot) const {
+  uint64_t n = 0;
+  bpf_map_lookup_elem(kernel_->consumed_fd(), &slot, &n);
+  return n;
+}
+
 void Daemon::deliver(Conn& c, bool* gone) {
   while (!c.inbound_dead && !c.in.ready().empty()) {
+    // What the application has not read yet stays bounded: redirected
+    // bytes are not limited by its receive buffer.
+    uint64_t unread = c.in.delivered() - (app_reads(c.slot) - c.consumed_base);
+    if (unread >= kAppQueue) {
+      if (std::find(retry_.begin(), retry_.end(), &c) == retry_.end()) retry_.push_back(&c);
+      break;
+    }
     auto r = c.in.ready();
-    ssize_t n = send(c.in_fd, r.data(), r.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    size_t len = std::min<uint64_t>(r.size(), kAppQueue - unread);
+    ssize_t n = send(c.in_fd, r.data(), len, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n > 0) {
       c.in.consumed(static_cast<size_t>(n));
       continue;
@@ -432,7 +459,13 @@ bool Daemon::ack_due(const Conn& c, uint64_t threshold) const {
 
 void Daemon::ack(Conn& c, uint8_t flags) {
   if (udp_->room() == 0) flush();
-  if (udp_->room() == 0) return;  // the next idle point acknowledges
+  if (udp_->room() == 0) {
+    // Never dropped: a lost window update would stall the sender for good.
+    if (!c.ack_pending) ack_waiters_.push_back(&c);
+    c.ack_pending = true;
+    return;
+  }
+  c.ack_pending = false;
   uint64_t limit = grantable(c, window());
   c.in.raise_limit(limit);
   if (c.peer_end && c.in.next() >= *c.peer_end) flags |= HK_WIRE_F_END_SEEN;
@@ -456,7 +489,8 @@ void Daemon::send_reset(uint64_t peer_token, const sockaddr_in6& to) {
 namespace {
 constexpr auto kGapTimeout = std::chrono::milliseconds(250);  // a hole that stays
 constexpr auto kProbeAfter = std::chrono::milliseconds(100);  // no ACK progress
-constexpr int kMaxProbes = 30;                                 // ~3 s unanswered
+constexpr auto kProbeMax = std::chrono::milliseconds(1000);   // backoff cap
+constexpr int kMaxProbes = 12;                                 // ~7 s unanswered
 }  // namespace
 
 void Daemon::check_losses() {
@@ -476,8 +510,10 @@ void Daemon::check_losses() {
       dead.push_back({&c, true, "a datagram was lost (a hole in the stream did not fill)"});
       continue;
     }
-    // Sending: data out without acknowledgement; ask the peer where it is.
-    if (c.unacked() && now - c.acked_at > kProbeAfter * (c.probes + 1)) {
+    // Sending: data out without acknowledgement, or no credit; ask the peer
+    // where it stands (its answer also carries a lost window update).
+    auto wait = std::min<Clock::duration>(kProbeAfter * (c.probes + 1), kProbeMax);
+    if (c.stalled() && now - c.progress_at > wait) {
       if (c.probes >= kMaxProbes) {
         dead.push_back({&c, false, "the peer stopped answering"});
         continue;
@@ -573,6 +609,7 @@ void Daemon::retire(Conn& c) {
   by_token_.erase(c.token);
   by_flow_.erase(wire_flow(c.app));
   erase_one(tx_waiters_, &c);
+  erase_one(ack_waiters_, &c);
   erase_one(touched_, &c);
   erase_one(retry_, &c);
   cnt_.conns_closed++;
@@ -658,6 +695,14 @@ Status Daemon::run() {
       }
     }
     flush();
+    // ACKs owed first: they unblock the peers' senders.
+    if (!tx_blocked_ && !ack_waiters_.empty()) {
+      auto w = std::move(ack_waiters_);
+      ack_waiters_.clear();
+      for (Conn* c : w)
+        if (c->ack_pending) ack(*c);
+      flush();
+    }
     // Connections that waited for room in the UDP queue.
     while (!tx_blocked_ && !tx_waiters_.empty()) {
       auto w = std::move(tx_waiters_);

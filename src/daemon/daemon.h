@@ -60,6 +60,7 @@ class Daemon {
   // the two directions
   void pump(Conn& c);      // application -> wire
   void deliver(Conn& c, bool* gone = nullptr);  // wire -> application
+  uint64_t app_reads(uint32_t slot) const;
   void ack(Conn& c, uint8_t flags = 0);
   bool ack_due(const Conn& c, uint64_t threshold) const;
   void send_reset(uint64_t peer_token, const sockaddr_in6& to);
@@ -93,6 +94,7 @@ class Daemon {
   std::unordered_map<uint64_t, Conn*> by_token_;
   std::unordered_map<hk_flow, Conn*, FlowHash> by_flow_;
   std::vector<Conn*> tx_waiters_;   // wanted to send, the UDP queue was full
+  std::vector<Conn*> ack_waiters_;  // owe an ACK, the UDP queue was full
   std::vector<Conn*> touched_;      // got data in this batch: ack when idle
   std::vector<Conn*> retry_;        // the application did not take all bytes
   struct Stashed { sockaddr_in6 from; std::vector<std::byte> d; };
