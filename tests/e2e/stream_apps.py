@@ -151,12 +151,33 @@ def echo_server(a):
     sel = selectors.DefaultSelector()
     sel.register(lsn, selectors.EVENT_READ, None)
     sizes = recv_sizes(a.seed)
-    errors = 0
+    errors: dict[str, int] = {}
+    conns: dict = {}
+    served = [0, 0]   # accepted, closed
+
+    def dump(signum, frame):
+        # SIGTERM: what each open connection has seen, for the test's report.
+        result(accepted=served[0], closed=served[1], errors=errors,
+               open=[{"peer": str(c.peer), "read": c.read, "eof": c.eof, "pending": len(c.out),
+                      "written": c.written} for c in list(conns.values())[:20]],
+               open_count=len(conns))
+        os._exit(0)
+    signal.signal(signal.SIGTERM, dump)
     print("listening", flush=True)
+
+    def error(what, e):
+        key = f"{what}:{err_name(e)}"
+        errors[key] = errors.get(key, 0) + 1
+        print(f"echo: {key}", file=sys.stderr, flush=True)
 
     class Conn:
         def __init__(self, s):
             self.s, self.out, self.eof = s, bytearray(), False
+            self.read = self.written = 0
+            try:
+                self.peer = s.getpeername()
+            except OSError:
+                self.peer = None
 
     def update(c):
         ev = 0
@@ -166,6 +187,8 @@ def echo_server(a):
             ev |= selectors.EVENT_WRITE
         if ev == 0:
             sel.unregister(c.s)
+            conns.pop(id(c), None)
+            served[1] += 1
             try:
                 c.s.shutdown(socket.SHUT_WR)
             finally:
@@ -180,8 +203,14 @@ def echo_server(a):
                     s, _ = lsn.accept()
                 except BlockingIOError:
                     continue
+                except OSError as e:     # e.g. ECONNABORTED: reset before accept()
+                    error("accept", e)
+                    continue
                 s.setblocking(False)
-                sel.register(s, selectors.EVENT_READ, Conn(s))
+                c = Conn(s)
+                conns[id(c)] = c
+                served[0] += 1
+                sel.register(s, selectors.EVENT_READ, c)
                 continue
             c = key.data
             try:
@@ -189,17 +218,20 @@ def echo_server(a):
                     b = c.s.recv(next(sizes))
                     if b:
                         c.out += b
+                        c.read += len(b)
                     else:
                         c.eof = True
                 if ev & selectors.EVENT_WRITE and c.out:
                     n = c.s.send(c.out[:1 << 20])
                     del c.out[:n]
+                    c.written += n
                 update(c)
             except (BlockingIOError, InterruptedError):
                 pass
             except OSError as e:
-                errors += 1
-                print(f"echo: connection error {err_name(e)}", file=sys.stderr, flush=True)
+                error("conn", e)
+                conns.pop(id(c), None)
+                served[1] += 1
                 if c.s.fileno() >= 0:
                     sel.unregister(c.s)
                     c.s.close()

@@ -140,6 +140,17 @@ def run_app(host, role: str, *args, timeout: float) -> tuple[int, dict, str]:
     return r.returncode, res[-1], r.stderr
 
 
+def server_state(proc: subprocess.Popen, lines: Lines) -> dict:
+    """Stops an echo server (SIGTERM) and returns what it says it saw."""
+    if proc.poll() is not None:
+        return {"exited": proc.returncode, "stderr": proc.stderr.read()[-1500:].decode(errors="replace")}
+    proc.terminate()
+    try:
+        return lines.result(10)
+    except AssertionError as e:
+        return {"no_state": str(e)}
+
+
 def live_conns(d: Hookerd, port: int) -> list:
     return [c for c in d.status()["connections"] if port in (c["local_port"], c["remote_port"])]
 
@@ -190,11 +201,13 @@ def test_thousand_connections_in_a_row(hooked, v6):
     """1,000 connections one after the other, each writing a random 0..1 MB,
     shutting down writing at once and reading the whole echo back."""
     bed, a, b = hooked
-    server(bed.b, "echo-server", "--port", ECHO)
+    srv, lines = server(bed.b, "echo-server", "--port", ECHO)
     rc, res, err = run_app(bed.a, "conns-client", "--host", dst(bed, v6), "--port", ECHO,
                            "--count", 1000, "--concurrency", 1, "--max-size", MiB,
                            "--seed", 1000 + v6, "--timeout", 150, timeout=165)
-    assert rc == 0 and res["ok"] == 1000, f"{res} {err[-1000:]}"
+    if rc != 0 or res["ok"] != 1000:
+        raise AssertionError(f"client {res} {err[-1000:]}\nserver {server_state(srv, lines)}"
+                             f"\nhookerd a {a.status()['counters']}\nhookerd b {b.status()['counters']}")
     assert a.counter("moved_active") == 1000, a.status()["counters"]
     assert a.counter("no_slot") == 0 and b.counter("no_slot") == 0
     no_live_conns(a, b, ECHO)
@@ -206,11 +219,14 @@ def test_hundred_connections_at_once(hooked, v6, port):
     """100 connections at the same time, each random 0..1 MB, half-closed; the
     server either echoes as it reads or answers only after the client's EOF."""
     bed, a, b = hooked
-    server(bed.b, "echo-server", "--port", port, *(["--after-eof"] if port == ECHO_AFTER_EOF else []))
+    srv, lines = server(bed.b, "echo-server", "--port", port,
+                        *(["--after-eof"] if port == ECHO_AFTER_EOF else []))
     rc, res, err = run_app(bed.a, "conns-client", "--host", dst(bed, v6), "--port", port,
                            "--count", 100, "--concurrency", 100, "--max-size", MiB,
                            "--seed", 2000 + v6, "--timeout", 60, timeout=75)
-    assert rc == 0 and res["ok"] == 100, f"{res} {err[-1000:]}"
+    if rc != 0 or res["ok"] != 100:
+        raise AssertionError(f"client {res} {err[-1000:]}\nserver {server_state(srv, lines)}"
+                             f"\nhookerd a {a.status()['counters']}\nhookerd b {b.status()['counters']}")
     assert a.counter("moved_active") == 100, a.status()["counters"]
     no_live_conns(a, b, port)
 
