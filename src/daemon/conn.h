@@ -4,6 +4,7 @@
 
 #include <netinet/in.h>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -42,7 +43,11 @@ struct Conn {
   bool out_eof = false;      // every byte it wrote has been read
   bool end_sent = false;     // and the END frame is queued
   Clock::time_point progress_at = Clock::now();  // the peer last let us go on
-  uint64_t probe_offset = 0;  // `sent` when the outstanding probe left
+  uint64_t probe_offset = 0;  // bytes that had long left when the probe did
+  // `sent` at the last few loss checks: a probe asks only about bytes sent
+  // long enough ago that they cannot still be on their way.
+  std::array<uint64_t, 8> sent_history{};
+  uint8_t history_at = 0;
   int probes = 0;             // probes sent without an answer or progress
   uint64_t credit() const { return send_limit > sent ? send_limit - sent : 0; }
   bool unacked() const { return sent > peer_acked || (end_sent && !end_acked); }

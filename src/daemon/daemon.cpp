@@ -479,7 +479,10 @@ void Daemon::ack(Conn& c, uint8_t flags) {
 
 void Daemon::send_reset(uint64_t peer_token, const sockaddr_in6& to) {
   if (udp_->room() == 0) flush();
-  if (udp_->room() == 0) return;
+  if (udp_->room() == 0) {
+    resets_owed_.push_back({peer_token, to});  // sent once the queue drains
+    return;
+  }
   udp_->queue({HK_WIRE_RESET, HK_MECH_UDP, peer_token, 0, 0, {}}, to);
   cnt_.resets_sent++;
 }
@@ -512,6 +515,7 @@ void Daemon::check_losses() {
     }
     // Sending: data out without acknowledgement, or no credit; ask the peer
     // where it stands (its answer also carries a lost window update).
+    c.sent_history[c.history_at++ % c.sent_history.size()] = c.sent;
     auto wait = std::min<Clock::duration>(kProbeAfter * (c.probes + 1), kProbeMax);
     if (c.stalled() && now - c.progress_at > wait) {
       if (c.probes >= kMaxProbes) {
@@ -519,7 +523,9 @@ void Daemon::check_losses() {
         continue;
       }
       c.probes++;
-      c.probe_offset = c.sent;
+      // The oldest entry: `sent` 8 checks (160 ms) ago, far longer than any
+      // reordering between the two hosts.
+      c.probe_offset = c.sent_history[c.history_at % c.sent_history.size()];
       ack(c, HK_WIRE_F_PROBE);
     }
   }
@@ -695,7 +701,12 @@ Status Daemon::run() {
       }
     }
     flush();
-    // ACKs owed first: they unblock the peers' senders.
+    // RESETs and ACKs owed first: they end or unblock the peers' senders.
+    if (!tx_blocked_ && !resets_owed_.empty()) {
+      auto owed = std::move(resets_owed_);
+      resets_owed_.clear();
+      for (auto& [tok, to] : owed) send_reset(tok, to);
+    }
     if (!tx_blocked_ && !ack_waiters_.empty()) {
       auto w = std::move(ack_waiters_);
       ack_waiters_.clear();

@@ -95,6 +95,7 @@ class Daemon {
   std::unordered_map<hk_flow, Conn*, FlowHash> by_flow_;
   std::vector<Conn*> tx_waiters_;   // wanted to send, the UDP queue was full
   std::vector<Conn*> ack_waiters_;  // owe an ACK, the UDP queue was full
+  std::vector<std::pair<uint64_t, sockaddr_in6>> resets_owed_;  // likewise, RESETs
   std::vector<Conn*> touched_;      // got data in this batch: ack when idle
   std::vector<Conn*> retry_;        // the application did not take all bytes
   struct Stashed { sockaddr_in6 from; std::vector<std::byte> d; };
