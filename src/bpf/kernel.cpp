@@ -101,23 +101,32 @@ Result<std::unique_ptr<Kernel>> Kernel::load(const KernelConfig& cfg) {
 
   auto t1 = std::chrono::steady_clock::now();
   if (auto s = k->attach(cfg); !s) return s.error();
+  auto t2 = std::chrono::steady_clock::now();
   if (!cfg.pin_dir.empty())
     if (auto s = k->pin(cfg.pin_dir); !s) return s.error();
+  k->times_.pin_ms = ms_since(t2);
   k->times_.attach_ms = ms_since(t1);
   return k;
 }
 
 Status Kernel::attach(const KernelConfig& cfg) {
+  auto t = std::chrono::steady_clock::now();
+  auto lap = [&t](double& into) {
+    into = ms_since(t);
+    t = std::chrono::steady_clock::now();
+  };
   // The verdict program first: a socket must never sit in the SOCKHASH
   // without it.
   int prog = bpf_program__fd(redir_->progs.hk_redirect);
   if (bpf_prog_attach(prog, socks_fd(), BPF_SK_MSG_VERDICT, 0))
     return sys_error("attach the sk_msg program to the SOCKHASH");
   sk_msg_attached_ = true;
+  lap(times_.sk_msg_ms);
 
   // Application reads are counted before any connection can be moved.
   reads_link_ = bpf_program__attach_raw_tracepoint(redir_->progs.hk_app_read, "sock_recv_length");
   if (!reads_link_) return sys_error("attach to the sock_recv_length tracepoint");
+  lap(times_.reads_ms);
 
   cgroup_fd_ = open(cfg.cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (cgroup_fd_ < 0) return sys_error("open cgroup " + cfg.cgroup);
@@ -126,6 +135,7 @@ Status Kernel::attach(const KernelConfig& cfg) {
     sockops_link_ = nullptr;
     return sys_error("attach the sock_ops program to cgroup " + cfg.cgroup);
   }
+  lap(times_.sockops_ms);
 
   for (const auto& name : cfg.ifaces) {
     unsigned idx = if_nametoindex(name.c_str());
@@ -143,6 +153,7 @@ Status Kernel::attach(const KernelConfig& cfg) {
                        name + ")");
     xdp_links_.emplace_back(fd);
   }
+  lap(times_.xdp_ms);
   return ok();
 }
 

@@ -27,8 +27,10 @@ struct KernelConfig {
   uint32_t max_slots = 0;
 };
 
+// Where load and attach time goes (Table 1 of the benchmarks).
 struct LoadTimes {
   double open_load_ms = 0, attach_ms = 0;
+  double sk_msg_ms = 0, reads_ms = 0, sockops_ms = 0, xdp_ms = 0, pin_ms = 0;
 };
 
 class Kernel {

@@ -95,8 +95,14 @@ Status Daemon::setup() {
     auto k = Kernel::load(kc);
     if (!k) return k.error();
     kernel_ = k.take();
-    startup_ms.emplace_back("bpf_open_load", kernel_->times().open_load_ms);
-    startup_ms.emplace_back("bpf_attach", kernel_->times().attach_ms);
+    const LoadTimes& t = kernel_->times();
+    startup_ms.emplace_back("bpf_open_load", t.open_load_ms);
+    startup_ms.emplace_back("bpf_attach", t.attach_ms);
+    startup_ms.emplace_back("attach_sk_msg", t.sk_msg_ms);
+    startup_ms.emplace_back("attach_app_reads", t.reads_ms);
+    startup_ms.emplace_back("attach_sock_ops", t.sockops_ms);
+    startup_ms.emplace_back("attach_xdp", t.xdp_ms);
+    startup_ms.emplace_back("pin_maps", t.pin_ms);
     phase("bpf_total");
     auto p = SlotPool::create(*kernel_, opt_.max_conns);
     if (!p) return p.error();
