@@ -526,6 +526,7 @@ def scenario_server(a):
                         chk.feed(b)
             except OSError as e:
                 state["read_end"] = err_name(e)
+            state["end_t"] = time.monotonic()
             state["received"], state["mismatch"] = chk.pos, chk.mismatch
         elif a.scenario == "rst-server":
             state["hello"] = _read_exact(c, 5, state).decode()
@@ -533,6 +534,7 @@ def scenario_server(a):
             # Wait for the client's "abort me" so it is blocked in recv().
             state["go"] = _read_exact(c, 2, state).decode()
             c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            state["abort_t"] = time.monotonic()
             c.close()
             state["closed"] = "abortive"
     except OSError as e:
@@ -580,11 +582,13 @@ def scenario_client(a):
             c.sendall(b"hello")
             state["ok"] = _read_exact(c, 2, state).decode()
             c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            state["abort_t"] = time.monotonic()
             c.close()
             state["closed"] = "abortive"
         elif a.scenario == "rst-inflight":
             c.sendall(pat.bytes(0, a.size))
             c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            state["abort_t"] = time.monotonic()
             c.close()
             state["closed"] = "abortive"
         elif a.scenario == "rst-server":
@@ -597,6 +601,7 @@ def scenario_client(a):
                 state["read_end"] = "EOF" if not b else f"{len(b)} bytes"
             except OSError as e:
                 state["read_end"] = err_name(e)
+            state["end_t"] = time.monotonic()
     except OSError as e:
         state["error"] = err_name(e)
     result(**state)

@@ -265,6 +265,11 @@ def test_first_bytes_close_and_rst(hooked, v6, scenario):
         assert sv["received"] <= size, both
     elif scenario == "rst-server":
         assert cli["ok"] == "ok" and cli["read_end"] == "ECONNRESET", both
+    if scenario.startswith("rst"):
+        # Abortive means at once, as over TCP (the RST crosses in one trip).
+        aborter, peer = (sv, cli) if scenario == "rst-server" else (cli, sv)
+        late = peer["end_t"] - aborter["abort_t"]
+        assert late < 1.0, f"the peer saw the reset {late:.2f} s after the abort: {both}"
     assert a.counter("moved_active") == 1 and b.counter("moved_passive") == 1
     no_live_conns(a, b, SINK)
 
