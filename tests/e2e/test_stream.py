@@ -186,7 +186,7 @@ def test_send_pattern_echoes_byte_exact(hooked, pattern, v6):
     bed, a, b = hooked
     server(bed.b, "echo-server", "--port", ECHO)
     rc, res, err = run_app(bed.a, "patterns-client", "--host", dst(bed, v6), "--port", ECHO,
-                           "--pattern", pattern, "--timeout", 60, timeout=75)
+                           "--pattern", pattern, "--timeout", 30, timeout=45)
     assert rc == 0 and res["ok"], f"{pattern}: {res} {err[-1000:]}"
     assert a.counter("moved_active") == 1 and b.counter("moved_passive") == 1
     # The reader thread's recv() is blocking: EAGAIN from it breaks applications.
@@ -244,10 +244,10 @@ def test_first_bytes_close_and_rst(hooked, v6, scenario):
     bed, a, b = hooked
     size = 1_000_000 if scenario == "rst-inflight" else 200_000
     srv, lines = server(bed.b, "scenario-server", "--port", SINK, "--scenario", scenario,
-                        "--size", size, "--timeout", 30)
+                        "--size", size, "--timeout", 20)
     crc, cli, cerr = run_app(bed.a, "scenario-client", "--host", dst(bed, v6), "--port", SINK,
-                             "--scenario", scenario, "--size", size, "--timeout", 30, timeout=40)
-    src, sv = finish(srv, lines, 40)
+                             "--scenario", scenario, "--size", size, "--timeout", 20, timeout=30)
+    src, sv = finish(srv, lines, 30)
     both = f"client {cli} server {sv} {cerr[-500:]}"
     assert crc == 0 and src == 0 and "error" not in cli, both
     if scenario == "banner":
