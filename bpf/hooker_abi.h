@@ -122,6 +122,19 @@ struct hk_token {
 	__u64 created_ns;
 };
 
+/* FIN-ACK guard, keyed by the tuple as seen on the wire (IPv4-mapped sockets
+ * in IPv4 form), from the local socket's side. While an application that
+ * shut down writing still waits for the peer's bytes, the peer TCP's ACK of
+ * its FIN is dropped: the FIN_WAIT1 -> FIN_WAIT2 wake-up would make a
+ * blocking recv() on a sockmap socket return EAGAIN (tcp_bpf_recvmsg does
+ * not wait again). The peer's own FIN, held until its bytes are delivered,
+ * acknowledges the FIN too. */
+struct hk_fin_guard {
+	__u32 ack_seq; /* the ACK that acknowledges our FIN, host order */
+	__u32 pad;
+	__u64 since_ns;
+};
+
 /* ---- events to hookerd (ring buffer) ---------------------------------- */
 
 enum hk_event_type {
@@ -171,6 +184,7 @@ enum hk_counter {
 	HK_CNT_XDP_BAD_VERSION,
 	HK_CNT_XDP_BAD_LEN,       /* header length disagrees with UDP length */
 	HK_CNT_XDP_UNKNOWN_TOKEN, /* no live connection has this token */
+	HK_CNT_XDP_FIN_ACK_HELD,  /* ACK of our FIN dropped (see hk_fin_guard) */
 	HK_CNT__MAX,
 };
 
@@ -180,7 +194,7 @@ enum hk_counter {
 	    "redirect_miss", "inject_miss", "event_lost", "slot_taken", "slot_returned",      \
 	    "xdp_pass", "xdp_drop_short",       \
 	    "xdp_drop_bad_magic", "xdp_drop_bad_version", "xdp_drop_bad_len",  \
-	    "xdp_drop_unknown_token"
+	    "xdp_drop_unknown_token", "xdp_fin_ack_held"
 
 #define HK_MAX_SLOTS 65536
 #define HK_MAX_PORTS 1024

@@ -2,10 +2,12 @@
 /* The paper's hooker_ingress: XDP on the interfaces Hooker traffic arrives
  * on. It sees each Hooker datagram before the stack does, drops the
  * malformed ones and those whose token names no live connection (each
- * reason counted), and passes everything else untouched. */
-/* Only UAPI context structs are read here, whose layout is kernel ABI, so no
- * CO-RE relocation is needed; without them libbpf does not parse the kernel's
- * BTF at load (about 11 ms per object on this machine). */
+ * reason counted), holds back the ACK of a moved application's FIN while it
+ * still waits for the peer's bytes (see hk_fin_guard), and passes
+ * everything else untouched. */
+/* Only UAPI context structs and packet headers are read here, whose layout
+ * is ABI, so no CO-RE relocation is needed; without them libbpf does not
+ * parse the kernel's BTF at load. */
 #define BPF_NO_PRESERVE_ACCESS_INDEX
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -15,72 +17,93 @@
 
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
+#define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
+#define AF_INET 2
+#define AF_INET6 10
 
 const volatile __u16 hk_udp_port = 0;
 
-static __always_inline int drop(__u32 reason)
+static __always_inline void count(__u32 idx)
 {
-	__u64 *v = bpf_map_lookup_elem(&counters, &reason);
-
-	if (v)
-		*v += 1;
-	return XDP_DROP;
-}
-
-static __always_inline int pass(void)
-{
-	__u32 idx = HK_CNT_XDP_PASS;
 	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
 
 	if (v)
 		*v += 1;
-	return XDP_PASS;
 }
 
-/* Returns the UDP header of a datagram to hookerd's port, or NULL. */
-static __always_inline struct udphdr *hooker_udp(void *data, void *end)
+static __always_inline int drop(__u32 reason)
+{
+	count(reason);
+	return XDP_DROP;
+}
+
+/* The L4 header and the tuple from the receiving socket's side (local =
+ * destination). NULL for anything but unfragmented TCP/UDP over IPv4/IPv6. */
+static __always_inline void *l4(void *data, void *end, struct hk_flow *f, __u8 *proto,
+				__u32 *l4_len)
 {
 	struct ethhdr *eth = data;
-	struct udphdr *udp;
 
 	if ((void *)(eth + 1) > end)
 		return NULL;
+	__builtin_memset(f, 0, sizeof(*f));
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = (void *)(eth + 1);
 
-		if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_UDP)
+		if ((void *)(ip + 1) > end)
 			return NULL;
 		/* Fragments carry no (or a partial) header: leave them to
-		 * the stack, which reassembles before hookerd reads. */
+		 * the stack, which reassembles before anyone reads. */
 		if (ip->frag_off & bpf_htons(0x3fff))
 			return NULL;
-		udp = (void *)ip + ip->ihl * 4;
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		f->family = AF_INET;
+		f->laddr[0] = ip->daddr;
+		f->raddr[0] = ip->saddr;
+		*proto = ip->protocol;
+		*l4_len = bpf_ntohs(ip->tot_len) - ip->ihl * 4;
+		return (void *)ip + ip->ihl * 4;
+	}
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 
-		if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_UDP)
+		if ((void *)(ip6 + 1) > end)
 			return NULL;
-		udp = (void *)(ip6 + 1);
-	} else {
-		return NULL;
+		f->family = AF_INET6;
+		__builtin_memcpy(f->laddr, &ip6->daddr, 16);
+		__builtin_memcpy(f->raddr, &ip6->saddr, 16);
+		*proto = ip6->nexthdr;
+		*l4_len = bpf_ntohs(ip6->payload_len);
+		return ip6 + 1;
 	}
-	if ((void *)(udp + 1) > end || udp->dest != bpf_htons(hk_udp_port))
-		return NULL;
-	return udp;
+	return NULL;
 }
 
-SEC("xdp")
-int hk_ingress(struct xdp_md *ctx)
+static __always_inline int on_tcp(struct tcphdr *th, void *end, struct hk_flow *f,
+				  __u32 l4_len)
 {
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
-	struct udphdr *udp = hooker_udp(data, end);
+	struct hk_fin_guard *g;
+
+	if ((void *)(th + 1) > end)
+		return XDP_PASS;
+	/* Only a pure ACK: no payload, no SYN, FIN or RST. */
+	if (!th->ack || th->syn || th->fin || th->rst || l4_len != th->doff * 4)
+		return XDP_PASS;
+	f->lport = bpf_ntohs(th->dest);
+	f->rport = bpf_ntohs(th->source);
+	g = bpf_map_lookup_elem(&fin_guards, f);
+	if (!g || bpf_ntohl(th->ack_seq) != g->ack_seq)
+		return XDP_PASS;
+	return drop(HK_CNT_XDP_FIN_ACK_HELD);
+}
+
+static __always_inline int on_udp(struct udphdr *udp, void *end)
+{
 	struct hk_wire_hdr *h;
 	__u64 token;
 	__u32 udp_len;
 
-	if (!udp)
+	if ((void *)(udp + 1) > end || udp->dest != bpf_htons(hk_udp_port))
 		return XDP_PASS; /* not Hooker's: not our business */
 	h = (void *)(udp + 1);
 	if ((void *)(h + 1) > end)
@@ -97,7 +120,27 @@ int hk_ingress(struct xdp_md *ctx)
 	token = bpf_be64_to_cpu(h->token);
 	if (!bpf_map_lookup_elem(&tokens, &token))
 		return drop(HK_CNT_XDP_UNKNOWN_TOKEN);
-	return pass();
+	count(HK_CNT_XDP_PASS);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int hk_ingress(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct hk_flow f;
+	__u8 proto = 0;
+	__u32 l4_len = 0;
+	void *h = l4(data, end, &f, &proto, &l4_len);
+
+	if (!h)
+		return XDP_PASS;
+	if (proto == IPPROTO_UDP)
+		return on_udp(h, end);
+	if (proto == IPPROTO_TCP)
+		return on_tcp(h, end, &f, l4_len);
+	return XDP_PASS;
 }
 
 char _license[] SEC("license") = "GPL";

@@ -19,4 +19,11 @@ struct {
 	__type(value, struct hk_token);
 } tokens SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HK_MAX_SLOTS);
+	__type(key, struct hk_flow);
+	__type(value, struct hk_fin_guard);
+} fin_guards SEC(".maps");
+
 #endif

@@ -151,6 +151,19 @@ static __always_inline bool is_loopback(const struct hk_flow *f)
 	return false;
 }
 
+/* The tuple as packets show it: an IPv4-mapped IPv6 socket's in IPv4 form. */
+static __always_inline void wire_flow(struct hk_flow *f)
+{
+	if (f->family != AF_INET6 || f->laddr[0] || f->laddr[1] ||
+	    f->laddr[2] != bpf_htonl(0xffff))
+		return;
+	f->family = AF_INET;
+	f->laddr[0] = f->laddr[3];
+	f->raddr[0] = f->raddr[3];
+	f->laddr[2] = f->laddr[3] = 0;
+	f->raddr[1] = f->raddr[2] = f->raddr[3] = 0;
+}
+
 static __always_inline bool port_moved(__u16 port)
 {
 	return bpf_map_lookup_elem(&ports, &port) != NULL;
@@ -504,9 +517,25 @@ static __always_inline void on_state(struct bpf_sock_ops *skops)
 	if (st->state != HK_SK_MOVED)
 		return;
 	flow_of(skops, &f);
+	if (new_state == HK_TCP_FIN_WAIT1) {
+		/* The FIN leaves right after this callback, at snd_nxt (a moved
+		 * connection sends no TCP payload). */
+		struct hk_fin_guard g = {
+			.ack_seq = skops->snd_nxt + 1,
+			.since_ns = bpf_ktime_get_ns(),
+		};
+		struct hk_flow w = f;
+
+		wire_flow(&w);
+		bpf_map_update_elem(&fin_guards, &w, &g, BPF_ANY);
+	}
 	if (new_state == HK_TCP_FIN_WAIT1 || new_state == HK_TCP_LAST_ACK) {
 		emit(HK_EV_SHUT_WR, st, &f, 0, 0, 0, 0, skops);
 	} else if (new_state == HK_TCP_CLOSE) {
+		struct hk_flow w = f;
+
+		wire_flow(&w);
+		bpf_map_delete_elem(&fin_guards, &w);
 		__u64 sk_addr = (__u64)(long)skops->sk;
 
 		st->state = HK_SK_PLAIN;

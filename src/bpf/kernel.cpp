@@ -77,6 +77,7 @@ Result<std::unique_ptr<Kernel>> Kernel::load(const KernelConfig& cfg) {
   bpf_map__set_max_entries(k->redir_->maps.socks, 3 * cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.readers, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.consumed, cfg.max_slots);
+  bpf_map__set_max_entries(k->redir_->maps.fin_guards, cfg.max_slots);
   if (int r = redirector_bpf__load(k->redir_))
     return bpf_error("load the redirector (sock_ops + sk_msg) into the kernel", r);
 
@@ -89,6 +90,10 @@ Result<std::unique_ptr<Kernel>> Kernel::load(const KernelConfig& cfg) {
     return bpf_error("share the token map with the ingress program", r);
   if (int r = bpf_map__reuse_fd(k->ingress_->maps.counters, k->counters_fd()))
     return bpf_error("share the counter map with the ingress program", r);
+  bpf_map__set_max_entries(k->ingress_->maps.fin_guards, cfg.max_slots);
+  if (int r = bpf_map__reuse_fd(k->ingress_->maps.fin_guards,
+                                bpf_map__fd(k->redir_->maps.fin_guards)))
+    return bpf_error("share the FIN-ACK guards with the ingress program", r);
   if (int r = ingress_bpf__load(k->ingress_))
     return bpf_error("load the ingress (XDP) program into the kernel", r);
 
@@ -198,6 +203,7 @@ int Kernel::tokens_fd() const { return bpf_map__fd(redir_->maps.tokens); }
 int Kernel::counters_fd() const { return bpf_map__fd(redir_->maps.counters); }
 int Kernel::events_fd() const { return bpf_map__fd(redir_->maps.events); }
 int Kernel::consumed_fd() const { return bpf_map__fd(redir_->maps.consumed); }
+int Kernel::fin_guards_fd() const { return bpf_map__fd(redir_->maps.fin_guards); }
 
 std::vector<uint64_t> Kernel::counters() const {
   int ncpu = libbpf_num_possible_cpus();

@@ -48,6 +48,7 @@ class Kernel {
   int counters_fd() const;
   int events_fd() const;
   int consumed_fd() const;  // bytes each slot's application has read
+  int fin_guards_fd() const;
   const LoadTimes& times() const { return times_; }
 
   // Sum of the per-CPU counters, indexed by enum hk_counter.

@@ -30,6 +30,7 @@ constexpr uint64_t kRxBudget = 24ull << 20;     // payload the UDP buffer holds
 constexpr uint32_t kPoolLow = 32, kPoolBatch = 32;
 constexpr uint64_t kAppQueue = 1 << 20;  // bytes written but not yet read, per connection
 constexpr uint64_t kEmbryonicNs = 75ull * 1000 * 1000 * 1000;  // > SYN-ACK retries
+constexpr uint64_t kGuardNs = 60ull * 1000 * 1000 * 1000;
 
 Status epoll_add(int ep, int fd, uint32_t events, uint64_t data) {
   epoll_event e{};
@@ -596,14 +597,24 @@ bool Daemon::on_fin(const hk_flow& local, uint32_t id) {
   auto it = by_flow_.find(local);
   if (it == by_flow_.end()) return true;  // not moved: plain TCP's FIN
   Conn& c = *it->second;
-  if (c.peer_done() || c.app_gone || c.inbound_dead) return true;
+  if (c.peer_done() || c.app_gone || c.inbound_dead) {
+    drop_guard(c);
+    return true;
+  }
   c.held_fins.push_back(id);
   return false;
 }
 
 void Daemon::release_fins(Conn& c) {
+  if (c.held_fins.empty()) return;
   for (uint32_t id : c.held_fins) fins_->release(id);
   c.held_fins.clear();
+  drop_guard(c);  // the peer's FIN acknowledges ours
+}
+
+void Daemon::drop_guard(const Conn& c) {
+  hk_flow w = wire_flow(c.app);
+  bpf_map_delete_elem(kernel_->fin_guards_fd(), &w);
 }
 
 bool Daemon::maybe_retire(Conn& c) {
@@ -616,6 +627,7 @@ bool Daemon::maybe_retire(Conn& c) {
 void Daemon::retire(Conn& c) {
   uint32_t slot = c.slot;
   release_fins(c);
+  drop_guard(c);
   epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.in_fd, nullptr);
   bpf_map_delete_elem(kernel_->tokens_fd(), &c.token);
   by_token_.erase(c.token);
@@ -658,6 +670,20 @@ void Daemon::gc_embryonic() {
   }
   for (auto [tok, slot] : dead)
     if (bpf_map_delete_elem(fd, &tok) == 0) (void)slots_->offer(slot);
+
+  // A FIN-ACK guard older than a minute: the peer keeps its half open. Let
+  // the ACK through (the reader risks one EAGAIN) rather than have TCP give
+  // up on the unacknowledged FIN.
+  hk_flow fk, fnext;
+  std::vector<hk_flow> stale;
+  int gfd = kernel_->fin_guards_fd();
+  for (int r = bpf_map_get_next_key(gfd, nullptr, &fk); r == 0;
+       r = bpf_map_get_next_key(gfd, &fk, &fnext), fk = fnext) {
+    hk_fin_guard g;
+    if (bpf_map_lookup_elem(gfd, &fk, &g) == 0 && now - g.since_ns > kGuardNs)
+      stale.push_back(fk);
+  }
+  for (auto& k : stale) bpf_map_delete_elem(gfd, &k);
 }
 
 void Daemon::on_timer() {

@@ -70,11 +70,12 @@ class Daemon {
   void inject_rst(const Conn& c);
   void check_losses();
   void release_fins(Conn& c);
+  void drop_guard(const Conn& c);
   bool maybe_retire(Conn& c);
   void retire(Conn& c);
   void flush();
   void keep_pool_full();
-  void gc_embryonic();
+  void gc_embryonic();  // and stale FIN-ACK guards
   uint32_t window() const;
 
   std::string status_json() const;

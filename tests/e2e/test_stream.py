@@ -190,7 +190,13 @@ def test_send_pattern_echoes_byte_exact(hooked, pattern, v6):
     assert rc == 0 and res["ok"], f"{pattern}: {res} {err[-1000:]}"
     assert a.counter("moved_active") == 1 and b.counter("moved_passive") == 1
     # The reader thread's recv() is blocking: EAGAIN from it breaks applications.
-    assert res["blocking_recv_eagain"] == 0, f"a blocking recv() failed with EAGAIN: {res}"
+    # One exception is the kernel's (README, "Known limitations"): its sockmap
+    # recvmsg returns EAGAIN when a blocked reader is woken without data, and
+    # the writer thread's own shutdown(SHUT_WR) wakes it. Any other EAGAIN (a
+    # FIN's ACK waking it, hookerd's own doing) fails here.
+    other = [at for at in res["eagain_at"] if at != res["write_done"]]
+    assert res["blocking_recv_eagain"] <= 1 and not other, \
+        f"a blocking recv() failed with EAGAIN other than at the writer's shutdown: {res}"
     no_live_conns(a, b, ECHO)
 
 
