@@ -126,8 +126,11 @@ def download_table(res, loss):
             b = row.get(base)
             if d["median_s"] and b and b["median_s"] and v != base:
                 txt += f" ({d['median_s'] / b['median_s']:.2f}×)"
-            n_ok, n_bad = len(d["times_s"]), len(d["failures"])
-            txt += f" n={n_ok}" + (f", **{n_bad} failed**" if n_bad else "")
+            n_ok = len(d["times_s"])
+            n_bad = sum(not f.startswith("not ") for f in d["failures"])
+            n_off = len(d["failures"]) - n_bad  # the daemon did not start, not a failure
+            txt += f" n={n_ok}" + (f", **{n_bad} failed**" if n_bad else "") + \
+                (f", {n_off} not run" if n_off else "")
             out.append(txt)
         lines.append(f"| {s} | " + " | ".join(out) + " |")
     return "\n".join(lines)
@@ -159,8 +162,9 @@ def write(res: dict, out: Path, md_path: Path | None = None) -> Path:
     h = res.get("hooker", {})
     L += ["## Hooker in this run", ""]
     if h.get("available"):
-        L.append(f"hookerd: `{h['binary']}`, started on both hosts for every Hooker "
-                 "measurement and stopped after it.")
+        L.append(f"hookerd: `{h['binary']}` (sha256 `{h.get('sha256', '?')[:16]}…`, copied at "
+                 "the start so one build is measured throughout), started on both hosts "
+                 "for every Hooker measurement and stopped after it.")
         for v, pc in h.get("path_check", {}).items():
             if "error" in pc:
                 L.append(f"- wire check for {v}: **failed**: {pc['error']}")

@@ -10,6 +10,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -124,6 +125,7 @@ class Suite:
                     "throughput": [], "table1": {}, "conn_setup": [], "scale": [],
                     "not_measured": []}
         self.hooker_reason = None
+        self.hookerd = None  # the run's private copy of hookerd (snapshot_hookerd)
         sysdef = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
         self.res["machine"]["cc_default"] = sysdef
         self.sys_cc = sysdef
@@ -171,14 +173,16 @@ class Suite:
             return
         self.hooker_reason = wl.hooker_missing(self.a.build)
         if self.hooker_reason is None:
+            self.hookerd, digest = wl.snapshot_hookerd(self.a.build)
+            self.res["hooker"]["sha256"] = digest
             try:
-                with testbed.TwoHosts() as bed, wl.HookerPair(self.a.build, bed, wl.HTTP_PORT):
+                with testbed.TwoHosts() as bed, wl.HookerPair(self.hookerd, bed, wl.HTTP_PORT):
                     pass
             except wl.Unavailable as e:
                 self.hooker_reason = str(e)
-        self.res["hooker"] = {"available": self.hooker_reason is None,
-                              "reason": self.hooker_reason,
-                              "binary": str(wl.hookerd_binary(self.a.build))}
+        self.res["hooker"].update({"available": self.hooker_reason is None,
+                                   "reason": self.hooker_reason,
+                                   "binary": str(wl.hookerd_binary(self.a.build))})
         if self.hooker_reason:
             self.log(f"Hooker not available: {self.hooker_reason}")
 
@@ -249,7 +253,7 @@ class Suite:
             if v.startswith("hooker"):
                 # hookerd sees only listeners created after it attached, so its server
                 # starts after it (and stops before it), on a port of its own.
-                hooker = wl.HookerPair(self.a.build, bed, wl.HOOKED_HTTP_PORT,
+                hooker = wl.HookerPair(self.hookerd, bed, wl.HOOKED_HTTP_PORT,
                                        self.hooker_extra(v))
                 hooker.__enter__()
                 hooked_server = wl.HttpServer(bed, files, wl.HOOKED_HTTP_PORT)
@@ -269,7 +273,7 @@ class Suite:
                             errors[(v, later)].append(f"not tried: {s} failed first")
         except wl.Unavailable as e:
             for s in sizes:
-                errors[(v, s)].append(str(e))
+                errors[(v, s)].append(f"not measured: {e}")
         finally:
             if hooked_server:
                 hooked_server.close()
@@ -286,7 +290,7 @@ class Suite:
                 files = wl.Files({"510KB": SIZES["510KB"]})
                 port = wl.HOOKED_HTTP_PORT
                 try:
-                    with wl.HookerPair(self.a.build, bed, port, self.hooker_extra(v)):
+                    with wl.HookerPair(self.hookerd, bed, port, self.hooker_extra(v)):
                         server = wl.HttpServer(bed, files, port)
                         with bed.b.capture(f"port {port} or port {wl.HOOKER_PORT}") as cap:
                             wl.download(bed, server.url("510KB"), "510KB",
@@ -354,7 +358,7 @@ class Suite:
                 kcp.close()
         if v.startswith("hooker"):
             port = wl.HOOKED_IPERF_PORT
-            with wl.HookerPair(self.a.build, bed, port, self.hooker_extra(v)) as pair:
+            with wl.HookerPair(self.hookerd, bed, port, self.hooker_extra(v)) as pair:
                 srv = wl.IperfServer(bed, port)  # after hookerd: see download_variant
                 old = Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip()
                 Path("/proc/sys/kernel/bpf_stats_enabled").write_text("1")
@@ -393,13 +397,13 @@ class Suite:
         times, phases = [], {}
         with testbed.TwoHosts() as bed:
             for _ in range(self.cfg["ready_runs"]):
-                d = wl.Hookerd(self.a.build, bed.a, wl.HTTP_PORT)
+                d = wl.Hookerd(self.hookerd, bed.a, wl.HTTP_PORT)
                 times.append(d.ready_s * 1000)
                 d.close()
             # -v makes hookerd print its start-up phases (and libbpf's log, which
             # slows it): measured apart from the wall-clock runs above.
             for _ in range(self.cfg["ready_runs"]):
-                d = wl.Hookerd(self.a.build, bed.a, wl.HTTP_PORT, ["-v"])
+                d = wl.Hookerd(self.hookerd, bed.a, wl.HTTP_PORT, ["-v"])
                 d.close()
                 for k, ms in d.phases.items():
                     phases.setdefault(k, []).append(ms)
@@ -441,7 +445,7 @@ class Suite:
 
     def setup_block(self, bed, v, n):
         wl.set_cc(bed, self.cc_of(v))
-        hooker = wl.HookerPair(self.a.build, bed, HOOKED_PROBE_PORT, self.hooker_extra(v)) \
+        hooker = wl.HookerPair(self.hookerd, bed, HOOKED_PROBE_PORT, self.hooker_extra(v)) \
             if v.startswith("hooker") else None
         if hooker:
             hooker.__enter__()
@@ -468,7 +472,7 @@ class Suite:
             row = {"variant": v, "connections": n}
             try:
                 with testbed.TwoHosts() as bed:
-                    with wl.HookerPair(self.a.build, bed, HOOKED_PROBE_PORT,
+                    with wl.HookerPair(self.hookerd, bed, HOOKED_PROBE_PORT,
                                        self.hooker_extra(v)) as pair:
                         srv = self.probe_server(bed, HOOKED_PROBE_PORT)
                         row["rss_kib_idle"] = {d.host.name: wl.rss_kib(d.proc.pid)
@@ -498,8 +502,12 @@ class Suite:
     # -------------------------------------------------------------- main
     def run(self):
         ccs = {self.cc_of(m) for m in self.a.mechs if m in TCP_CCS} | {self.sys_cc}
-        with wl.AllowCongestionControls(sorted(ccs)):
-            return self._run()
+        try:
+            with wl.AllowCongestionControls(sorted(ccs)):
+                return self._run()
+        finally:
+            if self.hookerd:
+                shutil.rmtree(self.hookerd.parent, ignore_errors=True)
 
     def _run(self):
         t0 = time.monotonic()
@@ -533,7 +541,8 @@ def main(argv):
         # The full run is the project's reference: report beside the code, plots and
         # raw data in bench/plots/.
         plots = HERE / "plots"
-        (plots).mkdir(exist_ok=True)
+        shutil.rmtree(plots, ignore_errors=True)  # no stale plot from an older run
+        plots.mkdir()
         (plots / "results.json").write_text(path.read_text())
         md = report.write(res, plots, HERE / "BENCHMARKS.md")
         print(f"bench: reference report in {md}")

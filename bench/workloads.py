@@ -179,6 +179,17 @@ def hookerd_binary(build: Path) -> Path:
     return build / "hookerd"
 
 
+def snapshot_hookerd(build: Path) -> tuple[Path, str]:
+    """A private copy of hookerd for the whole run, and its sha256: a rebuild while
+    the suite runs must not mix two builds in one report (the BPF objects are
+    embedded skeletons, so the binary is self-contained)."""
+    src = hookerd_binary(build)
+    d = Path(tempfile.mkdtemp(prefix="hooker-bench-bin-"))
+    dst = d / "hookerd"
+    shutil.copy2(src, dst)
+    return dst, hashlib.sha256(dst.read_bytes()).hexdigest()
+
+
 def hooker_missing(build: Path) -> str | None:
     """Why Hooker cannot be benchmarked at all, or None."""
     b = hookerd_binary(build)
@@ -193,14 +204,14 @@ class Hookerd:
     """hookerd on one host (outside the app cgroup), as the bench contract says:
     it prints 'hookerd: ready' once attached and stops cleanly on SIGTERM."""
 
-    def __init__(self, build: Path, host: testbed.Host, redirect_port: int,
+    def __init__(self, binary: Path, host: testbed.Host, redirect_port: int,
                  extra: list[str] = (), timeout=10.0):
         self.host = host
         tag = f"{host.netns}-{os.urandom(3).hex()}"
         self.pin_dir = Path("/sys/fs/bpf") / f"hooker-bench-{tag}"
         self.ctl_dir = Path(tempfile.mkdtemp(prefix="hooker-bench-ctl-"))
         self.pin_dir.mkdir()
-        argv = [str(hookerd_binary(build)), "--cgroup", str(host.cgroup),
+        argv = [str(binary), "--cgroup", str(host.cgroup),
                 "--iface", host.iface, "--port", str(HOOKER_PORT),
                 "--redirect", str(redirect_port), "--control", str(self.ctl_dir / "ctl.sock"),
                 "--pin-dir", str(self.pin_dir), *extra]
@@ -260,14 +271,14 @@ class Hookerd:
 class HookerPair:
     """hookerd on both hosts; a context manager."""
 
-    def __init__(self, build, bed, redirect_port, extra=()):
-        self.build, self.bed, self.port, self.extra = build, bed, redirect_port, extra
+    def __init__(self, binary, bed, redirect_port, extra=()):
+        self.binary, self.bed, self.port, self.extra = binary, bed, redirect_port, extra
         self.daemons: list[Hookerd] = []
 
     def __enter__(self):
         try:
             for h in (self.bed.b, self.bed.a):
-                self.daemons.append(Hookerd(self.build, h, self.port, self.extra))
+                self.daemons.append(Hookerd(self.binary, h, self.port, self.extra))
         except BaseException:
             self.__exit__()
             raise

@@ -8,6 +8,7 @@ PKGS=(
   libcli11-dev nlohmann-json3-dev libgtest-dev
   iproute2 iptables libnetfilter-queue-dev libmnl-dev
   python3 python3-pytest curl iperf3 tcpdump tshark
+  ethtool gnuplot-nox kcptun
 )
 
 missing=()

@@ -21,6 +21,7 @@ import atexit
 import ctypes
 import dataclasses
 import hashlib
+import json
 import os
 import re
 import select
@@ -434,12 +435,18 @@ class TwoHosts:
     def processes(self) -> list[subprocess.Popen]:
         return list(self._procs)
 
-    def stop_link(self, timeout=TERM_TIMEOUT) -> str:
-        """Stops the link emulator and returns what it printed (its counters)."""
+    def stop_link(self) -> dict:
+        """Stops the link emulator; returns its counters per direction,
+        {"a2b": {"rx": .., "tx": .., "lost": .., ...}, "b2a": {...}}."""
         if self.linkemu is None:
-            return ""
+            raise TestbedError("this bed has no emulated link")
         self._stop_proc(self.linkemu)
-        return self.linkemu.stdout.read() if self.linkemu.stdout else ""
+        lines = (self.linkemu.stdout.read() if self.linkemu.stdout else "").split("\n")
+        last = [l for l in lines if l.startswith("{")]
+        if not last:
+            raise TestbedError(f"hooker-linkemu printed no counters "
+                               f"(exit {self.linkemu.returncode})")
+        return json.loads(last[-1])
 
     # -- context --------------------------------------------------------------
     def __enter__(self) -> "TwoHosts":

@@ -1,5 +1,4 @@
 """Fixtures for the link emulator's tests: beds whose link runs hooker-linkemu."""
-import json
 import os
 import sys
 
@@ -27,9 +26,3 @@ def emu_bed():
     for bed in beds:
         bed.close()
 
-
-def link_counters(bed):
-    """Stops the emulator and returns its per-direction counters."""
-    out = bed.stop_link().strip().splitlines()
-    assert out, "hooker-linkemu printed no counters"
-    return json.loads(out[-1])

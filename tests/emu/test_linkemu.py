@@ -12,7 +12,6 @@ import time
 import pytest
 
 import testbed
-from conftest import link_counters
 from testbed import LinkSpec
 
 PY = "/usr/bin/python3"
@@ -98,7 +97,7 @@ def test_loss_over_10000_packets(emu_bed):
         assert len(set(seqs)) == len(seqs), "loss alone must not duplicate"
         loss = 1 - len(seqs) / 10_000
         assert abs(loss - want) <= 0.01, f"{src.name}->{dst.name}: {loss:.4f} vs {want}"
-    c = link_counters(bed)
+    c = bed.stop_link()
     assert abs(c["a2b"]["lost"] / c["a2b"]["rx"] - 0.05) <= 0.01
 
 
@@ -126,7 +125,7 @@ def test_reordering(emu_bed):
 def test_corruption_is_caught_by_checksums(emu_bed):
     bed = emu_bed(LinkSpec(a2b={"corrupt_pct": 5}, seed=11))
     seqs = blast(bed, bed.a, bed.b, 4000, 6004)
-    c = link_counters(bed)
+    c = bed.stop_link()
     corrupted = c["a2b"]["corrupted"]
     assert 100 <= corrupted <= 300, c
     # every flipped bit lands in a checksummed header or payload: the host drops it
