@@ -104,10 +104,8 @@ struct hk_sk {
 /* A slot is a pair of loopback TCP sockets that hookerd keeps ready, so a
  * connection is bound to hookerd inside the kernel, in the established
  * callback, before the application can send a byte. The application's
- * sends are redirected (egress) into `out`, whose peer hookerd reads. */
-struct hk_slot {
-	struct hk_flow out;
-};
+ * sends are redirected (egress) into the slot's `out` socket, which sits at
+ * the slot's index in a SOCKMAP; hookerd reads them from its peer `in`. */
 
 /* Token table: what the ingress program checks and what hookerd frees
  * when a half-open handshake never completes. */

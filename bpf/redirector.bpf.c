@@ -52,12 +52,14 @@ struct {
 	__type(value, struct hk_sk);
 } sk_state SEC(".maps");
 
+/* Each slot's `out` socket at the slot's index: the hot path's redirect is
+ * an array lookup, not a hash of the tuple. */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(type, BPF_MAP_TYPE_SOCKMAP);
 	__uint(max_entries, HK_MAX_SLOTS);
 	__type(key, __u32);
-	__type(value, struct hk_slot);
-} slots SEC(".maps");
+	__type(value, __u64);
+} slot_out SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_QUEUE);
@@ -297,16 +299,11 @@ static __always_inline void bind_conn(struct bpf_sock_ops *skops,
 				      const struct hk_tcp_opt *peer, int active)
 {
 	struct hk_flow key;
-	struct hk_slot *slot;
 	struct hk_token tok = {};
 	__u64 cookie = bpf_get_socket_cookie(skops);
 	__u64 sk_addr;
 
 	flow_of(skops, &key);
-	slot = bpf_map_lookup_elem(&slots, &st->slot);
-	if (!slot)
-		goto fail;
-	st->target = slot->out;
 	st->redirect_flags = 0; /* egress: the slot's TCP gives back-pressure */
 	tok.slot = st->slot;
 	tok.state = HK_TOKEN_LIVE;
@@ -588,15 +585,25 @@ int hk_redirect(struct sk_msg_md *msg)
 	if (!msg->sk)
 		return SK_PASS;
 	st = bpf_sk_storage_get(&sk_state, msg->sk, NULL, 0);
-	if (!st || (st->state != HK_SK_MOVED && st->state != HK_SK_PROXY))
+	if (!st)
 		return SK_PASS;
-	verdict = bpf_msg_redirect_hash(msg, &socks, &st->target,
-					st->redirect_flags);
-	/* A missing target drops the message; the sender gets EACCES, and
-	 * the count says why. */
-	if (verdict != SK_PASS)
-		count(st->state == HK_SK_PROXY ? HK_CNT_INJECT_MISS : HK_CNT_REDIRECT_MISS);
-	return verdict;
+	if (st->state == HK_SK_MOVED) {
+		/* The application's send, into its slot (egress). */
+		verdict = bpf_msg_redirect_map(msg, &slot_out, st->slot, 0);
+		/* A missing target drops the message; the sender gets EACCES,
+		 * and the count says why. */
+		if (verdict != SK_PASS)
+			count(HK_CNT_REDIRECT_MISS);
+		return verdict;
+	}
+	if (st->state == HK_SK_PROXY) {
+		/* hookerd's write, into the application's receive queue. */
+		verdict = bpf_msg_redirect_hash(msg, &socks, &st->target, BPF_F_INGRESS);
+		if (verdict != SK_PASS)
+			count(HK_CNT_INJECT_MISS);
+		return verdict;
+	}
+	return SK_PASS;
 }
 
 /* args: struct sock *sk, int ret, int flags (include/trace/events/sock.h) */

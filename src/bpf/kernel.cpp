@@ -71,7 +71,7 @@ Result<std::unique_ptr<Kernel>> Kernel::load(const KernelConfig& cfg) {
     return sys_error("getrandom for the token secret");
   k->redir_->rodata->hk_secret[0] = secret[0];
   k->redir_->rodata->hk_secret[1] = secret[1];
-  bpf_map__set_max_entries(k->redir_->maps.slots, cfg.max_slots);
+  bpf_map__set_max_entries(k->redir_->maps.slot_out, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.free_slots, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.tokens, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.socks, 3 * cfg.max_slots);
@@ -121,7 +121,7 @@ Status Kernel::attach(const KernelConfig& cfg) {
     t = std::chrono::steady_clock::now();
   };
   // The verdict program first: a socket must never sit in the SOCKHASH
-  // without it.
+  // without it. (The slots' SOCKMAP holds redirect targets only.)
   int prog = bpf_program__fd(redir_->progs.hk_redirect);
   if (bpf_prog_attach(prog, socks_fd(), BPF_SK_MSG_VERDICT, 0))
     return sys_error("attach the sk_msg program to the SOCKHASH");
@@ -197,7 +197,7 @@ Kernel::~Kernel() {
 
 int Kernel::socks_fd() const { return bpf_map__fd(redir_->maps.socks); }
 int Kernel::sk_state_fd() const { return bpf_map__fd(redir_->maps.sk_state); }
-int Kernel::slots_fd() const { return bpf_map__fd(redir_->maps.slots); }
+int Kernel::slot_out_fd() const { return bpf_map__fd(redir_->maps.slot_out); }
 int Kernel::free_slots_fd() const { return bpf_map__fd(redir_->maps.free_slots); }
 int Kernel::tokens_fd() const { return bpf_map__fd(redir_->maps.tokens); }
 int Kernel::counters_fd() const { return bpf_map__fd(redir_->maps.counters); }

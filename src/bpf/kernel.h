@@ -42,7 +42,7 @@ class Kernel {
 
   int socks_fd() const;
   int sk_state_fd() const;
-  int slots_fd() const;
+  int slot_out_fd() const;
   int free_slots_fd() const;
   int tokens_fd() const;
   int counters_fd() const;

@@ -13,6 +13,5 @@ static_assert(sizeof(hk_tcp_opt) == HK_OPT_LEN);
 static_assert(sizeof(hk_wire_hdr) == 32);
 static_assert(sizeof(hk_flow) == 40);
 static_assert(sizeof(hk_sk) == 64);
-static_assert(sizeof(hk_slot) == 40);
 static_assert(sizeof(hk_token) == 16);
 static_assert(sizeof(hk_event) == 88);

@@ -39,11 +39,8 @@ Result<Slot> SlotPool::make_pair() {
   int one = 1;
   setsockopt(s.out.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   setsockopt(s.in.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  auto ok = flow_of_socket(s.out.get());
   auto ik = flow_of_socket(s.in.get());
-  if (!ok) return ok.error();
   if (!ik) return ik.error();
-  s.out_key = *ok;
   s.in_key = *ik;
   return s;
 }
@@ -51,14 +48,11 @@ Result<Slot> SlotPool::make_pair() {
 Status SlotPool::publish(uint32_t id) {
   Slot& s = *slots_[id];
   __u64 v = static_cast<__u64>(s.out.get());
-  if (bpf_map_update_elem(k_->socks_fd(), &s.out_key, &v, BPF_NOEXIST))
-    return sys_error("insert slot " + std::to_string(id) + " into the SOCKHASH");
+  if (bpf_map_update_elem(k_->slot_out_fd(), &id, &v, BPF_ANY))
+    return sys_error("put slot " + std::to_string(id) + " in the slot SOCKMAP");
   v = static_cast<__u64>(s.in.get());
   if (bpf_map_update_elem(k_->socks_fd(), &s.in_key, &v, BPF_NOEXIST))
     return sys_error("insert slot " + std::to_string(id) + " into the SOCKHASH");
-  hk_slot hs{s.out_key};
-  if (bpf_map_update_elem(k_->slots_fd(), &id, &hs, BPF_ANY))
-    return sys_error("describe slot " + std::to_string(id) + " to the kernel");
   return offer(id);
 }
 

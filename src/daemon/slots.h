@@ -23,7 +23,7 @@ namespace hooker {
 
 struct Slot {
   Fd out, in;
-  hk_flow out_key{}, in_key{};
+  hk_flow in_key{};  // its key in the SOCKHASH; `out` is at the slot's index
 };
 
 class SlotPool {
