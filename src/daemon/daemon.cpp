@@ -14,6 +14,8 @@
 #include <sys/un.h>
 
 #include <algorithm>
+#include <optional>
+#include <thread>
 #include <cstdio>
 #include <filesystem>
 
@@ -54,6 +56,14 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const Options& o) {
   return d;
 }
 
+Status Daemon::open_fin_hold() {
+  auto f = FinHold::open(opt_.port, opt_.redirect,
+                         [this](const hk_flow& fl, uint32_t id) { return on_fin(fl, id); });
+  if (!f) return f.error();
+  fins_ = f.take();
+  return ok();
+}
+
 void Daemon::phase(const char* name) {
   auto now = std::chrono::steady_clock::now();
   startup_ms.emplace_back(name, std::chrono::duration<double, std::milli>(now - phase_t0_).count());
@@ -86,6 +96,16 @@ Status Daemon::setup() {
     return sys_error("listen on control socket " + opt_.control);
   phase("udp_and_control");
 
+  // The FIN-hold rules are installed by iptables processes: they run while
+  // the kernel programs load. A failed start still waits for them, and the
+  // destructor removes them.
+  Status rules_status = ok();
+  std::thread rules([this, &rules_status] { rules_status = open_fin_hold(); });
+  struct Join {
+    std::thread& t;
+    ~Join() { if (t.joinable()) t.join(); }
+  } join{rules};
+
   KernelConfig kc{opt_.cgroup, opt_.ifaces, opt_.xdp_mode, opt_.port, opt_.redirect,
                   opt_.pin_dir, opt_.max_conns};
   // Interfaces are checked before loading anything.
@@ -114,11 +134,9 @@ Status Daemon::setup() {
   by_slot_.resize(opt_.max_conns);
   phase("slot_pool");
 
-  auto fins = FinHold::open(opt_.port, opt_.redirect,
-                            [this](const hk_flow& f, uint32_t id) { return on_fin(f, id); });
-  if (!fins) return fins.error();
-  fins_ = fins.take();
-  phase("fin_hold_rules");
+  rules.join();
+  if (!rules_status) return rules_status;
+  phase("fin_hold_rules_wait");
 
   // Raw sockets to reset connections as TCP would (see inject_rst).
   raw4_.reset(socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW));

@@ -44,6 +44,7 @@ class Daemon {
  private:
   Daemon(const Options& o) : opt_(o) {}
   Status setup();
+  Status open_fin_hold();  // runs on a thread while the kernel programs load
   void phase(const char* name);
   std::chrono::steady_clock::time_point phase_t0_ = std::chrono::steady_clock::now();
 
