@@ -90,9 +90,13 @@ Status FinHold::install_rules(const std::vector<uint16_t>& ports) {
           "--queue-num", std::to_string(queue_num_), "--queue-bypass"};
       std::vector<std::string> add = {tool, "-w", "-I"};
       add.insert(add.end(), spec.begin(), spec.end());
-      if (auto s = run_command(add); !s) return s;
       std::vector<std::string> del = {tool, "-w", "-D"};
       del.insert(del.end(), spec.begin(), spec.end());
+      // A hookerd killed with SIGKILL left its rules: remove them first, so
+      // they do not pile up.
+      for (int i = 0; i < 8 && run_command(del); i++) {
+      }
+      if (auto s = run_command(add); !s) return s;
       rules_.push_back(std::move(del));
     }
   }
