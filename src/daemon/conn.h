@@ -55,6 +55,7 @@ struct Conn {
   bool stalled() const { return unacked() || (credit() == 0 && !out_eof); }
   bool end_acked = false;
   bool ack_pending = false;  // an ACK is owed but the UDP queue was full
+  bool failed = false;       // hookerd's own side broke: reset at the next check
 
   // peer -> application
   Reassembly in;

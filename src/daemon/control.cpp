@@ -52,6 +52,7 @@ std::string Daemon::status_json() const {
       {"resets_received", cnt_.resets_received},
       {"resets_lost_datagram", cnt_.resets_lost_datagram},
       {"resets_peer_silent", cnt_.resets_peer_silent},
+      {"resets_local_failure", cnt_.resets_local_failure},
       {"rst_injected", cnt_.rst_injected},
       {"delivery_retries", cnt_.delivery_retries},
       {"conns_moved", cnt_.conns_moved},

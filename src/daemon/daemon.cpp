@@ -14,10 +14,9 @@
 #include <sys/un.h>
 
 #include <algorithm>
-#include <optional>
-#include <thread>
 #include <cstdio>
 #include <filesystem>
+#include <thread>
 
 namespace hooker {
 
@@ -96,6 +95,11 @@ Status Daemon::setup() {
     return sys_error("listen on control socket " + opt_.control);
   phase("udp_and_control");
 
+  // Interfaces are checked before anything is loaded or installed.
+  for (auto& i : opt_.ifaces)
+    if (!if_nametoindex(i.c_str()))
+      return Error{"no interface '" + i + "' in this network namespace (ip link shows them)", 0};
+
   // The FIN-hold rules are installed by iptables processes: they run while
   // the kernel programs load. A failed start still waits for them, and the
   // destructor removes them.
@@ -108,10 +112,6 @@ Status Daemon::setup() {
 
   KernelConfig kc{opt_.cgroup, opt_.ifaces, opt_.xdp_mode, opt_.port, opt_.redirect,
                   opt_.pin_dir, opt_.max_conns};
-  // Interfaces are checked before loading anything.
-  for (auto& i : opt_.ifaces)
-    if (!if_nametoindex(i.c_str()))
-      return Error{"no interface '" + i + "' in this network namespace (ip link shows them)", 0};
   auto slots_ok = [&]() -> Status {
     auto k = Kernel::load(kc);
     if (!k) return k.error();
@@ -252,7 +252,7 @@ void Daemon::on_bound(const hk_event& ev) {
 // ---- application -> wire -------------------------------------------------
 
 void Daemon::pump(Conn& c) {
-  while (!c.out_eof) {
+  while (!c.out_eof && !c.failed) {
     uint64_t credit = c.credit();
     size_t room = udp_->room();
     if (credit == 0) return;  // the peer's ACK calls pump again
@@ -274,7 +274,10 @@ void Daemon::pump(Conn& c) {
     ssize_t n = readv(c.in_fd, iov, static_cast<int>(frames));
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) return;
-      n = 0;  // the slot broke: treat as the end of the stream
+      // The slot broke: the stream cannot be completed, and an END would
+      // pass a truncated one off as whole. The next loss check resets it.
+      c.failed = true;
+      return;
     }
     if (n == 0) {
       c.out_eof = true;
@@ -283,7 +286,7 @@ void Daemon::pump(Conn& c) {
     udp_->commit_data(static_cast<size_t>(n), c.peer_token, c.sent, c.peer);
     c.sent += static_cast<uint64_t>(n);
   }
-  if (c.out_eof && !c.end_sent) {
+  if (c.out_eof && !c.end_sent && !c.failed) {
     if (udp_->room() == 0) flush();
     if (udp_->room() == 0) {
       tx_waiters_.push_back(&c);
@@ -523,10 +526,14 @@ constexpr int kMaxProbes = 12;                                 // ~7 s unanswere
 
 void Daemon::check_losses() {
   auto now = Clock::now();
-  struct Dead { Conn* c; bool lost; const char* why; };
+  struct Dead { Conn* c; uint64_t* counter; const char* why; };
   std::vector<Dead> dead;
   for (auto& [tok, cp] : by_token_) {
     Conn& c = *cp;
+    if (c.failed) {
+      dead.push_back({&c, &cnt_.resets_local_failure, "its slot failed"});
+      continue;
+    }
     // Receiving: a hole that does not fill means a datagram is gone for
     // good (this mechanism does not retransmit). END reveals a lost tail.
     bool hole = c.in.out_of_order() > 0 || (c.peer_end && c.in.next() < *c.peer_end);
@@ -535,7 +542,8 @@ void Daemon::check_losses() {
     } else if (c.gap_since == Clock::time_point{}) {
       c.gap_since = now;
     } else if (now - c.gap_since > kGapTimeout) {
-      dead.push_back({&c, true, "a datagram was lost (a hole in the stream did not fill)"});
+      dead.push_back({&c, &cnt_.resets_lost_datagram,
+                      "a datagram was lost (a hole in the stream did not fill)"});
       continue;
     }
     // Sending: data out without acknowledgement, or no credit; ask the peer
@@ -544,7 +552,7 @@ void Daemon::check_losses() {
     auto wait = std::min<Clock::duration>(kProbeAfter * (c.probes + 1), kProbeMax);
     if (c.stalled() && now - c.progress_at > wait) {
       if (c.probes >= kMaxProbes) {
-        dead.push_back({&c, false, "the peer stopped answering"});
+        dead.push_back({&c, &cnt_.resets_peer_silent, "the peer stopped answering"});
         continue;
       }
       c.probes++;
@@ -555,7 +563,7 @@ void Daemon::check_losses() {
     }
   }
   for (auto& d : dead) {
-    (d.lost ? cnt_.resets_lost_datagram : cnt_.resets_peer_silent)++;
+    ++*d.counter;
     reset(*d.c, d.why, true);
   }
 }
