@@ -45,6 +45,7 @@ std::string Daemon::status_json() const {
       {"rx_unknown_token", cnt_.rx_unknown_token},
       {"rx_wrong_source", cnt_.rx_wrong_source},
       {"rx_duplicate", cnt_.rx_duplicate},
+      {"rx_out_of_order", cnt_.rx_out_of_order},
       {"rx_beyond_window", cnt_.rx_beyond_window},
       {"rx_stashed", cnt_.rx_stashed},
       {"rx_after_close", cnt_.rx_after_close},

@@ -387,6 +387,7 @@ void Daemon::on_datagram(const sockaddr_in6& from, std::span<const std::byte> d)
       }
       auto a = c.in.add(f.offset, f.payload);
       if (a == Reassembly::Added::kDuplicate) cnt_.rx_duplicate++;
+      if (a == Reassembly::Added::kBuffered) cnt_.rx_out_of_order++;
       if (a == Reassembly::Added::kBeyondWindow) cnt_.rx_beyond_window++;
       if (std::find(touched_.begin(), touched_.end(), &c) == touched_.end())
         touched_.push_back(&c);  // delivered once the batch is read

@@ -23,7 +23,7 @@ namespace hooker {
 // hk_counter); every reason a datagram is not delivered has one.
 struct DaemonCounters {
   uint64_t rx_malformed = 0, rx_unknown_token = 0, rx_wrong_source = 0;
-  uint64_t rx_duplicate = 0, rx_beyond_window = 0, rx_stashed = 0;
+  uint64_t rx_duplicate = 0, rx_out_of_order = 0, rx_beyond_window = 0, rx_stashed = 0;
   uint64_t rx_after_close = 0, resets_sent = 0, resets_received = 0;
   uint64_t resets_lost_datagram = 0, resets_peer_silent = 0, resets_local_failure = 0;
   uint64_t rst_injected = 0;
