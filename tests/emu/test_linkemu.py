@@ -64,7 +64,10 @@ def blast(bed, src, dst, n, port, payload=32):
     rx.settimeout(1.0)
     try:
         while True:
-            seqs.append(int.from_bytes(rx.recv(2048)[:4], "big"))
+            d = rx.recv(2048)
+            # a datagram altered on the way would not be its number repeated
+            assert d == d[:4] * (payload // 4), f"altered datagram delivered: {d!r}"
+            seqs.append(int.from_bytes(d[:4], "big"))
     except socket.timeout:
         pass
     rx.close()
@@ -128,8 +131,11 @@ def test_corruption_is_caught_by_checksums(emu_bed):
     c = bed.stop_link()
     corrupted = c["a2b"]["corrupted"]
     assert 100 <= corrupted <= 300, c
-    # every flipped bit lands in a checksummed header or payload: the host drops it
-    assert len(seqs) == 4000 - corrupted
+    # Every flipped bit lands in a checksummed header or payload: the host drops the
+    # datagram (blast() also checks no altered one arrives). The counter also covers
+    # the bed's own few frames (TCP probe, IPv6 ND), hence the small slack.
+    lost = 4000 - len(seqs)
+    assert corrupted - 5 <= lost <= corrupted, (lost, c)
 
 
 def tcp_transfer(bed, nbytes, fam="ip4", port=6005, timeout=60):
