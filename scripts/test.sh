@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 export HOOKER_BUILD=$(realpath "$BUILD")
 rc=0
 ctest --test-dir "$BUILD" --output-on-failure || rc=1
-/usr/bin/python3 -m pytest -q -p no:cacheprovider tests || rc=1
+/usr/bin/python3 -m pytest -q -p no:cacheprovider tests bench/test_bench_cli.py || rc=1
 exit $rc
