@@ -151,7 +151,7 @@ def find_linkemu() -> Path:
     if not out.exists():
         tmp = out.with_suffix(".tmp%d" % os.getpid())
         _sh(["g++", "-std=c++20", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread",
-             "-o", str(tmp), *[str(p) for p in sources if p.suffix == ".cpp"]],
+             "-I", str(REPO / "src"), "-o", str(tmp), *[str(p) for p in sources if p.suffix == ".cpp"]],
             timeout=300)
         os.replace(tmp, out)
     return out

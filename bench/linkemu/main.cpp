@@ -33,7 +33,7 @@ int relay(const Options& o) {
   Port a = open_port(o.port_a);
   Port b = open_port(o.port_b);
   Fd stop(eventfd(0, EFD_CLOEXEC));
-  if (!stop) throw Error(std::string("eventfd: ") + std::strerror(errno));
+  if (!stop.valid()) throw Error(std::string("eventfd: ") + std::strerror(errno));
 
   // Signals are taken by sigwait() in this thread only; the relay threads never
   // see them, so their syscalls are not interrupted mid-batch.

@@ -28,7 +28,7 @@ Port open_port(const std::string& ifname) {
   // Protocol 0 at creation, ETH_P_ALL at bind: the socket then never queues frames
   // from other interfaces in the instant between socket() and bind().
   p.fd = Fd(::socket(AF_PACKET, SOCK_RAW, 0));
-  if (!p.fd) fail(ifname, "socket(AF_PACKET)");
+  if (!p.fd.valid()) fail(ifname, "socket(AF_PACKET)");
 
   // Our own transmissions would otherwise come back to us as received frames and be
   // relayed again, forever.

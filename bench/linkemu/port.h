@@ -4,9 +4,11 @@
 #include <stdexcept>
 #include <string>
 
-#include "fd.h"
+#include "bpf/fd.h"  // the project's one Fd (src/bpf/fd.h)
 
 namespace linkemu {
+
+using hooker::Fd;
 
 // A failure that stops the emulator; the message says what failed and on which port.
 struct Error : std::runtime_error {
