@@ -1,6 +1,6 @@
 #include "daemon/daemon.h"
 
-#include "core/rst.h"
+#include "daemon/tuning.h"
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -23,15 +23,6 @@ namespace hooker {
 namespace {
 enum Tag : uint64_t { kRing = 1, kUdp, kSlot, kSignal, kTimer, kControl, kFins };
 uint64_t tag(Tag t, uint32_t i = 0) { return (uint64_t{t} << 32) | i; }
-
-constexpr uint32_t kTickMs = 5;
-constexpr size_t kStashLimit = 1 << 20;         // early datagrams, all tokens
-constexpr uint32_t kMaxWindow = 4 << 20;
-constexpr uint64_t kRxBudget = 24ull << 20;     // payload the UDP buffer holds
-constexpr uint32_t kPoolLow = 32, kPoolBatch = 32;
-constexpr uint64_t kAppQueue = 1 << 20;  // bytes written but not yet read, per connection
-constexpr uint64_t kEmbryonicNs = 75ull * 1000 * 1000 * 1000;  // > SYN-ACK retries
-constexpr uint64_t kGuardNs = 60ull * 1000 * 1000 * 1000;
 
 Status epoll_add(int ep, int fd, uint32_t events, uint64_t data) {
   epoll_event e{};
@@ -506,117 +497,6 @@ void Daemon::ack(Conn& c, uint8_t flags) {
   c.acked_limit = limit;
 }
 
-void Daemon::send_reset(uint64_t peer_token, const sockaddr_in6& to) {
-  if (udp_->room() == 0) flush();
-  if (udp_->room() == 0) {
-    resets_owed_.push_back({peer_token, to});  // sent once the queue drains
-    return;
-  }
-  udp_->queue({HK_WIRE_RESET, HK_MECH_UDP, peer_token, 0, 0, {}}, to);
-  cnt_.resets_sent++;
-}
-
-// ---- loss and reset --------------------------------------------------------
-
-namespace {
-constexpr auto kGapTimeout = std::chrono::milliseconds(250);  // a hole that stays
-constexpr auto kProbeAfter = std::chrono::milliseconds(100);  // no ACK progress
-constexpr auto kProbeMax = std::chrono::milliseconds(1000);   // backoff cap
-constexpr int kMaxProbes = 12;                                 // ~7 s unanswered
-}  // namespace
-
-void Daemon::check_losses() {
-  auto now = Clock::now();
-  struct Dead { Conn* c; uint64_t* counter; const char* why; };
-  std::vector<Dead> dead;
-  for (auto& [tok, cp] : by_token_) {
-    Conn& c = *cp;
-    if (c.failed) {
-      dead.push_back({&c, &cnt_.resets_local_failure, "its slot failed"});
-      continue;
-    }
-    // Receiving: a hole that does not fill means a datagram is gone for
-    // good (this mechanism does not retransmit). END reveals a lost tail.
-    bool hole = c.in.out_of_order() > 0 || (c.peer_end && c.in.next() < *c.peer_end);
-    if (!hole) {
-      c.gap_since = {};
-    } else if (c.gap_since == Clock::time_point{}) {
-      c.gap_since = now;
-    } else if (now - c.gap_since > kGapTimeout) {
-      dead.push_back({&c, &cnt_.resets_lost_datagram,
-                      "a datagram was lost (a hole in the stream did not fill)"});
-      continue;
-    }
-    // Sending: data out without acknowledgement, or no credit; ask the peer
-    // where it stands (its answer also carries a lost window update).
-    c.sent_history[c.history_at++ % c.sent_history.size()] = c.sent;
-    auto wait = std::min<Clock::duration>(kProbeAfter * (c.probes + 1), kProbeMax);
-    if (c.stalled() && now - c.progress_at > wait) {
-      if (c.probes >= kMaxProbes) {
-        dead.push_back({&c, &cnt_.resets_peer_silent, "the peer stopped answering"});
-        continue;
-      }
-      c.probes++;
-      // The oldest entry: `sent` 8 checks (160 ms) ago, far longer than any
-      // reordering between the two hosts.
-      c.probe_offset = c.sent_history[c.history_at % c.sent_history.size()];
-      ack(c, HK_WIRE_F_PROBE);
-    }
-  }
-  for (auto& d : dead) {
-    ++*d.counter;
-    reset(*d.c, d.why, true);
-  }
-}
-
-void Daemon::reset(Conn& c, const char* why, bool tell_peer) {
-  fprintf(stderr, "hookerd: reset %s: %s\n", to_string(c.app).c_str(), why);
-  if (tell_peer) {
-    send_reset(c.peer_token, c.peer);
-    send_reset(c.peer_token, c.peer);  // a lost RESET only delays the peer's own detection
-  }
-  c.inbound_dead = true;  // not one byte more reaches the application
-  inject_rst(c);
-  retire(c);
-}
-
-void Daemon::inject_rst(const Conn& c) {
-  bool v4 = flow_is_v4(c.app);
-  int fd = v4 ? raw4_.get() : raw6_.get();
-  uint32_t local[4], remote[4];
-  std::memcpy(local, c.app.laddr, 16);
-  std::memcpy(remote, c.app.raddr, 16);
-  if (v4) {
-    local[0] = v4_word(c.app, c.app.laddr);
-    remote[0] = v4_word(c.app, c.app.raddr);
-  }
-  auto send_to = [&](const uint32_t* dst, const std::vector<uint8_t>& pkt) {
-    sockaddr_storage ss{};
-    socklen_t len;
-    if (v4) {
-      auto& a = reinterpret_cast<sockaddr_in&>(ss);
-      a.sin_family = AF_INET;
-      a.sin_addr.s_addr = dst[0];
-      len = sizeof(a);
-    } else {
-      auto& a = reinterpret_cast<sockaddr_in6&>(ss);
-      a.sin6_family = AF_INET6;
-      std::memcpy(&a.sin6_addr, dst, 16);
-      len = sizeof(a);
-    }
-    if (sendto(fd, pkt.data(), pkt.size(), 0, reinterpret_cast<sockaddr*>(&ss), len) > 0)
-      cnt_.rst_injected++;
-  };
-  // Each end expects the other's sequence number, or one more after a FIN;
-  // only the exact one resets (RFC 5961), the other is ignored.
-  for (uint32_t d : {0u, 1u}) {
-    // To our application, as if from the peer: delivered locally.
-    send_to(local, build_rst(v4, remote, c.app.rport, local, c.app.lport, c.rcv_nxt + d));
-    // To the peer's application, as ours would send it.
-    send_to(remote, build_rst(v4, local, c.app.lport, remote, c.app.rport, c.snd_nxt + d));
-  }
-}
-
 // ---- FINs and the end of a connection ------------------------------------
 
 bool Daemon::on_fin(const hk_flow& local, uint32_t id) {
@@ -667,64 +547,6 @@ void Daemon::retire(Conn& c) {
   by_slot_[slot].reset();
   if (auto s = slots_->recycle(slot); !s)
     fprintf(stderr, "hookerd: slot %u lost: %s\n", slot, s.error().message().c_str());
-}
-
-// ---- housekeeping --------------------------------------------------------
-
-void Daemon::keep_pool_full() {
-  auto k = kernel_->counters();
-  uint64_t free = slots_->offered() - k[HK_CNT_SLOT_TAKEN] + k[HK_CNT_SLOT_RETURNED];
-  if (free < kPoolLow && slots_->created() < slots_->max())
-    if (auto s = slots_->grow(kPoolBatch); !s)
-      fprintf(stderr, "hookerd: cannot grow the slot pool: %s\n", s.error().message().c_str());
-}
-
-void Daemon::gc_embryonic() {
-  // A SYN-ACK that accepted Hooker reserved a slot; if its handshake never
-  // completed (a scan, a SYN flood) the slot goes back to the pool.
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  uint64_t now = static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
-  uint64_t key, next;
-  std::vector<std::pair<uint64_t, uint32_t>> dead;
-  int fd = kernel_->tokens_fd();
-  for (int r = bpf_map_get_next_key(fd, nullptr, &key); r == 0;
-       r = bpf_map_get_next_key(fd, &key, &next), key = next) {
-    hk_token t;
-    if (bpf_map_lookup_elem(fd, &key, &t) == 0 && t.state == HK_TOKEN_EMBRYONIC &&
-        now - t.created_ns > kEmbryonicNs)
-      dead.emplace_back(key, t.slot);
-  }
-  for (auto [tok, slot] : dead)
-    if (bpf_map_delete_elem(fd, &tok) == 0) (void)slots_->offer(slot);
-
-  // A FIN-ACK guard older than a minute: the peer keeps its half open. Let
-  // the ACK through (the reader risks one EAGAIN) rather than have TCP give
-  // up on the unacknowledged FIN.
-  hk_flow fk, fnext;
-  std::vector<hk_flow> stale;
-  int gfd = kernel_->fin_guards_fd();
-  for (int r = bpf_map_get_next_key(gfd, nullptr, &fk); r == 0;
-       r = bpf_map_get_next_key(gfd, &fk, &fnext), fk = fnext) {
-    hk_fin_guard g;
-    if (bpf_map_lookup_elem(gfd, &fk, &g) == 0 && now - g.since_ns > kGuardNs)
-      stale.push_back(fk);
-  }
-  for (auto& k : stale) bpf_map_delete_elem(gfd, &k);
-}
-
-void Daemon::on_timer() {
-  uint64_t expirations;
-  (void)!read(timer_.get(), &expirations, sizeof(expirations));
-  ticks_++;
-  auto retry = std::move(retry_);
-  retry_.clear();
-  for (Conn* c : retry) deliver(*c);  // acknowledges if the window opened
-  if (ticks_ % 4 == 0) check_losses();
-  if (ticks_ % (1000 / kTickMs) == 0) {
-    keep_pool_full();
-    gc_embryonic();
-  }
 }
 
 Status Daemon::run() {

@@ -1,0 +1,71 @@
+// Timers: delivery retries, loss checks, the slot pool, stale kernel state.
+#include <bpf/bpf.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "daemon/daemon.h"
+#include "daemon/tuning.h"
+
+namespace hooker {
+
+// ---- housekeeping --------------------------------------------------------
+
+void Daemon::keep_pool_full() {
+  auto k = kernel_->counters();
+  uint64_t free = slots_->offered() - k[HK_CNT_SLOT_TAKEN] + k[HK_CNT_SLOT_RETURNED];
+  if (free < kPoolLow && slots_->created() < slots_->max())
+    if (auto s = slots_->grow(kPoolBatch); !s)
+      fprintf(stderr, "hookerd: cannot grow the slot pool: %s\n", s.error().message().c_str());
+}
+
+void Daemon::gc_embryonic() {
+  // A SYN-ACK that accepted Hooker reserved a slot; if its handshake never
+  // completed (a scan, a SYN flood) the slot goes back to the pool.
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t now = static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
+  uint64_t key, next;
+  std::vector<std::pair<uint64_t, uint32_t>> dead;
+  int fd = kernel_->tokens_fd();
+  for (int r = bpf_map_get_next_key(fd, nullptr, &key); r == 0;
+       r = bpf_map_get_next_key(fd, &key, &next), key = next) {
+    hk_token t;
+    if (bpf_map_lookup_elem(fd, &key, &t) == 0 && t.state == HK_TOKEN_EMBRYONIC &&
+        now - t.created_ns > kEmbryonicNs)
+      dead.emplace_back(key, t.slot);
+  }
+  for (auto [tok, slot] : dead)
+    if (bpf_map_delete_elem(fd, &tok) == 0) (void)slots_->offer(slot);
+
+  // A FIN-ACK guard older than a minute: the peer keeps its half open. Let
+  // the ACK through (the reader risks one EAGAIN) rather than have TCP give
+  // up on the unacknowledged FIN.
+  hk_flow fk, fnext;
+  std::vector<hk_flow> stale;
+  int gfd = kernel_->fin_guards_fd();
+  for (int r = bpf_map_get_next_key(gfd, nullptr, &fk); r == 0;
+       r = bpf_map_get_next_key(gfd, &fk, &fnext), fk = fnext) {
+    hk_fin_guard g;
+    if (bpf_map_lookup_elem(gfd, &fk, &g) == 0 && now - g.since_ns > kGuardNs)
+      stale.push_back(fk);
+  }
+  for (auto& k : stale) bpf_map_delete_elem(gfd, &k);
+}
+
+void Daemon::on_timer() {
+  uint64_t expirations;
+  (void)!read(timer_.get(), &expirations, sizeof(expirations));
+  ticks_++;
+  auto retry = std::move(retry_);
+  retry_.clear();
+  for (Conn* c : retry) deliver(*c);  // acknowledges if the window opened
+  if (ticks_ % 4 == 0) check_losses();
+  if (ticks_ % (1000 / kTickMs) == 0) {
+    keep_pool_full();
+    gc_embryonic();
+  }
+}
+
+}  // namespace hooker
