@@ -344,16 +344,8 @@ class Suite:
         if v == "kcptun":
             kcp = wl.Kcptun(bed, wl.IPERF_PORT)
             try:
-                r = bed.a.run(["iperf3", "-c", "127.0.0.1", "-p", str(wl.KCP_LOCAL), "-t",
-                               f"{secs:g}", "-P", str(streams), "-J"],
-                              timeout=secs + 30, check=False)
-                try:
-                    j = json.loads(r.stdout)
-                except json.JSONDecodeError:
-                    raise RuntimeError(f"iperf3 over kcptun: {r.stderr.strip()[-200:]}")
-                if "error" in j:
-                    raise RuntimeError(f"iperf3 over kcptun: {j['error']}")
-                return j["end"]["sum_received"]["bits_per_second"] / 1e9
+                return wl.iperf3(bed, streams, secs, port=wl.KCP_LOCAL, host="127.0.0.1",
+                                 what="iperf3 over kcptun")
             finally:
                 kcp.close()
         if v.startswith("hooker"):

@@ -345,16 +345,18 @@ def _bpftool_json(*args) -> list:
 
 # ------------------------------------------------------------------ iperf3
 
-def iperf3(bed: testbed.TwoHosts, streams: int, seconds: float, port=IPERF_PORT) -> float:
-    """One iperf3 run a -> b against a server already listening; Gbit/s received."""
-    r = bed.a.run(["iperf3", "-c", bed.b.ip4, "-p", str(port), "-t", f"{seconds:g}",
+def iperf3(bed: testbed.TwoHosts, streams: int, seconds: float, port=IPERF_PORT,
+           host: str | None = None, what="iperf3") -> float:
+    """One iperf3 run from a against a server already listening (on b unless
+    `host` says where, e.g. a local port-forward); Gbit/s received."""
+    r = bed.a.run(["iperf3", "-c", host or bed.b.ip4, "-p", str(port), "-t", f"{seconds:g}",
                    "-P", str(streams), "-J"], timeout=seconds + 30, check=False)
     try:
         j = json.loads(r.stdout)
     except json.JSONDecodeError:
-        raise RuntimeError(f"iperf3: exit {r.returncode}: {r.stderr.strip()[-200:]}")
+        raise RuntimeError(f"{what}: exit {r.returncode}: {r.stderr.strip()[-200:]}")
     if "error" in j:
-        raise RuntimeError(f"iperf3: {j['error']}")
+        raise RuntimeError(f"{what}: {j['error']}")
     return j["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
