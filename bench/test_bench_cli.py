@@ -2,7 +2,9 @@
 anything is built, and the report renders what it is given (and nothing else)."""
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -13,11 +15,9 @@ sys.path.insert(0, str(HERE))
 import report  # noqa: E402
 
 
-def run_sh(*args, user=None):
-    argv = ["bash", str(HERE / "run.sh"), *args]
-    if user is not None:
-        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"] + argv
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+def run_sh(*args):
+    return subprocess.run(["bash", str(HERE / "run.sh"), *args], capture_output=True,
+                          text=True, timeout=60)
 
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the bench only runs as root")
@@ -42,8 +42,20 @@ def test_bad_input_is_refused_clearly(args, says):
 
 @needs_root
 def test_not_root_is_refused():
-    r = run_sh("build", "quick", user=65534)
-    assert r.returncode == 2
+    # A copy the unprivileged user can read wherever the checkout lives (a
+    # clone under a 0700 directory would refuse it with "Permission denied").
+    d = Path(tempfile.mkdtemp(prefix="hooker-bench-cli-"))
+    try:
+        d.chmod(0o755)
+        script = d / "run.sh"
+        shutil.copy(HERE / "run.sh", script)
+        script.chmod(0o755)
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            "bash", str(script), "build", "quick"],
+                           capture_output=True, text=True, timeout=60)
+    finally:
+        shutil.rmtree(d)
+    assert r.returncode == 2, r.stderr
     assert "needs root" in r.stderr
 
 
