@@ -104,8 +104,34 @@ struct hk_sk {
 /* A slot is a pair of loopback TCP sockets that hookerd keeps ready, so a
  * connection is bound to hookerd inside the kernel, in the established
  * callback, before the application can send a byte. The application's
- * sends are redirected (egress) into the slot's `out` socket, which sits at
- * the slot's index in a SOCKMAP; hookerd reads them from its peer `in`. */
+ * sends are redirected into the slot's `out` socket, which sits at the
+ * slot's index in a SOCKMAP (see hk_lanes for the two ways in). */
+
+/* The two lanes of an application's sends into hookerd. The fast lane
+ * redirects with BPF_F_INGRESS straight into the receive queue of the
+ * slot's `out` socket: no TCP on the way, but nothing there can make the
+ * application wait. So once hookerd is HK_FAST_LANE_LIMIT bytes behind,
+ * sends take the slow lane instead: egress through `out`, over loopback,
+ * into `in`, where the slot's small TCP buffers block the application
+ * until hookerd catches up.
+ * Order: the lanes take turns. The switch to slow happens in a verdict,
+ * after every earlier fast byte is queued, so hookerd that sees the slow
+ * mode drains the fast lane and then reads the slow one. The switch back
+ * happens only once hookerd has read every byte the application's
+ * finished sends returned (the sock_send_length tracepoint counts them
+ * exactly, whatever a send left undone), and none of the send in
+ * progress went slow. One entry per slot, in an mmap-able array. */
+#define HK_LANE_SLOW 1ull /* in mode; the other bits count switches */
+#define HK_FAST_LANE_LIMIT (2u << 20)
+
+struct hk_lanes {
+	__u64 mode;       /* HK_LANE_SLOW | switches << 1 (kernel) */
+	__u64 sent;       /* bytes the application's sends returned (kernel) */
+	__u64 call_bytes; /* routed by the send in progress (kernel) */
+	__u64 call_slow;  /* of which by the slow lane (kernel) */
+	__u64 read;       /* bytes hookerd took from the lanes (hookerd) */
+	__u64 pad[3];
+};
 
 /* Token table: what the ingress program checks and what hookerd frees
  * when a half-open handshake never completes. */
@@ -183,6 +209,8 @@ enum hk_counter {
 	HK_CNT_XDP_BAD_LEN,       /* header length disagrees with UDP length */
 	HK_CNT_XDP_UNKNOWN_TOKEN, /* no live connection has this token */
 	HK_CNT_XDP_FIN_ACK_HELD,  /* ACK of our FIN dropped (see hk_fin_guard) */
+	HK_CNT_LANE_SLOW,         /* switches to the slow lane (hk_lanes) */
+	HK_CNT_LANE_FAST,         /* and back */
 	HK_CNT__MAX,
 };
 
@@ -192,7 +220,8 @@ enum hk_counter {
 	    "redirect_miss", "inject_miss", "event_lost", "slot_taken", "slot_returned",      \
 	    "xdp_pass", "xdp_drop_short",       \
 	    "xdp_drop_bad_magic", "xdp_drop_bad_version", "xdp_drop_bad_len",  \
-	    "xdp_drop_unknown_token", "xdp_fin_ack_held"
+	    "xdp_drop_unknown_token", "xdp_fin_ack_held", "lane_to_slow",      \
+	    "lane_to_fast"
 
 #define HK_MAX_SLOTS 65536
 #define HK_MAX_PORTS 1024

@@ -74,10 +74,11 @@ struct {
 	__type(value, __u8);
 } ports SEC(".maps");
 
-/* Application reads: the sock_recv_length tracepoint counts what each moved
- * application socket consumed, so hookerd can bound what it queues there
- * (the kernel does not bound redirected bytes by the receive buffer). The
- * socket is known to the tracepoint only by address. */
+/* Moved application sockets by address, which is all the sock_send_length
+ * and sock_recv_length tracepoints know of a socket. The send side counts
+ * what each application's sends returned (hk_lanes); the receive side what
+ * it consumed, so hookerd can bound what it queues there (the kernel does
+ * not bound redirected bytes by the receive buffer). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, HK_MAX_SLOTS);
@@ -91,6 +92,14 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } consumed SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, HK_MAX_SLOTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct hk_lanes);
+} lanes SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -301,10 +310,17 @@ static __always_inline void bind_conn(struct bpf_sock_ops *skops,
 	struct hk_flow key;
 	struct hk_token tok = {};
 	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct hk_lanes *lane;
 	__u64 sk_addr;
 
 	flow_of(skops, &key);
-	st->redirect_flags = 0; /* egress: the slot's TCP gives back-pressure */
+	st->redirect_flags = 0; /* the lanes decide, per send (into_slot) */
+	/* A fresh stream: the slot's lanes start empty and fast, before the
+	 * first send can look at them (hookerd hears of it only later). */
+	lane = bpf_map_lookup_elem(&lanes, &st->slot);
+	if (!lane)
+		goto fail;
+	__builtin_memset(lane, 0, sizeof(*lane));
 	tok.slot = st->slot;
 	tok.state = HK_TOKEN_LIVE;
 	tok.created_ns = bpf_ktime_get_ns();
@@ -576,6 +592,46 @@ int hk_sockops(struct bpf_sock_ops *skops)
 /* Runs on every sendmsg()/write()/sendfile() of a socket in `socks`. The
  * target socket names the connection, so no tag is pushed into the data:
  * each moved connection has its own slot in hookerd. */
+/* The application's send, into its slot by one of the two lanes (see
+ * hk_lanes). The sends of one socket run this one at a time, under its
+ * socket lock. */
+static __always_inline int into_slot(struct sk_msg_md *msg, __u32 slot)
+{
+	struct hk_lanes *l = bpf_map_lookup_elem(&lanes, &slot);
+	__u64 mode, read;
+	int verdict, slow;
+
+	if (!l)
+		return SK_DROP;
+	mode = l->mode;
+	read = *(volatile __u64 *)&l->read;
+	if ((mode & HK_LANE_SLOW) && !l->call_slow && l->sent == read) {
+		mode = (mode & ~HK_LANE_SLOW) + 2; /* hookerd has every byte */
+		count(HK_CNT_LANE_FAST);
+	}
+	if (!(mode & HK_LANE_SLOW) &&
+	    l->sent + l->call_bytes - read >= HK_FAST_LANE_LIMIT) {
+		mode = (mode | HK_LANE_SLOW) + 2;
+		count(HK_CNT_LANE_SLOW);
+	}
+	/* Before the bytes move: hookerd that sees the new mode must find
+	 * every byte of the old one already queued. */
+	*(volatile __u64 *)&l->mode = mode;
+	slow = mode & HK_LANE_SLOW;
+	verdict = bpf_msg_redirect_map(msg, &slot_out, slot,
+				       slow ? 0 : BPF_F_INGRESS);
+	if (verdict != SK_PASS) {
+		/* A missing target drops the message; the sender gets EACCES,
+		 * and the count says why. */
+		count(HK_CNT_REDIRECT_MISS);
+		return verdict;
+	}
+	l->call_bytes += msg->size;
+	if (slow)
+		l->call_slow += msg->size;
+	return SK_PASS;
+}
+
 SEC("sk_msg")
 int hk_redirect(struct sk_msg_md *msg)
 {
@@ -587,15 +643,8 @@ int hk_redirect(struct sk_msg_md *msg)
 	st = bpf_sk_storage_get(&sk_state, msg->sk, NULL, 0);
 	if (!st)
 		return SK_PASS;
-	if (st->state == HK_SK_MOVED) {
-		/* The application's send, into its slot (egress). */
-		verdict = bpf_msg_redirect_map(msg, &slot_out, st->slot, 0);
-		/* A missing target drops the message; the sender gets EACCES,
-		 * and the count says why. */
-		if (verdict != SK_PASS)
-			count(HK_CNT_REDIRECT_MISS);
-		return verdict;
-	}
+	if (st->state == HK_SK_MOVED)
+		return into_slot(msg, st->slot);
 	if (st->state == HK_SK_PROXY) {
 		/* hookerd's write, into the application's receive queue. */
 		verdict = bpf_msg_redirect_hash(msg, &socks, &st->target, BPF_F_INGRESS);
@@ -604,6 +653,30 @@ int hk_redirect(struct sk_msg_md *msg)
 		return verdict;
 	}
 	return SK_PASS;
+}
+
+/* The end of an application's send: what it returned is what the lanes
+ * carried, whatever part of it a verdict routed and the kernel then could
+ * not move. args: struct sock *sk, int ret, int flags. */
+SEC("raw_tp/sock_send_length")
+int hk_app_sent(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 sk_addr = ctx->args[0];
+	int ret = (int)ctx->args[1];
+	struct hk_lanes *l;
+	__u32 *slot;
+
+	slot = bpf_map_lookup_elem(&readers, &sk_addr);
+	if (!slot)
+		return 0;
+	l = bpf_map_lookup_elem(&lanes, slot);
+	if (!l)
+		return 0;
+	if (ret > 0)
+		__sync_fetch_and_add(&l->sent, ret);
+	l->call_bytes = 0;
+	l->call_slow = 0;
+	return 0;
 }
 
 /* args: struct sock *sk, int ret, int flags (include/trace/events/sock.h) */

@@ -74,12 +74,18 @@ Result<std::unique_ptr<Kernel>> Kernel::load(const KernelConfig& cfg) {
   bpf_map__set_max_entries(k->redir_->maps.slot_out, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.free_slots, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.tokens, cfg.max_slots);
-  bpf_map__set_max_entries(k->redir_->maps.socks, 3 * cfg.max_slots);
+  // The application socket, `in` and `out` of each slot, and application
+  // sockets still open after their slot moved on.
+  bpf_map__set_max_entries(k->redir_->maps.socks, 4 * cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.readers, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.consumed, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.fin_guards, cfg.max_slots);
+  bpf_map__set_max_entries(k->redir_->maps.lanes, cfg.max_slots);
   if (int r = redirector_bpf__load(k->redir_))
     return bpf_error("load the redirector (sock_ops + sk_msg) into the kernel", r);
+  auto lanes = Mapping<hk_lanes>::of(bpf_map__fd(k->redir_->maps.lanes), cfg.max_slots);
+  if (!lanes) return lanes.error();
+  k->lanes_ = lanes.take();
 
   k->ingress_ = ingress_bpf__open();
   if (!k->ingress_) return sys_error("open the ingress BPF object");
@@ -128,7 +134,10 @@ Status Kernel::attach(const KernelConfig& cfg) {
   sk_msg_attached_ = true;
   lap(times_.sk_msg_ms);
 
-  // Application reads are counted before any connection can be moved.
+  // Application sends and reads are counted before any connection can be
+  // moved.
+  sends_link_ = bpf_program__attach_raw_tracepoint(redir_->progs.hk_app_sent, "sock_send_length");
+  if (!sends_link_) return sys_error("attach to the sock_send_length tracepoint");
   reads_link_ = bpf_program__attach_raw_tracepoint(redir_->progs.hk_app_read, "sock_recv_length");
   if (!reads_link_) return sys_error("attach to the sock_recv_length tracepoint");
   lap(times_.reads_ms);
@@ -185,6 +194,7 @@ Kernel::~Kernel() {
   xdp_links_.clear();
   if (sockops_link_) bpf_link__destroy(sockops_link_);
   if (reads_link_) bpf_link__destroy(reads_link_);
+  if (sends_link_) bpf_link__destroy(sends_link_);
   if (sk_msg_attached_)
     bpf_prog_detach2(bpf_program__fd(redir_->progs.hk_redirect), socks_fd(),
                      BPF_SK_MSG_VERDICT);

@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "bpf/fd.h"
+#include "bpf/mapping.h"
+#include "core/abi.h"
 #include "core/result.h"
 
 struct redirector_bpf;
@@ -49,6 +51,8 @@ class Kernel {
   int events_fd() const;
   int consumed_fd() const;  // bytes each slot's application has read
   int fin_guards_fd() const;
+  // Each slot's two lanes into hookerd, shared with the sk_msg program.
+  hk_lanes* lanes(uint32_t slot) const { return lanes_.at(slot); }
   const LoadTimes& times() const { return times_; }
 
   // Sum of the per-CPU counters, indexed by enum hk_counter.
@@ -64,8 +68,10 @@ class Kernel {
   int cgroup_fd_ = -1;
   bpf_link* sockops_link_ = nullptr;
   bpf_link* reads_link_ = nullptr;
+  bpf_link* sends_link_ = nullptr;
   bool sk_msg_attached_ = false;
   std::vector<Fd> xdp_links_;  // XDP link fds
+  Mapping<hk_lanes> lanes_;
   std::vector<std::string> pins_;
   LoadTimes times_;
 };

@@ -30,8 +30,10 @@ struct Conn {
   uint64_t cookie = 0;
   sockaddr_in6 peer{};      // the peer hookerd
   bool active = false;      // this side connected
-  int in_fd = -1;           // the slot's inbound socket (read app, write app)
-  int out_fd = -1;          // the slot's outbound socket (shut down at EOF)
+  int in_fd = -1;           // the slot's `in`: the slow lane; writes to the app
+  int out_fd = -1;          // the slot's `out`: the fast lane
+  hk_lanes* lanes = nullptr;  // shared with the sk_msg program
+  uint64_t drained_for = 0;   // the slow-lane mode whose fast bytes are all read
   Clock::time_point since = Clock::now();
   uint32_t snd_nxt = 0, rcv_nxt = 0;  // the application socket's, at bind
 
@@ -40,6 +42,7 @@ struct Conn {
   uint64_t peer_acked = 0;             // the peer received everything below
   uint64_t send_limit = kInitialWindow;  // the peer accepts bytes below
   bool app_shut_wr = false;  // the application will write no more
+  uint64_t app_total = 0;    // and this is how much it wrote
   bool out_eof = false;      // every byte it wrote has been read
   bool end_sent = false;     // and the END frame is queued
   Clock::time_point progress_at = Clock::now();  // the peer last let us go on

@@ -26,6 +26,10 @@ std::string Daemon::status_json() const {
         {"mechanism", "udp"},
         {"side", c->active ? "client" : "server"},
         {"bytes_out", c->sent},
+        // The application's sends: the lane they take now, and what they
+        // returned that hookerd has not read yet (hk_lanes).
+        {"send_lane", (c->lanes->mode & HK_LANE_SLOW) ? "slow" : "fast"},
+        {"send_backlog", c->lanes->sent - c->sent},
         {"bytes_in", c->in.delivered()},
         {"state", c->state()},
         {"age_s", std::chrono::duration<double>(now - c->since).count()},

@@ -14,6 +14,7 @@
 #include <sys/un.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <thread>
@@ -185,9 +186,10 @@ void Daemon::on_event(const hk_event& ev) {
   if (ev.type == HK_EV_SHUT_WR || ev.type == HK_EV_CLOSED) {
     if (!c.app_shut_wr) {
       c.app_shut_wr = true;
-      // Everything the application wrote is already in the slot: the
-      // redirect completed inside its send(). EOF on `in` marks the end.
-      shutdown(c.out_fd, SHUT_WR);
+      // Every send() of the application returned before its shutdown or
+      // close, and the lanes counted what each returned: pump() ends the
+      // stream there.
+      c.app_total = std::atomic_ref(c.lanes->sent).load(std::memory_order_acquire);
     }
   }
   if (ev.type == HK_EV_CLOSED) {
@@ -212,6 +214,7 @@ void Daemon::on_bound(const hk_event& ev) {
   c->peer = remote_addr(ev.app, ev.peer_port);
   c->in_fd = s->in.get();
   c->out_fd = s->out.get();
+  c->lanes = kernel_->lanes(ev.slot);
   c->snd_nxt = ev.snd_nxt;
   c->rcv_nxt = ev.rcv_nxt;
   c->consumed_base = app_reads(ev.slot);
@@ -225,7 +228,8 @@ void Daemon::on_bound(const hk_event& ev) {
   by_flow_[wire_flow(cp->app)] = cp;
   by_slot_[ev.slot] = std::move(c);
   cnt_.conns_moved++;
-  (void)epoll_add(epoll_.get(), cp->in_fd, EPOLLIN | EPOLLRDHUP | EPOLLET, tag(kSlot, ev.slot));
+  for (int fd : {cp->out_fd, cp->in_fd})
+    (void)epoll_add(epoll_.get(), fd, EPOLLIN | EPOLLRDHUP | EPOLLET, tag(kSlot, ev.slot));
   if (opt_.verbose) fprintf(stderr, "hookerd: moved %s\n", to_string(cp->app).c_str());
   // Datagrams that beat the handshake to us.
   if (auto it = stash_.find(cp->token); it != stash_.end()) {
@@ -244,6 +248,10 @@ void Daemon::on_bound(const hk_event& ev) {
 
 void Daemon::pump(Conn& c) {
   while (!c.out_eof && !c.failed) {
+    if (c.app_shut_wr && c.sent == c.app_total) {
+      c.out_eof = true;
+      break;
+    }
     uint64_t credit = c.credit();
     size_t room = udp_->room();
     if (credit == 0) return;  // the peer's ACK calls pump again
@@ -262,20 +270,30 @@ void Daemon::pump(Conn& c) {
     // The last area is trimmed so no byte is read past the credit.
     size_t want = std::min<uint64_t>(credit, frames * wire::kMaxPayload);
     iov[frames - 1].iov_len = want - (frames - 1) * wire::kMaxPayload;
-    ssize_t n = readv(c.in_fd, iov, static_cast<int>(frames));
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EINTR) return;
-      // The slot broke: the stream cannot be completed, and an END would
-      // pass a truncated one off as whole. The next loss check resets it.
+    // The lanes take turns (hk_lanes): the fast one, unless the mode is
+    // slow and every fast byte before it has been read. The mode is read
+    // before the fast lane is found empty, so that emptiness is final.
+    uint64_t mode = std::atomic_ref(c.lanes->mode).load(std::memory_order_acquire);
+    bool slow = (mode & HK_LANE_SLOW) && c.drained_for == mode;
+    msghdr mh{};
+    mh.msg_iov = iov;
+    mh.msg_iovlen = frames;
+    ssize_t n = recvmsg(slow ? c.in_fd : c.out_fd, &mh, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+      if (slow || !(mode & HK_LANE_SLOW)) return;  // the lane's socket wakes us
+      c.drained_for = mode;
+      continue;
+    }
+    if (n <= 0) {
+      // The slot broke, or a lane closed with bytes owed: the stream cannot
+      // be completed, and an END would pass a truncated one off as whole.
+      // The next loss check resets it.
       c.failed = true;
       return;
     }
-    if (n == 0) {
-      c.out_eof = true;
-      break;
-    }
     udp_->commit_data(static_cast<size_t>(n), c.peer_token, c.sent, c.peer);
     c.sent += static_cast<uint64_t>(n);
+    std::atomic_ref(c.lanes->read).store(c.sent, std::memory_order_release);
   }
   if (c.out_eof && !c.end_sent && !c.failed) {
     if (udp_->room() == 0) flush();
@@ -536,6 +554,7 @@ void Daemon::retire(Conn& c) {
   release_fins(c);
   drop_guard(c);
   epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.in_fd, nullptr);
+  epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.out_fd, nullptr);
   bpf_map_delete_elem(kernel_->tokens_fd(), &c.token);
   by_token_.erase(c.token);
   by_flow_.erase(wire_flow(c.app));

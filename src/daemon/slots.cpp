@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include "core/flow.h"
+#include "daemon/tuning.h"
 
 namespace hooker {
 
@@ -39,9 +40,17 @@ Result<Slot> SlotPool::make_pair() {
   int one = 1;
   setsockopt(s.out.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   setsockopt(s.in.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  auto ik = flow_of_socket(s.in.get());
-  if (!ik) return ik.error();
-  s.in_key = *ik;
+  // The slow lane holds little: an application that takes it waits for
+  // hookerd after a few round trips instead of queueing megabytes.
+  int buf = static_cast<int>(kSlowLaneBuffer);
+  setsockopt(s.out.get(), SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+  setsockopt(s.in.get(), SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+  auto in_key = flow_of_socket(s.in.get());
+  if (!in_key) return in_key.error();
+  s.in_key = *in_key;
+  auto out_key = flow_of_socket(s.out.get());
+  if (!out_key) return out_key.error();
+  s.out_key = *out_key;
   return s;
 }
 
@@ -50,9 +59,11 @@ Status SlotPool::publish(uint32_t id) {
   __u64 v = static_cast<__u64>(s.out.get());
   if (bpf_map_update_elem(k_->slot_out_fd(), &id, &v, BPF_ANY))
     return sys_error("put slot " + std::to_string(id) + " in the slot SOCKMAP");
-  v = static_cast<__u64>(s.in.get());
-  if (bpf_map_update_elem(k_->socks_fd(), &s.in_key, &v, BPF_NOEXIST))
-    return sys_error("insert slot " + std::to_string(id) + " into the SOCKHASH");
+  for (auto [fd, key] : {std::pair{s.in.get(), &s.in_key}, std::pair{s.out.get(), &s.out_key}}) {
+    v = static_cast<__u64>(fd);
+    if (bpf_map_update_elem(k_->socks_fd(), key, &v, BPF_NOEXIST))
+      return sys_error("insert slot " + std::to_string(id) + " into the SOCKHASH");
+  }
   return offer(id);
 }
 

@@ -2,12 +2,12 @@
 // connection needs them. The redirector binds a new connection to a free
 // slot inside the kernel, so the application's first byte already has a
 // place to go. Per slot:
-//   out: the application's sends are redirected (egress) into it; its TCP
-//        carries them to `in` over loopback, and that TCP's flow control is
-//        the application's back-pressure;
-//   in:  hookerd reads the application's bytes here, and writes the peer's
-//        bytes here, which sk_msg redirects into the application's receive
-//        queue.
+//   out: the application's sends arrive here by one of two lanes (see
+//        hk_lanes): the fast one straight into its receive queue, the slow
+//        one egress through its TCP over loopback to `in`, whose small
+//        buffers make the application wait while hookerd is behind;
+//   in:  hookerd reads the slow lane here, and writes the peer's bytes
+//        here, which sk_msg redirects into the application's receive queue.
 #pragma once
 
 #include <cstdint>
@@ -23,7 +23,10 @@ namespace hooker {
 
 struct Slot {
   Fd out, in;
-  hk_flow in_key{};  // its key in the SOCKHASH; `out` is at the slot's index
+  // Their keys in the SOCKHASH (`out` is also at the slot's index in the
+  // SOCKMAP). There both get the sockmap's receive, which reads what was
+  // redirected into them.
+  hk_flow in_key{}, out_key{};
 };
 
 class SlotPool {

@@ -611,8 +611,10 @@ def scenario_client(a):
 
 def pattern_writer(a):
     """Connects and writes `total` bytes of the pattern as fast as it can, in
-    --chunk writes; with --progress prints "progress T BYTES" every 50 ms.
-    Then shuts down writing and waits for the reader's one-line verdict."""
+    --chunk writes (--nonblocking: on a non-blocking socket, taking whatever
+    part each send accepts, as event-driven servers and iperf3 do); with
+    --progress prints "progress T BYTES" every 50 ms. Then shuts down writing
+    and waits for the reader's one-line verdict."""
     pat = Pattern(a.seed)
     state = {"side": "writer", "sent": 0}
     watchdog(a.timeout, lambda: state)
@@ -626,10 +628,16 @@ def pattern_writer(a):
         threading.Thread(target=progress, daemon=True).start()
     t0 = time.monotonic()
     try:
+        c.setblocking(not a.nonblocking)
         while state["sent"] < a.total:
             n = min(a.chunk, a.total - state["sent"], BLOCK)
-            state["sent"] += c.send(pat.chunk(state["sent"], n))
+            try:
+                state["sent"] += c.send(pat.chunk(state["sent"], n))
+            except BlockingIOError:
+                state["eagain"] = state.get("eagain", 0) + 1
+                select.select([], [c], [], a.timeout)
         state["write_secs"] = round(time.monotonic() - t0, 3)
+        c.setblocking(True)
         c.shutdown(socket.SHUT_WR)
         c.settimeout(a.timeout / 2)
         reply = bytearray()
@@ -649,7 +657,8 @@ def pattern_writer(a):
 def pattern_reader(a):
     """Accepts one connection; with --sleep stops reading for that long first;
     then reads to EOF with reads of every size, checking each byte against the
-    pattern (nothing is stored). Answers "ok N" or "bad N" and closes."""
+    pattern (nothing is stored), stopping for --pause seconds after every
+    --pause-every bytes. Answers "ok N" or "bad N" and closes."""
     lsn = listen(a.port, 8)
     print("listening", flush=True)
     pat = Pattern(a.seed)
@@ -673,6 +682,8 @@ def pattern_reader(a):
                 state["read_end"] = "EOF"
                 break
             chk.feed(mv[:n])
+            if a.pause_every and chk.pos // a.pause_every != (chk.pos - n) // a.pause_every:
+                time.sleep(a.pause)
     except OSError as e:
         state["read_end"] = err_name(e)
     state["read_secs"] = round(time.monotonic() - t0, 3)
@@ -720,8 +731,11 @@ def main(argv=None):
     sp.add_argument("--total", type=int, required=True)
     sp.add_argument("--chunk", type=int, default=65536)
     sp.add_argument("--progress", action="store_true")
+    sp.add_argument("--nonblocking", action="store_true")
     sp = add("pattern-reader", pattern_reader, True)
     sp.add_argument("--sleep", type=float, default=0)
+    sp.add_argument("--pause-every", type=int, default=0)
+    sp.add_argument("--pause", type=float, default=0.2)
     sp.add_argument("--idle-timeout", type=float, default=20)
     sp.add_argument("--varied-reads", action="store_true")
     a = p.parse_args(argv)

@@ -376,6 +376,32 @@ def test_stopped_reader_blocks_writer_with_bounded_memory(hooked, v6):
     assert res_r["received"] == GiB and res_r["mismatch"] is None and \
         res_r["read_end"] == "EOF", info
     assert res_w.get("reply") == f"ok {GiB}\n" and "error" not in res_w, info
+    # The writer was held back by the slow lane, and the fast one took over
+    # again once hookerd had caught up (hk_lanes).
+    assert a.counter("lane_to_slow") >= 1 and a.counter("lane_to_fast") >= 1, \
+        a.status()["counters"]
+
+
+@FAMILY
+def test_nonblocking_writer_through_both_lanes(hooked, v6):
+    """A non-blocking writer (its sends take what fits, as iperf3's do) and a
+    reader that stops for 0.2 s after every 24 MiB: the sends switch between
+    the fast and the slow lane many times, some cut short by the slow lane's
+    full buffers, and every byte still arrives once, in order."""
+    bed, a, b = hooked
+    total = 192 * MiB
+    rd, rlines = server(bed.b, "pattern-reader", "--port", SINK, "--pause-every", 24 * MiB,
+                        "--varied-reads", "--timeout", 60, "--seed", 5)
+    code, res_w, err = run_app(bed.a, "pattern-writer", "--host", dst(bed, v6), "--port", SINK,
+                               "--total", total, "--chunk", 131072, "--nonblocking",
+                               "--timeout", 60, "--seed", 5, timeout=70)
+    _, res_r = finish(rd, rlines, 30)
+    counters = a.status()["counters"]
+    info = f"writer {res_w} {err[-300:]}; reader {res_r}; hookerd a {counters}"
+    assert code == 0 and res_w.get("reply") == f"ok {total}\n", info
+    assert res_r["received"] == total and res_r["mismatch"] is None, info
+    assert res_w.get("eagain", 0) > 0, f"the writer was never held back: {info}"
+    assert a.counter("lane_to_slow") >= 3 and a.counter("lane_to_fast") >= 3, info
 
 
 # ---------------------------------------------------------------- 5. impairments
