@@ -114,23 +114,36 @@ struct hk_sk {
  * sends take the slow lane instead: egress through `out`, over loopback,
  * into `in`, where the slot's small TCP buffers block the application
  * until hookerd catches up.
- * Order: the lanes take turns. The switch to slow happens in a verdict,
- * after every earlier fast byte is queued, so hookerd that sees the slow
- * mode drains the fast lane and then reads the slow one. The switch back
- * happens only once hookerd has read every byte the application's
- * finished sends returned (the sock_send_length tracepoint counts them
- * exactly, whatever a send left undone), and none of the send in
- * progress went slow. One entry per slot, in an mmap-able array. */
+ * Order: the lanes take turns. The switch to slow happens in a verdict;
+ * hookerd that sees the slow mode, and no fast transfer still under way
+ * (a thread's fast message is under way until its next verdict or the end
+ * of its send), drains the fast lane and then reads the slow one. The
+ * switch back happens only when no send that went slow is running and
+ * hookerd has read every byte the finished sends returned: the
+ * sock_send_length tracepoint counts those exactly, whatever part of a
+ * non-blocking send the slow lane refused.
+ * One entry per slot, in an mmap-able array. */
 #define HK_LANE_SLOW 1ull /* in mode; the other bits count switches */
 #define HK_FAST_LANE_LIMIT (2u << 20)
 
 struct hk_lanes {
-	__u64 mode;       /* HK_LANE_SLOW | switches << 1 (kernel) */
-	__u64 sent;       /* bytes the application's sends returned (kernel) */
-	__u64 call_bytes; /* routed by the send in progress (kernel) */
-	__u64 call_slow;  /* of which by the slow lane (kernel) */
-	__u64 read;       /* bytes hookerd took from the lanes (hookerd) */
-	__u64 pad[3];
+	__u64 mode;         /* HK_LANE_SLOW | switches << 1 (kernel) */
+	__u64 sent;         /* bytes the finished sends returned (kernel) */
+	__u64 routed;       /* bytes routed by sends still running (kernel) */
+	__u64 fast_landing; /* fast messages possibly still under way (kernel) */
+	__u64 slow_running; /* routed slow by sends still running (kernel) */
+	__u64 read;         /* bytes hookerd took from the lanes (hookerd) */
+	__u64 pad[2];
+};
+
+/* One thread's send on a moved socket, from its first verdict to the
+ * tracepoint at its end, keyed by pid_tgid. */
+struct hk_send {
+	__u32 slot;
+	__u32 pad;
+	__u64 routed;  /* by either lane */
+	__u64 landing; /* the last message, if fast */
+	__u64 slow;    /* by the slow lane */
 };
 
 /* Token table: what the ingress program checks and what hookerd frees
@@ -211,6 +224,7 @@ enum hk_counter {
 	HK_CNT_XDP_FIN_ACK_HELD,  /* ACK of our FIN dropped (see hk_fin_guard) */
 	HK_CNT_LANE_SLOW,         /* switches to the slow lane (hk_lanes) */
 	HK_CNT_LANE_FAST,         /* and back */
+	HK_CNT_SENDS_FULL,        /* app's send refused: too many threads in sends */
 	HK_CNT__MAX,
 };
 
@@ -221,7 +235,7 @@ enum hk_counter {
 	    "xdp_pass", "xdp_drop_short",       \
 	    "xdp_drop_bad_magic", "xdp_drop_bad_version", "xdp_drop_bad_len",  \
 	    "xdp_drop_unknown_token", "xdp_fin_ack_held", "lane_to_slow",      \
-	    "lane_to_fast"
+	    "lane_to_fast", "sends_full"
 
 #define HK_MAX_SLOTS 65536
 #define HK_MAX_PORTS 1024

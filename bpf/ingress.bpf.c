@@ -4,7 +4,9 @@
  * malformed ones and those whose token names no live connection (each
  * reason counted), holds back the ACK of a moved application's FIN while it
  * still waits for the peer's bytes (see hk_fin_guard), and passes
- * everything else untouched. */
+ * everything else untouched. The same checks also run as a TC (tcx)
+ * ingress program, for interfaces where XDP in the driver costs more than
+ * it saves (veth: see xdp_mode_for in src/bpf/kernel.cpp). */
 /* Only UAPI context structs and packet headers are read here, whose layout
  * is ABI, so no CO-RE relocation is needed; without them libbpf does not
  * parse the kernel's BTF at load. */
@@ -21,6 +23,8 @@
 #define IPPROTO_UDP 17
 #define AF_INET 2
 #define AF_INET6 10
+#define TCX_NEXT -1 /* TC_ACT_UNSPEC: let the next program have it */
+#define TCX_DROP 2  /* TC_ACT_SHOT */
 
 const volatile __u16 hk_udp_port = 0;
 
@@ -32,10 +36,15 @@ static __always_inline void count(__u32 idx)
 		*v += 1;
 }
 
+/* A verdict of either hook: PASS or DROP, mapped to XDP or TC codes by
+ * the entry points. */
+#define PASS 0
+#define DROP 1
+
 static __always_inline int drop(__u32 reason)
 {
 	count(reason);
-	return XDP_DROP;
+	return DROP;
 }
 
 /* The L4 header and the tuple from the receiving socket's side (local =
@@ -85,15 +94,15 @@ static __always_inline int on_tcp(struct tcphdr *th, void *end, struct hk_flow *
 	struct hk_fin_guard *g;
 
 	if ((void *)(th + 1) > end)
-		return XDP_PASS;
+		return PASS;
 	/* Only a pure ACK: no payload, no SYN, FIN or RST. */
 	if (!th->ack || th->syn || th->fin || th->rst || l4_len != th->doff * 4)
-		return XDP_PASS;
+		return PASS;
 	f->lport = bpf_ntohs(th->dest);
 	f->rport = bpf_ntohs(th->source);
 	g = bpf_map_lookup_elem(&fin_guards, f);
 	if (!g || bpf_ntohl(th->ack_seq) != g->ack_seq)
-		return XDP_PASS;
+		return PASS;
 	return drop(HK_CNT_XDP_FIN_ACK_HELD);
 }
 
@@ -104,7 +113,7 @@ static __always_inline int on_udp(struct udphdr *udp, void *end)
 	__u32 udp_len;
 
 	if ((void *)(udp + 1) > end || udp->dest != bpf_htons(hk_udp_port))
-		return XDP_PASS; /* not Hooker's: not our business */
+		return PASS; /* not Hooker's: not our business */
 	h = (void *)(udp + 1);
 	if ((void *)(h + 1) > end)
 		return drop(HK_CNT_XDP_SHORT);
@@ -121,7 +130,23 @@ static __always_inline int on_udp(struct udphdr *udp, void *end)
 	if (!bpf_map_lookup_elem(&tokens, &token))
 		return drop(HK_CNT_XDP_UNKNOWN_TOKEN);
 	count(HK_CNT_XDP_PASS);
-	return XDP_PASS;
+	return PASS;
+}
+
+static __always_inline int verdict(void *data, void *end)
+{
+	struct hk_flow f;
+	__u8 proto = 0;
+	__u32 l4_len = 0;
+	void *h = l4(data, end, &f, &proto, &l4_len);
+
+	if (!h)
+		return PASS;
+	if (proto == IPPROTO_UDP)
+		return on_udp(h, end);
+	if (proto == IPPROTO_TCP)
+		return on_tcp(h, end, &f, l4_len);
+	return PASS;
 }
 
 SEC("xdp")
@@ -129,18 +154,23 @@ int hk_ingress(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
-	struct hk_flow f;
-	__u8 proto = 0;
-	__u32 l4_len = 0;
-	void *h = l4(data, end, &f, &proto, &l4_len);
 
-	if (!h)
-		return XDP_PASS;
-	if (proto == IPPROTO_UDP)
-		return on_udp(h, end);
-	if (proto == IPPROTO_TCP)
-		return on_tcp(h, end, &f, l4_len);
-	return XDP_PASS;
+	return verdict(data, end) == DROP ? XDP_DROP : XDP_PASS;
+}
+
+/* Ethernet, the longest IP header, and a TCP header or UDP plus Hooker's. */
+#define HK_HEADERS (14 + 60 + 8 + 32)
+
+SEC("tc")
+int hk_ingress_tc(struct __sk_buff *skb)
+{
+	/* A GSO packet may keep all but the first bytes in pages: bring the
+	 * headers into the linear part (a no-op when they are there). */
+	bpf_skb_pull_data(skb, skb->len < HK_HEADERS ? skb->len : HK_HEADERS);
+	/* Passing is "next", not "pass": other programs on the interface
+	 * (tcx or classic tc) still see the packet. */
+	return verdict((void *)(long)skb->data, (void *)(long)skb->data_end) == DROP ?
+		       TCX_DROP : TCX_NEXT;
 }
 
 char _license[] SEC("license") = "GPL";

@@ -102,6 +102,13 @@ struct {
 } lanes SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HK_MAX_SLOTS);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct hk_send);
+} sends SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
 } events SEC(".maps");
@@ -593,29 +600,44 @@ int hk_sockops(struct bpf_sock_ops *skops)
  * target socket names the connection, so no tag is pushed into the data:
  * each moved connection has its own slot in hookerd. */
 /* The application's send, into its slot by one of the two lanes (see
- * hk_lanes). The sends of one socket run this one at a time, under its
- * socket lock. */
+ * hk_lanes). */
 static __always_inline int into_slot(struct sk_msg_md *msg, __u32 slot)
 {
 	struct hk_lanes *l = bpf_map_lookup_elem(&lanes, &slot);
-	__u64 mode, read;
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct hk_send *snd, fresh = {.slot = slot};
+	__u64 mode, read, size = msg->size;
 	int verdict, slow;
 
 	if (!l)
 		return SK_DROP;
+	snd = bpf_map_lookup_elem(&sends, &tid);
+	if (!snd || snd->slot != slot) {
+		/* This thread's first verdict in this send. */
+		if (bpf_map_update_elem(&sends, &tid, &fresh, BPF_ANY)) {
+			count(HK_CNT_SENDS_FULL); /* the sender gets EACCES */
+			return SK_DROP;
+		}
+		snd = bpf_map_lookup_elem(&sends, &tid);
+		if (!snd)
+			return SK_DROP;
+	}
+	/* This thread's previous message has landed: a verdict runs only
+	 * once the message before it was moved. */
+	if (snd->landing) {
+		__sync_fetch_and_add(&l->fast_landing, -snd->landing);
+		snd->landing = 0;
+	}
 	mode = l->mode;
 	read = *(volatile __u64 *)&l->read;
-	if ((mode & HK_LANE_SLOW) && !l->call_slow && l->sent == read) {
+	if ((mode & HK_LANE_SLOW) && !l->slow_running && l->sent == read) {
 		mode = (mode & ~HK_LANE_SLOW) + 2; /* hookerd has every byte */
 		count(HK_CNT_LANE_FAST);
 	}
-	if (!(mode & HK_LANE_SLOW) &&
-	    l->sent + l->call_bytes - read >= HK_FAST_LANE_LIMIT) {
+	if (!(mode & HK_LANE_SLOW) && l->sent + l->routed - read >= HK_FAST_LANE_LIMIT) {
 		mode = (mode | HK_LANE_SLOW) + 2;
 		count(HK_CNT_LANE_SLOW);
 	}
-	/* Before the bytes move: hookerd that sees the new mode must find
-	 * every byte of the old one already queued. */
 	*(volatile __u64 *)&l->mode = mode;
 	slow = mode & HK_LANE_SLOW;
 	verdict = bpf_msg_redirect_map(msg, &slot_out, slot,
@@ -626,9 +648,15 @@ static __always_inline int into_slot(struct sk_msg_md *msg, __u32 slot)
 		count(HK_CNT_REDIRECT_MISS);
 		return verdict;
 	}
-	l->call_bytes += msg->size;
-	if (slow)
-		l->call_slow += msg->size;
+	snd->routed += size;
+	__sync_fetch_and_add(&l->routed, size);
+	if (slow) {
+		snd->slow += size;
+		__sync_fetch_and_add(&l->slow_running, size);
+	} else {
+		snd->landing = size;
+		__sync_fetch_and_add(&l->fast_landing, size);
+	}
 	return SK_PASS;
 }
 
@@ -656,14 +684,15 @@ int hk_redirect(struct sk_msg_md *msg)
 }
 
 /* The end of an application's send: what it returned is what the lanes
- * carried, whatever part of it a verdict routed and the kernel then could
- * not move. args: struct sock *sk, int ret, int flags. */
+ * carried, whatever part of what its verdicts routed the kernel could not
+ * move. args: struct sock *sk, int ret, int flags. */
 SEC("raw_tp/sock_send_length")
 int hk_app_sent(struct bpf_raw_tracepoint_args *ctx)
 {
-	__u64 sk_addr = ctx->args[0];
+	__u64 sk_addr = ctx->args[0], tid;
 	int ret = (int)ctx->args[1];
 	struct hk_lanes *l;
+	struct hk_send *snd;
 	__u32 *slot;
 
 	slot = bpf_map_lookup_elem(&readers, &sk_addr);
@@ -672,10 +701,18 @@ int hk_app_sent(struct bpf_raw_tracepoint_args *ctx)
 	l = bpf_map_lookup_elem(&lanes, slot);
 	if (!l)
 		return 0;
+	/* The count first: the switch back to the fast lane must never see
+	 * this send neither running nor counted. */
 	if (ret > 0)
 		__sync_fetch_and_add(&l->sent, ret);
-	l->call_bytes = 0;
-	l->call_slow = 0;
+	tid = bpf_get_current_pid_tgid();
+	snd = bpf_map_lookup_elem(&sends, &tid);
+	if (snd && snd->slot == *slot) {
+		__sync_fetch_and_add(&l->routed, -snd->routed);
+		__sync_fetch_and_add(&l->fast_landing, -snd->landing);
+		__sync_fetch_and_add(&l->slow_running, -snd->slow);
+		bpf_map_delete_elem(&sends, &tid);
+	}
 	return 0;
 }
 

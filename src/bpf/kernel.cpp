@@ -27,22 +27,28 @@ namespace hooker {
 
 static bool g_verbose = false;
 
+// BPF_TCX_INGRESS (Linux 6.6): newer than the UAPI headers libbpf 1.1
+// builds against; the kernel takes the number.
+constexpr auto kBpfTcxIngress = static_cast<bpf_attach_type>(46);
+
 static int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list ap) {
   if (!g_verbose && level != LIBBPF_WARN) return 0;
   if (!g_verbose) return 0;  // warnings become our own error values
   return vfprintf(stderr, fmt, ap);
 }
 
-bool xdp_generic_for(const std::string& mode, const std::string& iface) {
-  if (mode != "auto") return mode == "generic";
+IngressHook ingress_hook_for(const std::string& mode, const std::string& iface) {
+  if (mode == "native") return IngressHook::kXdpNative;
+  if (mode == "generic") return IngressHook::kXdpGeneric;
+  if (mode == "tc") return IngressHook::kTc;
   ethtool_drvinfo info{};
   info.cmd = ETHTOOL_GDRVINFO;
   ifreq ifr{};
   std::strncpy(ifr.ifr_name, iface.c_str(), IFNAMSIZ - 1);
   ifr.ifr_data = reinterpret_cast<char*>(&info);
   Fd s(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  if (ioctl(s.get(), SIOCETHTOOL, &ifr) < 0) return false;
-  return std::strcmp(info.driver, "veth") == 0;
+  if (ioctl(s.get(), SIOCETHTOOL, &ifr) < 0) return IngressHook::kXdpNative;
+  return std::strcmp(info.driver, "veth") == 0 ? IngressHook::kTc : IngressHook::kXdpNative;
 }
 
 void set_libbpf_verbose(bool verbose) {
@@ -81,6 +87,7 @@ Result<std::unique_ptr<Kernel>> Kernel::load(const KernelConfig& cfg) {
   bpf_map__set_max_entries(k->redir_->maps.consumed, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.fin_guards, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.lanes, cfg.max_slots);
+  bpf_map__set_max_entries(k->redir_->maps.sends, cfg.max_slots);
   if (int r = redirector_bpf__load(k->redir_))
     return bpf_error("load the redirector (sock_ops + sk_msg) into the kernel", r);
   auto lanes = Mapping<hk_lanes>::of(bpf_map__fd(k->redir_->maps.lanes), cfg.max_slots);
@@ -155,16 +162,25 @@ Status Kernel::attach(const KernelConfig& cfg) {
     unsigned idx = if_nametoindex(name.c_str());
     if (!idx) return sys_error("no interface '" + name + "' in this network namespace");
     // A BPF link either way: it detaches when hookerd's fds close, even on
-    // a crash. libbpf 1.1's attach_xdp takes no mode, hence link_create.
-    bool generic = xdp_generic_for(cfg.xdp_mode, name);
+    // a crash. libbpf 1.1 knows neither XDP modes in attach_xdp nor tcx,
+    // hence link_create.
+    IngressHook hook = ingress_hook_for(cfg.xdp_mode, name);
+    const char* what = hook == IngressHook::kTc ? "TC (tcx) ingress"
+                       : hook == IngressHook::kXdpGeneric ? "XDP (generic mode)"
+                                                          : "XDP (native mode)";
     LIBBPF_OPTS(bpf_link_create_opts, lo,
-                .flags = generic ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE);
-    int fd = bpf_link_create(bpf_program__fd(ingress_->progs.hk_ingress), static_cast<int>(idx),
-                             BPF_XDP, &lo);
+                .flags = hook == IngressHook::kXdpGeneric ? XDP_FLAGS_SKB_MODE
+                         : hook == IngressHook::kXdpNative ? XDP_FLAGS_DRV_MODE
+                                                           : 0u);
+    int fd = hook == IngressHook::kTc
+                 ? bpf_link_create(bpf_program__fd(ingress_->progs.hk_ingress_tc),
+                                   static_cast<int>(idx), kBpfTcxIngress, &lo)
+                 : bpf_link_create(bpf_program__fd(ingress_->progs.hk_ingress),
+                                   static_cast<int>(idx), BPF_XDP, &lo);
     if (fd < 0)
-      return sys_error("attach XDP (" + std::string(generic ? "generic" : "native") +
-                       " mode) to " + name + " (another XDP program there? see: ip link show " +
-                       name + ")");
+      return sys_error("attach " + std::string(what) + " to " + name +
+                       " (another program there? see: ip link show " + name +
+                       "; bpftool net show dev " + name + ")");
     xdp_links_.emplace_back(fd);
   }
   lap(times_.xdp_ms);

@@ -22,7 +22,7 @@ namespace hooker {
 struct KernelConfig {
   std::string cgroup;                 // cgroup v2 directory
   std::vector<std::string> ifaces;    // XDP on each
-  std::string xdp_mode = "auto";      // auto, native or generic
+  std::string xdp_mode = "auto";      // auto, native, generic or tc
   uint16_t udp_port = 0;              // hookerd's UDP port, in the option
   std::vector<uint16_t> ports;        // server ports whose connections move
   std::string pin_dir;                // where maps are pinned for inspection
@@ -70,16 +70,20 @@ class Kernel {
   bpf_link* reads_link_ = nullptr;
   bpf_link* sends_link_ = nullptr;
   bool sk_msg_attached_ = false;
-  std::vector<Fd> xdp_links_;  // XDP link fds
+  std::vector<Fd> xdp_links_;  // ingress link fds (XDP or tcx)
   Mapping<hk_lanes> lanes_;
   std::vector<std::string> pins_;
   LoadTimes times_;
 };
 
-// The XDP mode `auto` picks for an interface: native, except on veth, where
-// a native program turns off GSO on the peer (one trip through the stack per
-// 1.4 KB instead of per 64 KB) and costs more than half the throughput.
-bool xdp_generic_for(const std::string& mode, const std::string& iface);
+// Where the ingress program runs on an interface. `auto` picks XDP in the
+// driver, except on veth: native XDP there turns off GSO on the peer (one
+// trip through the stack per 1.4 KB instead of per 64 KB), and generic XDP
+// copies every GSO packet into one linear buffer (a tenth of all CPU at 10
+// Gbit/s, and a third of plain TCP's throughput on the same interface);
+// a TC (tcx) ingress program runs the same checks on the packet as it is.
+enum class IngressHook { kXdpNative, kXdpGeneric, kTc };
+IngressHook ingress_hook_for(const std::string& mode, const std::string& iface);
 
 // Route libbpf's own messages through stderr only when verbose.
 void set_libbpf_verbose(bool verbose);

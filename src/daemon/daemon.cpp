@@ -271,9 +271,11 @@ void Daemon::pump(Conn& c) {
     size_t want = std::min<uint64_t>(credit, frames * wire::kMaxPayload);
     iov[frames - 1].iov_len = want - (frames - 1) * wire::kMaxPayload;
     // The lanes take turns (hk_lanes): the fast one, unless the mode is
-    // slow and every fast byte before it has been read. The mode is read
-    // before the fast lane is found empty, so that emptiness is final.
+    // slow and every fast byte before it has been read. The mode, and that
+    // no fast message is under way, are read before the fast lane is found
+    // empty, so that emptiness is final.
     uint64_t mode = std::atomic_ref(c.lanes->mode).load(std::memory_order_acquire);
+    bool fast_done = std::atomic_ref(c.lanes->fast_landing).load(std::memory_order_acquire) == 0;
     bool slow = (mode & HK_LANE_SLOW) && c.drained_for == mode;
     msghdr mh{};
     mh.msg_iov = iov;
@@ -281,6 +283,13 @@ void Daemon::pump(Conn& c) {
     ssize_t n = recvmsg(slow ? c.in_fd : c.out_fd, &mh, MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
       if (slow || !(mode & HK_LANE_SLOW)) return;  // the lane's socket wakes us
+      if (!fast_done) {
+        // Another thread's fast message may still be landing (only threads
+        // that send on one socket at once get here); that wakes nothing.
+        if (std::find(lane_waiters_.begin(), lane_waiters_.end(), &c) == lane_waiters_.end())
+          lane_waiters_.push_back(&c);
+        return;
+      }
       c.drained_for = mode;
       continue;
     }
@@ -371,10 +380,12 @@ void Daemon::on_datagram(const sockaddr_in6& from, std::span<const std::byte> d)
   }
   if (it == by_token_.end()) {
     hk_token t;
-    // Accepted in a SYN-ACK whose final ACK has not arrived yet: keep the
-    // datagram until the connection is established.
+    // Accepted in a SYN-ACK whose final ACK has not arrived yet, or just
+    // established on another CPU, its event not yet in the ring: keep the
+    // datagram until the connection is bound (a lost one would reset it).
     if (bpf_map_lookup_elem(kernel_->tokens_fd(), &f.token, &t) == 0 &&
-        t.state == HK_TOKEN_EMBRYONIC && stash_bytes_ + d.size() <= kStashLimit) {
+        (t.state == HK_TOKEN_EMBRYONIC || t.state == HK_TOKEN_LIVE) &&
+        stash_bytes_ + d.size() <= kStashLimit) {
       stash_[f.token].push_back({from, {d.begin(), d.end()}});
       stash_bytes_ += d.size();
       cnt_.rx_stashed++;
@@ -562,6 +573,7 @@ void Daemon::retire(Conn& c) {
   erase_one(ack_waiters_, &c);
   erase_one(touched_, &c);
   erase_one(retry_, &c);
+  erase_one(lane_waiters_, &c);
   cnt_.conns_closed++;
   by_slot_[slot].reset();
   if (auto s = slots_->recycle(slot); !s)

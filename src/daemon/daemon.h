@@ -101,6 +101,7 @@ class Daemon {
   std::vector<std::pair<uint64_t, sockaddr_in6>> resets_owed_;  // likewise, RESETs
   std::vector<Conn*> touched_;      // got data in this batch: ack when idle
   std::vector<Conn*> retry_;        // the application did not take all bytes
+  std::vector<Conn*> lane_waiters_; // a fast send still running held the slow lane
   struct Stashed { sockaddr_in6 from; std::vector<std::byte> d; };
   std::unordered_map<uint64_t, std::vector<Stashed>> stash_;  // early datagrams
   size_t stash_bytes_ = 0;

@@ -38,6 +38,16 @@ void Daemon::gc_embryonic() {
   }
   for (auto [tok, slot] : dead)
     if (bpf_map_delete_elem(fd, &tok) == 0) (void)slots_->offer(slot);
+  // Early datagrams of a handshake that is gone: nobody will claim them.
+  for (auto it = stash_.begin(); it != stash_.end();) {
+    hk_token t;
+    if (bpf_map_lookup_elem(fd, &it->first, &t) == 0) {
+      ++it;
+      continue;
+    }
+    for (auto& e : it->second) stash_bytes_ -= e.d.size();
+    it = stash_.erase(it);
+  }
 
   // A FIN-ACK guard older than a minute: the peer keeps its half open. Let
   // the ACK through (the reader risks one EAGAIN) rather than have TCP give
@@ -61,6 +71,12 @@ void Daemon::on_timer() {
   auto retry = std::move(retry_);
   retry_.clear();
   for (Conn* c : retry) deliver(*c);  // acknowledges if the window opened
+  auto lanes = std::move(lane_waiters_);
+  lane_waiters_.clear();
+  for (Conn* c : lanes) {
+    pump(*c);
+    maybe_retire(*c);
+  }
   if (ticks_ % 4 == 0) check_losses();
   if (ticks_ % (1000 / kTickMs) == 0) {
     keep_pool_full();

@@ -35,8 +35,9 @@ Result<Options> parse_options(int argc, char** argv) {
   app.add_option("--iface", o.ifaces, "interface for the XDP ingress program (repeatable)");
   std::string xdp_mode = "auto";
   app.add_option("--xdp-mode", xdp_mode,
-                 "auto (default: native, but generic on veth), native (in the driver) or "
-                 "generic (after the stack builds the packet)");
+                 "where the ingress program runs: auto (default: native, but tc on veth), "
+                 "native (XDP in the driver), generic (XDP after the stack builds the "
+                 "packet) or tc (a tcx ingress program, same checks)");
   app.add_option("--port", port, "UDP port of this hookerd (default 7000)");
   app.add_option("--redirect", redirect, "server TCP port whose connections move (repeatable)");
   app.add_option("--control", o.control, "control socket path");
@@ -52,8 +53,8 @@ Result<Options> parse_options(int argc, char** argv) {
     return Error{std::string(e.what()) + " (see hookerd --help)", 0};
   }
 
-  if (xdp_mode != "auto" && xdp_mode != "native" && xdp_mode != "generic")
-    return Error{"--xdp-mode " + xdp_mode + ": use auto, native or generic", 0};
+  if (xdp_mode != "auto" && xdp_mode != "native" && xdp_mode != "generic" && xdp_mode != "tc")
+    return Error{"--xdp-mode " + xdp_mode + ": use auto, native, generic or tc", 0};
   o.xdp_mode = xdp_mode;
   if (port < 1 || port > 65535)
     return Error{"--port " + std::to_string(port) + " is out of range: use 1..65535", 0};

@@ -12,7 +12,7 @@ namespace hooker {
 struct Options {
   std::string cgroup;               // default: the cgroup v2 root
   std::vector<std::string> ifaces;
-  std::string xdp_mode = "auto";  // auto, native or generic
+  std::string xdp_mode = "auto";  // auto, native, generic or tc
   uint16_t port = 7000;
   std::vector<uint16_t> redirect;
   std::string control = "/run/hooker/hookerd.sock";

@@ -696,6 +696,92 @@ def pattern_reader(a):
     result(received=chk.pos, mismatch=chk.mismatch, **state)
 
 
+# ---------------------------------------------------------------- threads on one socket
+
+def thread_stream(t: int, n: int) -> bytes:
+    """Thread t's bytes: its number in the top two bits, then six bits that
+    depend on the byte's place in its stream, so a byte out of place shows."""
+    return bytes((t << 6) | (((k * 2654435761) >> 13) & 63) for k in range(n))
+
+
+def threads_writer(a):
+    """--threads threads (at most 4) write --bytes bytes each on one socket at
+    the same time, --size bytes per send. Then shuts down writing and waits
+    for the reader's verdict. Over TCP, concurrent sends may interleave
+    anywhere, but each thread's bytes keep their order."""
+    state = {"side": "threads-writer"}
+    watchdog(a.timeout, lambda: state)
+    c = connect(a.host, a.port)
+    errors = []
+
+    def run(t):
+        data = memoryview(thread_stream(t, a.bytes))
+        try:
+            for off in range(0, a.bytes, a.size):
+                c.sendall(data[off:off + a.size])
+        except OSError as e:
+            errors.append(err_name(e))
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(a.threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        state["error"] = errors[0]
+    else:
+        c.shutdown(socket.SHUT_WR)
+        c.settimeout(a.timeout / 2)
+        try:
+            state["reply"] = c.recv(4096).decode(errors="replace")
+        except OSError as e:
+            state["error"] = err_name(e)
+    result(**state)
+
+
+def threads_reader(a):
+    """Reads to EOF, stopping for --pause seconds after every --pause-every
+    bytes, and checks that each thread's bytes (told apart by their top bits)
+    come in its order. Answers "ok N" or "bad: ..." and closes."""
+    import re
+    lsn = listen(a.port, 8)
+    print("listening", flush=True)
+    state = {"side": "threads-reader", "received": 0}
+    watchdog(a.timeout, lambda: state)
+    expect = [thread_stream(t, a.bytes) for t in range(4)]
+    pos = [0, 0, 0, 0]
+    owner = bytes.maketrans(bytes(range(256)), bytes(b >> 6 for b in range(256)))
+    c, _ = lsn.accept()
+    c.settimeout(a.idle_timeout)
+    bad = None
+    try:
+        while bad is None:
+            b = c.recv(1 << 16)
+            if not b:
+                state["read_end"] = "EOF"
+                break
+            before = state["received"]
+            state["received"] += len(b)
+            for run in re.finditer(rb"\x00+|\x01+|\x02+|\x03+", b.translate(owner)):
+                t, n = b[run.start()] >> 6, run.end() - run.start()
+                if b[run.start():run.end()] != expect[t][pos[t]:pos[t] + n]:
+                    bad = f"thread {t} bytes {pos[t]}..{pos[t] + n} at {before + run.start()}"
+                    break
+                pos[t] += n
+            if a.pause_every and state["received"] // a.pause_every != before // a.pause_every:
+                time.sleep(a.pause)
+    except OSError as e:
+        state["read_end"] = err_name(e)
+    state["per_thread"] = pos
+    verdict = f"bad: {bad}" if bad else f"ok {state['received']}"
+    try:
+        c.sendall(f"{verdict}\n".encode())
+        c.close()
+    except OSError as e:
+        state["reply_error"] = err_name(e)
+    result(bad=bad, **state)
+
+
 # ---------------------------------------------------------------- main
 
 def main(argv=None):
@@ -732,6 +818,15 @@ def main(argv=None):
     sp.add_argument("--chunk", type=int, default=65536)
     sp.add_argument("--progress", action="store_true")
     sp.add_argument("--nonblocking", action="store_true")
+    sp = add("threads-writer", threads_writer, False)
+    sp.add_argument("--threads", type=int, default=4, choices=range(1, 5))
+    sp.add_argument("--bytes", type=int, required=True)
+    sp.add_argument("--size", type=int, default=256)
+    sp = add("threads-reader", threads_reader, True)
+    sp.add_argument("--bytes", type=int, required=True)
+    sp.add_argument("--pause-every", type=int, default=0)
+    sp.add_argument("--pause", type=float, default=0.2)
+    sp.add_argument("--idle-timeout", type=float, default=20)
     sp = add("pattern-reader", pattern_reader, True)
     sp.add_argument("--sleep", type=float, default=0)
     sp.add_argument("--pause-every", type=int, default=0)

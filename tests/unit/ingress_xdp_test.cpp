@@ -1,5 +1,6 @@
-// The XDP ingress program on crafted packets (BPF_PROG_TEST_RUN): every
-// verdict and every drop counter. Needs root to load BPF.
+// The ingress program on crafted packets (BPF_PROG_TEST_RUN), as XDP and as
+// TC (the hook `--xdp-mode auto` picks on veth): every verdict and every
+// drop counter, the same from both. Needs root to load BPF.
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -28,7 +29,7 @@ struct Skel {
   ~Skel() { ingress_bpf__destroy(s); }
 };
 
-class IngressXdp : public ::testing::Test {
+class Ingress : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "loading BPF needs root";
@@ -83,12 +84,19 @@ class IngressXdp : public ::testing::Test {
     return d;
   }
 
+  // The verdict in XDP's terms, whichever hook ran.
   int run(std::vector<uint8_t> pkt) {
+    bool tc = GetParam();
     LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = pkt.data(),
                 .data_size_in = static_cast<__u32>(pkt.size()), .repeat = 1);
-    int r = bpf_prog_test_run_opts(bpf_program__fd(skel_.s->progs.hk_ingress), &o);
+    bpf_program* prog = tc ? skel_.s->progs.hk_ingress_tc : skel_.s->progs.hk_ingress;
+    int r = bpf_prog_test_run_opts(bpf_program__fd(prog), &o);
     EXPECT_EQ(r, 0) << "bpf_prog_test_run_opts";
-    return static_cast<int>(o.retval);
+    if (!tc) return static_cast<int>(o.retval);
+    // tcx: "next" (TC_ACT_UNSPEC) lets later programs see the packet.
+    constexpr int32_t kTcxNext = -1, kTcxDrop = 2;
+    int32_t v = static_cast<int32_t>(o.retval);
+    return v == kTcxNext ? XDP_PASS : v == kTcxDrop ? XDP_DROP : -1000 - v;
   }
 
   uint64_t counter(hk_counter c) {
@@ -104,17 +112,17 @@ class IngressXdp : public ::testing::Test {
   Skel skel_;
 };
 
-TEST_F(IngressXdp, PassesLiveTokenOverBothFamilies) {
+TEST_P(Ingress, PassesLiveTokenOverBothFamilies) {
   for (bool v6 : {false, true}) EXPECT_EQ(run(packet(v6, kPort, hooker(kLiveToken))), XDP_PASS);
   EXPECT_EQ(counter(HK_CNT_XDP_PASS), 2u);
 }
 
-TEST_F(IngressXdp, DropsUnknownToken) {
+TEST_P(Ingress, DropsUnknownToken) {
   for (bool v6 : {false, true}) EXPECT_EQ(run(packet(v6, kPort, hooker(42))), XDP_DROP);
   EXPECT_EQ(counter(HK_CNT_XDP_UNKNOWN_TOKEN), 2u);
 }
 
-TEST_F(IngressXdp, DropsMalformedWithOneCounterEach) {
+TEST_P(Ingress, DropsMalformedWithOneCounterEach) {
   EXPECT_EQ(run(packet(false, kPort, {1, 2, 3})), XDP_DROP);
   EXPECT_EQ(counter(HK_CNT_XDP_SHORT), 1u);
 
@@ -134,10 +142,13 @@ TEST_F(IngressXdp, DropsMalformedWithOneCounterEach) {
   EXPECT_EQ(counter(HK_CNT_XDP_PASS), 0u);
 }
 
-TEST_F(IngressXdp, LeavesOtherTrafficAlone) {
+TEST_P(Ingress, LeavesOtherTrafficAlone) {
   EXPECT_EQ(run(packet(false, kPort + 1, hooker(42))), XDP_PASS);           // other UDP port
   EXPECT_EQ(run(packet(true, kPort, hooker(42), IPPROTO_TCP)), XDP_PASS);   // not UDP
   EXPECT_EQ(counter(HK_CNT_XDP_PASS), 0u);  // nothing counted as Hooker's
 }
+
+INSTANTIATE_TEST_SUITE_P(Hooks, Ingress, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "tc" : "xdp"; });
 
 }  // namespace
