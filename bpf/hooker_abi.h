@@ -126,24 +126,27 @@ struct hk_sk {
 #define HK_LANE_SLOW 1ull /* in mode; the other bits count switches */
 #define HK_FAST_LANE_LIMIT (2u << 20)
 
-struct hk_lanes {
-	__u64 mode;         /* HK_LANE_SLOW | switches << 1 (kernel) */
-	__u64 sent;         /* bytes the finished sends returned (kernel) */
-	__u64 routed;       /* bytes routed by sends still running (kernel) */
-	__u64 fast_landing; /* fast messages possibly still under way (kernel) */
-	__u64 slow_running; /* routed slow by sends still running (kernel) */
-	__u64 read;         /* bytes hookerd took from the lanes (hookerd) */
-	__u64 pad[2];
-};
-
 /* One thread's send on a moved socket, from its first verdict to the
- * tracepoint at its end, keyed by pid_tgid. */
+ * tracepoint at its end. */
 struct hk_send {
 	__u32 slot;
 	__u32 pad;
 	__u64 routed;  /* by either lane */
-	__u64 landing; /* the last message, if fast */
+	__u64 landing; /* the last message, if fast and maybe still moving */
 	__u64 slow;    /* by the slow lane */
+};
+
+struct hk_lanes {
+	__u64 mode; /* HK_LANE_SLOW | switches << 1 (kernel) */
+	__u64 sent; /* bytes the finished sends returned (kernel) */
+	__u64 read; /* bytes hookerd took from the lanes (hookerd) */
+	/* The send running now is kept here, without a map operation; a
+	 * second thread sending at the same time goes in the `sends` hash
+	 * (keyed by pid_tgid), and the sums of those in others_*. */
+	__u64 owner; /* pid_tgid of that send's thread, 0 if none (kernel) */
+	struct hk_send own;
+	__u64 others_routed, others_landing, others_slow;
+	__u64 pad;
 };
 
 /* Token table: what the ingress program checks and what hookerd frees

@@ -599,42 +599,71 @@ int hk_sockops(struct bpf_sock_ops *skops)
 /* Runs on every sendmsg()/write()/sendfile() of a socket in `socks`. The
  * target socket names the connection, so no tag is pushed into the data:
  * each moved connection has its own slot in hookerd. */
+/* The record of this thread's send on the slot: the lanes' own if no other
+ * thread is sending there (the common case, no map operation), else one in
+ * the `sends` hash. NULL if that hash is full. */
+static __always_inline struct hk_send *send_of(struct hk_lanes *l, __u32 slot,
+					       __u64 tid, int *shared)
+{
+	struct hk_send *snd, fresh = {.slot = slot};
+
+	*shared = 0;
+	if (l->owner == tid)
+		return &l->own;
+	/* Not while a shared send runs: it may be this thread's, begun while
+	 * another one was the owner. */
+	if (!l->owner && !*(volatile __u64 *)&l->others_routed) {
+		l->own = fresh;
+		l->owner = tid;
+		return &l->own;
+	}
+	*shared = 1;
+	snd = bpf_map_lookup_elem(&sends, &tid);
+	if (snd && snd->slot == slot)
+		return snd;
+	if (bpf_map_update_elem(&sends, &tid, &fresh, BPF_ANY))
+		return NULL;
+	return bpf_map_lookup_elem(&sends, &tid);
+}
+
 /* The application's send, into its slot by one of the two lanes (see
- * hk_lanes). */
+ * hk_lanes). The verdicts of one socket run one at a time, under its lock,
+ * so the mode has one writer; the messages they route may still be moving
+ * after the lock is released, which the send records account for. */
 static __always_inline int into_slot(struct sk_msg_md *msg, __u32 slot)
 {
 	struct hk_lanes *l = bpf_map_lookup_elem(&lanes, &slot);
 	__u64 tid = bpf_get_current_pid_tgid();
-	struct hk_send *snd, fresh = {.slot = slot};
-	__u64 mode, read, size = msg->size;
-	int verdict, slow;
+	__u64 mode, slow_running, sent, read, size = msg->size;
+	struct hk_send *snd;
+	int verdict, slow, shared;
 
 	if (!l)
 		return SK_DROP;
-	snd = bpf_map_lookup_elem(&sends, &tid);
-	if (!snd || snd->slot != slot) {
-		/* This thread's first verdict in this send. */
-		if (bpf_map_update_elem(&sends, &tid, &fresh, BPF_ANY)) {
-			count(HK_CNT_SENDS_FULL); /* the sender gets EACCES */
-			return SK_DROP;
-		}
-		snd = bpf_map_lookup_elem(&sends, &tid);
-		if (!snd)
-			return SK_DROP;
+	snd = send_of(l, slot, tid, &shared);
+	if (!snd) {
+		count(HK_CNT_SENDS_FULL); /* the sender gets EACCES */
+		return SK_DROP;
 	}
 	/* This thread's previous message has landed: a verdict runs only
 	 * once the message before it was moved. */
 	if (snd->landing) {
-		__sync_fetch_and_add(&l->fast_landing, -snd->landing);
+		if (shared)
+			__sync_fetch_and_add(&l->others_landing, -snd->landing);
 		snd->landing = 0;
 	}
-	mode = l->mode;
+	/* Running before counted (the order hk_app_sent writes them in
+	 * reverse), so a send that just ended is seen as one or the other. */
+	slow_running = *(volatile __u64 *)&l->own.slow + *(volatile __u64 *)&l->others_slow;
+	sent = *(volatile __u64 *)&l->sent;
 	read = *(volatile __u64 *)&l->read;
-	if ((mode & HK_LANE_SLOW) && !l->slow_running && l->sent == read) {
+	mode = l->mode;
+	if ((mode & HK_LANE_SLOW) && !slow_running && sent == read) {
 		mode = (mode & ~HK_LANE_SLOW) + 2; /* hookerd has every byte */
 		count(HK_CNT_LANE_FAST);
 	}
-	if (!(mode & HK_LANE_SLOW) && l->sent + l->routed - read >= HK_FAST_LANE_LIMIT) {
+	if (!(mode & HK_LANE_SLOW) &&
+	    sent + l->own.routed + l->others_routed - read >= HK_FAST_LANE_LIMIT) {
 		mode = (mode | HK_LANE_SLOW) + 2;
 		count(HK_CNT_LANE_SLOW);
 	}
@@ -649,13 +678,16 @@ static __always_inline int into_slot(struct sk_msg_md *msg, __u32 slot)
 		return verdict;
 	}
 	snd->routed += size;
-	__sync_fetch_and_add(&l->routed, size);
-	if (slow) {
+	if (slow)
 		snd->slow += size;
-		__sync_fetch_and_add(&l->slow_running, size);
-	} else {
+	else
 		snd->landing = size;
-		__sync_fetch_and_add(&l->fast_landing, size);
+	if (shared) {
+		__sync_fetch_and_add(&l->others_routed, size);
+		if (slow)
+			__sync_fetch_and_add(&l->others_slow, size);
+		else
+			__sync_fetch_and_add(&l->others_landing, size);
 	}
 	return SK_PASS;
 }
@@ -701,16 +733,23 @@ int hk_app_sent(struct bpf_raw_tracepoint_args *ctx)
 	l = bpf_map_lookup_elem(&lanes, slot);
 	if (!l)
 		return 0;
-	/* The count first: the switch back to the fast lane must never see
-	 * this send neither running nor counted. */
+	/* Counted before it stops running: the switch back to the fast lane
+	 * must always see this send as one or the other. */
 	if (ret > 0)
 		__sync_fetch_and_add(&l->sent, ret);
 	tid = bpf_get_current_pid_tgid();
+	if (l->owner == tid) {
+		l->own.routed = 0;
+		l->own.landing = 0;
+		*(volatile __u64 *)&l->own.slow = 0;
+		*(volatile __u64 *)&l->owner = 0;
+		return 0;
+	}
 	snd = bpf_map_lookup_elem(&sends, &tid);
 	if (snd && snd->slot == *slot) {
-		__sync_fetch_and_add(&l->routed, -snd->routed);
-		__sync_fetch_and_add(&l->fast_landing, -snd->landing);
-		__sync_fetch_and_add(&l->slow_running, -snd->slow);
+		__sync_fetch_and_add(&l->others_routed, -snd->routed);
+		__sync_fetch_and_add(&l->others_landing, -snd->landing);
+		__sync_fetch_and_add(&l->others_slow, -snd->slow);
 		bpf_map_delete_elem(&sends, &tid);
 	}
 	return 0;

@@ -147,7 +147,7 @@ Status Kernel::attach(const KernelConfig& cfg) {
   if (!sends_link_) return sys_error("attach to the sock_send_length tracepoint");
   reads_link_ = bpf_program__attach_raw_tracepoint(redir_->progs.hk_app_read, "sock_recv_length");
   if (!reads_link_) return sys_error("attach to the sock_recv_length tracepoint");
-  lap(times_.reads_ms);
+  lap(times_.tracepoints_ms);
 
   cgroup_fd_ = open(cfg.cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (cgroup_fd_ < 0) return sys_error("open cgroup " + cfg.cgroup);
@@ -181,9 +181,9 @@ Status Kernel::attach(const KernelConfig& cfg) {
       return sys_error("attach " + std::string(what) + " to " + name +
                        " (another program there? see: ip link show " + name +
                        "; bpftool net show dev " + name + ")");
-    xdp_links_.emplace_back(fd);
+    ingress_links_.emplace_back(fd);
   }
-  lap(times_.xdp_ms);
+  lap(times_.ingress_ms);
   return ok();
 }
 
@@ -207,7 +207,7 @@ Status Kernel::pin(const std::string& dir) {
 }
 
 Kernel::~Kernel() {
-  xdp_links_.clear();
+  ingress_links_.clear();
   if (sockops_link_) bpf_link__destroy(sockops_link_);
   if (reads_link_) bpf_link__destroy(reads_link_);
   if (sends_link_) bpf_link__destroy(sends_link_);

@@ -1,5 +1,5 @@
 // The kernel half of Hooker, loaded and attached: the redirector (sock_ops +
-// sk_msg) on a cgroup and the ingress (XDP) on interfaces. Destroying it
+// sk_msg) on a cgroup and the ingress (XDP, or tcx) on interfaces. Destroying it
 // detaches and unpins everything; links make a crash detach too.
 #pragma once
 
@@ -21,7 +21,7 @@ namespace hooker {
 
 struct KernelConfig {
   std::string cgroup;                 // cgroup v2 directory
-  std::vector<std::string> ifaces;    // XDP on each
+  std::vector<std::string> ifaces;    // the ingress program on each
   std::string xdp_mode = "auto";      // auto, native, generic or tc
   uint16_t udp_port = 0;              // hookerd's UDP port, in the option
   std::vector<uint16_t> ports;        // server ports whose connections move
@@ -32,7 +32,7 @@ struct KernelConfig {
 // Where load and attach time goes (Table 1 of the benchmarks).
 struct LoadTimes {
   double open_load_ms = 0, attach_ms = 0;
-  double sk_msg_ms = 0, reads_ms = 0, sockops_ms = 0, xdp_ms = 0, pin_ms = 0;
+  double sk_msg_ms = 0, tracepoints_ms = 0, sockops_ms = 0, ingress_ms = 0, pin_ms = 0;
 };
 
 class Kernel {
@@ -70,7 +70,7 @@ class Kernel {
   bpf_link* reads_link_ = nullptr;
   bpf_link* sends_link_ = nullptr;
   bool sk_msg_attached_ = false;
-  std::vector<Fd> xdp_links_;  // ingress link fds (XDP or tcx)
+  std::vector<Fd> ingress_links_;  // XDP or tcx links
   Mapping<hk_lanes> lanes_;
   std::vector<std::string> pins_;
   LoadTimes times_;

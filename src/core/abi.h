@@ -15,5 +15,5 @@ static_assert(sizeof(hk_flow) == 40);
 static_assert(sizeof(hk_sk) == 64);
 static_assert(sizeof(hk_token) == 16);
 static_assert(sizeof(hk_event) == 88);
-static_assert(sizeof(hk_lanes) == 64);
+static_assert(sizeof(hk_lanes) == 96);
 static_assert(sizeof(hk_send) == 32);

@@ -112,9 +112,9 @@ Status Daemon::setup() {
     startup_ms.emplace_back("bpf_open_load", t.open_load_ms);
     startup_ms.emplace_back("bpf_attach", t.attach_ms);
     startup_ms.emplace_back("attach_sk_msg", t.sk_msg_ms);
-    startup_ms.emplace_back("attach_app_reads", t.reads_ms);
+    startup_ms.emplace_back("attach_tracepoints", t.tracepoints_ms);
     startup_ms.emplace_back("attach_sock_ops", t.sockops_ms);
-    startup_ms.emplace_back("attach_xdp", t.xdp_ms);
+    startup_ms.emplace_back("attach_ingress", t.ingress_ms);
     startup_ms.emplace_back("pin_maps", t.pin_ms);
     phase("bpf_total");
     auto p = SlotPool::create(*kernel_, opt_.max_conns);
@@ -244,76 +244,7 @@ void Daemon::on_bound(const hk_event& ev) {
   keep_pool_full();
 }
 
-// ---- application -> wire -------------------------------------------------
-
-void Daemon::pump(Conn& c) {
-  while (!c.out_eof && !c.failed) {
-    if (c.app_shut_wr && c.sent == c.app_total) {
-      c.out_eof = true;
-      break;
-    }
-    uint64_t credit = c.credit();
-    size_t room = udp_->room();
-    if (credit == 0) return;  // the peer's ACK calls pump again
-    if (room == 0) {
-      if (std::find(tx_waiters_.begin(), tx_waiters_.end(), &c) == tx_waiters_.end())
-        tx_waiters_.push_back(&c);
-      flush();
-      if (udp_->room() == 0) return;
-      continue;
-    }
-    // At most one GSO group per read.
-    size_t frames = std::min<uint64_t>({room, UdpTransport::kGsoMax,
-                                        (credit + wire::kMaxPayload - 1) / wire::kMaxPayload});
-    iovec iov[UdpTransport::kGsoMax];
-    udp_->payload_iov(frames, iov);
-    // The last area is trimmed so no byte is read past the credit.
-    size_t want = std::min<uint64_t>(credit, frames * wire::kMaxPayload);
-    iov[frames - 1].iov_len = want - (frames - 1) * wire::kMaxPayload;
-    // The lanes take turns (hk_lanes): the fast one, unless the mode is
-    // slow and every fast byte before it has been read. The mode, and that
-    // no fast message is under way, are read before the fast lane is found
-    // empty, so that emptiness is final.
-    uint64_t mode = std::atomic_ref(c.lanes->mode).load(std::memory_order_acquire);
-    bool fast_done = std::atomic_ref(c.lanes->fast_landing).load(std::memory_order_acquire) == 0;
-    bool slow = (mode & HK_LANE_SLOW) && c.drained_for == mode;
-    msghdr mh{};
-    mh.msg_iov = iov;
-    mh.msg_iovlen = frames;
-    ssize_t n = recvmsg(slow ? c.in_fd : c.out_fd, &mh, MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-      if (slow || !(mode & HK_LANE_SLOW)) return;  // the lane's socket wakes us
-      if (!fast_done) {
-        // Another thread's fast message may still be landing (only threads
-        // that send on one socket at once get here); that wakes nothing.
-        if (std::find(lane_waiters_.begin(), lane_waiters_.end(), &c) == lane_waiters_.end())
-          lane_waiters_.push_back(&c);
-        return;
-      }
-      c.drained_for = mode;
-      continue;
-    }
-    if (n <= 0) {
-      // The slot broke, or a lane closed with bytes owed: the stream cannot
-      // be completed, and an END would pass a truncated one off as whole.
-      // The next loss check resets it.
-      c.failed = true;
-      return;
-    }
-    udp_->commit_data(static_cast<size_t>(n), c.peer_token, c.sent, c.peer);
-    c.sent += static_cast<uint64_t>(n);
-    std::atomic_ref(c.lanes->read).store(c.sent, std::memory_order_release);
-  }
-  if (c.out_eof && !c.end_sent && !c.failed) {
-    if (udp_->room() == 0) flush();
-    if (udp_->room() == 0) {
-      tx_waiters_.push_back(&c);
-      return;
-    }
-    udp_->queue({HK_WIRE_END, HK_MECH_UDP, c.peer_token, c.sent, 0, {}}, c.peer);
-    c.end_sent = true;
-  }
-}
+// ---- the UDP queue -------------------------------------------------------
 
 void Daemon::flush() {
   auto r = udp_->flush();

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <sys/uio.h>
 #include <unordered_map>
 #include <vector>
 
@@ -61,6 +62,10 @@ class Daemon {
 
   // the two directions
   void pump(Conn& c);      // application -> wire
+  // The application's next bytes, from whichever lane holds them: a count,
+  // 0 if none is there yet (a socket or the timer calls pump again), -1 if
+  // the slot broke.
+  ssize_t read_lanes(Conn& c, iovec* iov, size_t frames);
   void deliver(Conn& c, bool* gone = nullptr);  // wire -> application
   uint64_t app_reads(uint32_t slot) const;
   void ack(Conn& c, uint8_t flags = 0);

@@ -32,7 +32,7 @@ Result<Options> parse_options(int argc, char** argv) {
   int port = o.port;
   std::vector<int> redirect;
   app.add_option("--cgroup", o.cgroup, "cgroup v2 directory whose processes are served (default: the root)");
-  app.add_option("--iface", o.ifaces, "interface for the XDP ingress program (repeatable)");
+  app.add_option("--iface", o.ifaces, "interface for the ingress program, XDP or tcx (repeatable)");
   std::string xdp_mode = "auto";
   app.add_option("--xdp-mode", xdp_mode,
                  "where the ingress program runs: auto (default: native, but tc on veth), "
