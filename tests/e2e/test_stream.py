@@ -567,8 +567,9 @@ def test_link_reordering_and_duplication_are_absorbed(v6):
 
 @FAMILY
 def test_lost_datagram_resets_both_ends(bed, impair, v6):
-    """The 100th DATA datagram a->b is dropped for good (on b's ingress, after
-    hookerd's XDP, before its socket): this mechanism does not retransmit, so
+    """The 100th DATA datagram a->b is dropped for good (on b's ingress, by a
+    classic tc program that runs after hookerd's tcx one, whose verdict is
+    "next", and before the socket): this mechanism does not retransmit, so
     both applications get ECONNRESET, the reset is counted and logged, and the
     reader got only correct bytes, none past the gap."""
     total = 16 * MiB
