@@ -6,7 +6,7 @@
  * still waits for the peer's bytes (see hk_fin_guard), and passes
  * everything else untouched. The same checks also run as a TC (tcx)
  * ingress program, for interfaces where XDP in the driver costs more than
- * it saves (veth: see xdp_mode_for in src/bpf/kernel.cpp). */
+ * it saves (veth: see ingress_hook_for in src/bpf/kernel.h). */
 /* Only UAPI context structs and packet headers are read here, whose layout
  * is ABI, so no CO-RE relocation is needed; without them libbpf does not
  * parse the kernel's BTF at load. */

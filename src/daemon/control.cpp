@@ -29,7 +29,8 @@ std::string Daemon::status_json() const {
         // The application's sends: the lane they take now, and what they
         // returned that hookerd has not read yet (hk_lanes).
         {"send_lane", (c->lanes->mode & HK_LANE_SLOW) ? "slow" : "fast"},
-        {"send_backlog", c->lanes->sent - c->sent},
+        // (hookerd may have read ahead of that count while a send runs.)
+        {"send_backlog", c->lanes->sent > c->sent ? c->lanes->sent - c->sent : 0},
         {"bytes_in", c->in.delivered()},
         {"state", c->state()},
         {"age_s", std::chrono::duration<double>(now - c->since).count()},
