@@ -92,6 +92,18 @@ Status Daemon::setup() {
     if (!if_nametoindex(i.c_str()))
       return Error{"no interface '" + i + "' in this network namespace (ip link shows them)", 0};
 
+  // The pin directory before anything is loaded: a machine without a BPF
+  // filesystem gets one, or hookerd stops here with nothing attached.
+  if (!opt_.pin_dir.empty()) {
+    auto m = ensure_bpffs(opt_.pin_dir);
+    if (!m) return m.error();
+    bpffs_ = m.take();
+    if (!bpffs_.mounted_at().empty())
+      fprintf(stderr, "hookerd: mounted a BPF filesystem at %s (there was none)\n",
+              bpffs_.mounted_at().c_str());
+  }
+  phase("pin_dir");
+
   // The FIN-hold rules are installed by iptables processes: they run while
   // the kernel programs load. A failed start still waits for them, and the
   // destructor removes them.

@@ -7,6 +7,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "bpf/bpffs.h"
 #include "bpf/fd.h"
 #include "bpf/kernel.h"
 #include "core/flow.h"
@@ -88,6 +89,7 @@ class Daemon {
   std::string status_json() const;
 
   Options opt_;
+  BpffsMount bpffs_;  // outlives kernel_: its pins are removed first
   std::unique_ptr<Kernel> kernel_;
   std::optional<SlotPool> slots_;
   std::optional<UdpTransport> udp_;
