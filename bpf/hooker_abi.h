@@ -146,7 +146,12 @@ struct hk_lanes {
 	__u64 owner; /* pid_tgid of that send's thread, 0 if none (kernel) */
 	struct hk_send own;
 	__u64 others_routed, others_landing, others_slow;
-	__u64 pad;
+	/* A send the slow lane refused (EAGAIN, or a part of it): its writer
+	 * waits for EPOLLOUT on its own socket, which nothing in the kernel
+	 * sends it, since that socket itself has room. The kernel sets it and
+	 * tells hookerd (HK_EV_WRITER_WAITS); hookerd clears it and wakes the
+	 * writer once the slot has room again (bpf/waker.bpf.c). */
+	__u64 writer_waits;
 };
 
 /* Token table: what the ingress program checks and what hookerd frees
@@ -182,6 +187,7 @@ enum hk_event_type {
 	HK_EV_SHUT_WR = 2, /* the application will write no more */
 	HK_EV_CLOSED = 3, /* the application socket is gone */
 	HK_EV_BIND_FAILED = 4, /* negotiated but could not be moved */
+	HK_EV_WRITER_WAITS = 5, /* hk_lanes.writer_waits went up (slot only) */
 };
 
 struct hk_event {

@@ -26,6 +26,7 @@
 #define TCPHDR_ACK 0x10
 #define ENOMSG 42
 #define ENOENT 2
+#define EAGAIN 11
 
 /* TCP states, from include/net/tcp_states.h (not in BTF as an enum). */
 #define HK_TCP_FIN_WAIT1 4
@@ -715,6 +716,32 @@ int hk_redirect(struct sk_msg_md *msg)
 	return SK_PASS;
 }
 
+/* A send that ended refused, wholly (EAGAIN) or in part by the slow lane
+ * (it returned less than its verdicts routed): a non-blocking writer now
+ * waits for EPOLLOUT, which only hookerd can have sent (hk_lanes). The
+ * event goes once per wait, so a writer that spins on EAGAIN sends one. */
+static __always_inline void writer_refused(struct hk_lanes *l, __u32 slot, int ret,
+					   __u64 slow, __u64 routed)
+{
+	struct hk_event *ev;
+
+	if (ret != -EAGAIN && !(slow && ret >= 0 && (__u64)ret < routed))
+		return;
+	if (*(volatile __u64 *)&l->writer_waits)
+		return;
+	*(volatile __u64 *)&l->writer_waits = 1;
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		/* hookerd's periodic look at writer_waits finds it. */
+		count(HK_CNT_EVENT_LOST);
+		return;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->type = HK_EV_WRITER_WAITS;
+	ev->slot = slot;
+	bpf_ringbuf_submit(ev, 0);
+}
+
 /* The end of an application's send: what it returned is what the lanes
  * carried, whatever part of what its verdicts routed the kernel could not
  * move. args: struct sock *sk, int ret, int flags. */
@@ -739,6 +766,7 @@ int hk_app_sent(struct bpf_raw_tracepoint_args *ctx)
 		__sync_fetch_and_add(&l->sent, ret);
 	tid = bpf_get_current_pid_tgid();
 	if (l->owner == tid) {
+		writer_refused(l, *slot, ret, l->own.slow, l->own.routed);
 		l->own.routed = 0;
 		l->own.landing = 0;
 		*(volatile __u64 *)&l->own.slow = 0;
@@ -747,6 +775,7 @@ int hk_app_sent(struct bpf_raw_tracepoint_args *ctx)
 	}
 	snd = bpf_map_lookup_elem(&sends, &tid);
 	if (snd && snd->slot == *slot) {
+		writer_refused(l, *slot, ret, snd->slow, snd->routed);
 		__sync_fetch_and_add(&l->others_routed, -snd->routed);
 		__sync_fetch_and_add(&l->others_landing, -snd->landing);
 		__sync_fetch_and_add(&l->others_slow, -snd->slow);

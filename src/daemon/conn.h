@@ -59,6 +59,7 @@ struct Conn {
   bool end_acked = false;
   bool ack_pending = false;  // an ACK is owed but the UDP queue was full
   bool failed = false;       // hookerd's own side broke: reset at the next check
+  bool watching_room = false;  // for a writer the slow lane refused (writers.cpp)
 
   // peer -> application
   Reassembly in;

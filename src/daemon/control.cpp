@@ -62,6 +62,8 @@ std::string Daemon::status_json() const {
       {"rst_injected", cnt_.rst_injected},
       {"delivery_retries", cnt_.delivery_retries},
       {"conns_moved", cnt_.conns_moved},
+      {"writers_woken", cnt_.writers_woken},
+      {"writers_not_woken", cnt_.writers_not_woken},
       {"conns_closed", cnt_.conns_closed},
       {"datagrams_sent", udp_->datagrams_sent},
       {"datagrams_received", udp_->datagrams_received},

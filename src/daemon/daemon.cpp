@@ -33,6 +33,11 @@ Status epoll_add(int ep, int fd, uint32_t events, uint64_t data) {
   return ok();
 }
 
+}  // namespace
+
+uint64_t Daemon::slot_tag(uint32_t slot) { return tag(kSlot, slot); }
+
+namespace {
 void erase_one(std::vector<Conn*>& v, Conn* c) {
   v.erase(std::remove(v.begin(), v.end(), c), v.end());
 }
@@ -132,7 +137,12 @@ Status Daemon::setup() {
     auto p = SlotPool::create(*kernel_, opt_.max_conns);
     if (!p) return p.error();
     slots_.emplace(p.take());
-    return slots_->grow(kPoolBatch);
+    if (auto s = slots_->grow(kPoolBatch); !s) return s;
+    auto w = Waker::load(kernel_->sk_state_fd(), opt_.max_conns);
+    if (!w) return w.error();
+    waker_ = w.take();
+    startup_ms.emplace_back("load_waker", waker_->load_ms);
+    return ok();
   }();
   if (!slots_ok) return slots_ok;
   by_slot_.resize(opt_.max_conns);
@@ -188,6 +198,7 @@ int Daemon::on_ring_event(void* self, void* data, size_t size) {
 
 void Daemon::on_event(const hk_event& ev) {
   if (ev.type == HK_EV_BOUND) return on_bound(ev);
+  if (ev.type == HK_EV_WRITER_WAITS) return on_writer_waits(ev.slot);
   if (ev.type == HK_EV_BIND_FAILED) {
     send_reset(ev.peer_token, remote_addr(ev.app, ev.peer_port));
     return;
@@ -543,6 +554,8 @@ Status Daemon::run() {
           if (evs[i].events & EPOLLIN) on_udp_readable();
           break;
         case kSlot:
+          if ((evs[i].events & EPOLLOUT) && idx < by_slot_.size() && by_slot_[idx])
+            on_slot_room(*by_slot_[idx]);
           if (idx < by_slot_.size() && by_slot_[idx]) pump(*by_slot_[idx]);
           if (idx < by_slot_.size() && by_slot_[idx]) maybe_retire(*by_slot_[idx]);
           break;
@@ -580,6 +593,7 @@ Status Daemon::run() {
       flush();
       if (tx_waiters_.size() >= w.size()) break;
     }
+    wake_writers();
   }
   return ok();
 }

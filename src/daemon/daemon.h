@@ -10,6 +10,7 @@
 #include "bpf/bpffs.h"
 #include "bpf/fd.h"
 #include "bpf/kernel.h"
+#include "bpf/waker.h"
 #include "core/flow.h"
 #include "daemon/conn.h"
 #include "daemon/fin_hold.h"
@@ -30,6 +31,7 @@ struct DaemonCounters {
   uint64_t resets_lost_datagram = 0, resets_peer_silent = 0, resets_local_failure = 0;
   uint64_t rst_injected = 0;
   uint64_t delivery_retries = 0, conns_moved = 0, conns_closed = 0;
+  uint64_t writers_woken = 0, writers_not_woken = 0;
 };
 
 class Daemon {
@@ -86,6 +88,14 @@ class Daemon {
   void gc_embryonic();  // and stale FIN-ACK guards
   uint32_t window() const;
 
+  // writers the slow lane refused (writers.cpp)
+  void on_writer_waits(uint32_t slot);
+  void watch_slot_room(Conn& c, bool on);
+  void on_slot_room(Conn& c);
+  void wake_writers();
+  void check_waiting_writers();
+  static uint64_t slot_tag(uint32_t slot);
+
   std::string status_json() const;
 
   Options opt_;
@@ -94,6 +104,8 @@ class Daemon {
   std::optional<SlotPool> slots_;
   std::optional<UdpTransport> udp_;
   std::unique_ptr<FinHold> fins_;
+  std::unique_ptr<Waker> waker_;
+  std::vector<uint64_t> writers_to_wake_;  // tokens, woken at the end of a loop turn
   ring_buffer* ring_ = nullptr;
   Fd epoll_, signal_, timer_, control_;
   Fd raw4_, raw6_;  // RST injection

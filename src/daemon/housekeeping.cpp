@@ -77,7 +77,10 @@ void Daemon::on_timer() {
     pump(*c);
     maybe_retire(*c);
   }
-  if (ticks_ % 4 == 0) check_losses();
+  if (ticks_ % 4 == 0) {
+    check_losses();
+    check_waiting_writers();
+  }
   if (ticks_ % (1000 / kTickMs) == 0) {
     keep_pool_full();
     gc_embryonic();
