@@ -16,6 +16,11 @@ BUILD = Path(os.environ.get("HOOKER_BUILD", REPO / "build"))
 HOOKERD = BUILD / "src" / "hookerd"
 HOOKERCTL = BUILD / "src" / "hookerctl"
 UDP_PORT = 7000
+# make test-sanitize (scripts/test-sanitize.sh) sets this: hookerd is built
+# with AddressSanitizer and UBSan, and a report on its stderr fails the test.
+SANITIZE = os.environ.get("HOOKER_SANITIZE") == "1"
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+STARTED: list["Hookerd"] = []  # every hookerd started in this process, in order
 
 
 class Hookerd:
@@ -42,6 +47,7 @@ class Hookerd:
     def start(self, timeout=10.0) -> "Hookerd":
         """Starts hookerd (outside the host's cgroup) and returns once it said
         `hookerd: ready`; raises with its stderr if it exits or stays silent."""
+        STARTED.append(self)
         err = open(self.stderr_path, "w")
         self.proc = self.host.popen(self.argv(), cgroup=False, stdout=subprocess.PIPE,
                                     stderr=err, text=True)
@@ -73,12 +79,25 @@ class Hookerd:
         c = self.status()["counters"]
         return c["kernel"].get(name, c["daemon"].get(name, 0))
 
+    def sanitizer_report(self) -> str | None:
+        """The sanitizer's report on this hookerd's stderr, from its first
+        line, or None."""
+        err = self.stderr()
+        at = min((i for i in (err.find(m) for m in SANITIZER_MARKERS) if i >= 0), default=-1)
+        return None if at < 0 else err[max(0, err.rfind("\n", 0, at) + 1):]
+
     def stop(self, timeout=10.0) -> int:
-        """SIGTERM and wait; returns the exit code."""
+        """SIGTERM and wait; returns the exit code. Under HOOKER_SANITIZE=1 a
+        sanitizer report fails here, whatever the exit code."""
         if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
+            rc = self.proc.returncode if self.proc else 0
+        else:
+            self.proc.send_signal(signal.SIGTERM)
+            rc = self.proc.wait(timeout=timeout)
+        if SANITIZE:
+            report = self.sanitizer_report()
+            assert report is None, f"hookerd on {self.host.name}: {report[:6000]}"
+        return rc
 
 
 def wait_for(cond, timeout, what):

@@ -81,7 +81,12 @@ std::string Daemon::status_json() const {
                    {"redirect", opt_.redirect},
                    {"ready_ms", ready_ms},
                    {"startup_ms", startup_ms},
-                   {"uptime_s", std::chrono::duration<double>(now - started_).count()}}},
+                   {"uptime_s", std::chrono::duration<double>(now - started_).count()},
+                   // Datagrams queued for the UDP socket; blocked: the socket
+                   // is full and hookerd waits for it (EPOLLOUT).
+                   {"udp_queue", {{"datagrams", UdpTransport::kBatch - udp_->room()},
+                                  {"room", udp_->room()},
+                                  {"blocked", tx_blocked_}}}}},
       {"connections", conns},
       {"counters", {{"kernel", kernel}, {"daemon", daemon}}},
   };
