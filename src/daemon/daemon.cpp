@@ -137,12 +137,13 @@ Status Daemon::setup() {
     auto p = SlotPool::create(*kernel_, opt_.max_conns);
     if (!p) return p.error();
     slots_.emplace(p.take());
-    if (auto s = slots_->grow(kPoolBatch); !s) return s;
-    auto w = Waker::load(kernel_->sk_state_fd(), opt_.max_conns);
-    if (!w) return w.error();
-    waker_ = w.take();
-    startup_ms.emplace_back("load_waker", waker_->load_ms);
-    return ok();
+    // The waker parses the kernel's BTF (10-20 ms): it loads while hookerd
+    // already runs; the first writer to wake waits for it.
+    waker_loading_ = std::jthread([this, fd = kernel_->sk_state_fd()] {
+      waker_loaded_.emplace(Waker::load(fd, opt_.max_conns));
+      waker_done_.store(true, std::memory_order_release);
+    });
+    return slots_->grow(kPoolBatch);
   }();
   if (!slots_ok) return slots_ok;
   by_slot_.resize(opt_.max_conns);
@@ -180,6 +181,7 @@ Status Daemon::setup() {
 }
 
 Daemon::~Daemon() {
+  if (waker_loading_.joinable()) waker_loading_.join();  // it reads kernel_'s maps
   // Let every held FIN through before the rules go.
   for (auto& c : by_slot_)
     if (c) release_fins(*c);
@@ -595,6 +597,7 @@ Status Daemon::run() {
     }
     wake_writers();
   }
+  if (fatal_) return *fatal_;
   return ok();
 }
 

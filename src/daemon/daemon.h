@@ -2,7 +2,10 @@
 // wire, held FINs and the control socket, all on one epoll.
 #pragma once
 
+#include <atomic>
 #include <memory>
+#include <optional>
+#include <thread>
 #include <sys/uio.h>
 #include <unordered_map>
 #include <vector>
@@ -94,6 +97,7 @@ class Daemon {
   void on_slot_room(Conn& c);
   void wake_writers();
   void check_waiting_writers();
+  bool waker_ready(bool wait);
   static uint64_t slot_tag(uint32_t slot);
 
   std::string status_json() const;
@@ -105,11 +109,15 @@ class Daemon {
   std::optional<UdpTransport> udp_;
   std::unique_ptr<FinHold> fins_;
   std::unique_ptr<Waker> waker_;
+  std::optional<Result<std::unique_ptr<Waker>>> waker_loaded_;  // by waker_loading_
+  std::atomic<bool> waker_done_{false};
+  std::jthread waker_loading_;  // after what it writes: joined before they go
   std::vector<uint64_t> writers_to_wake_;  // tokens, woken at the end of a loop turn
   ring_buffer* ring_ = nullptr;
   Fd epoll_, signal_, timer_, control_;
   Fd raw4_, raw6_;  // RST injection
   bool stop_ = false;
+  std::optional<Error> fatal_;  // ends run() with this error
   bool tx_blocked_ = false;
 
   std::vector<std::unique_ptr<Conn>> by_slot_;

@@ -80,6 +80,7 @@ void Daemon::on_timer() {
   if (ticks_ % 4 == 0) {
     check_losses();
     check_waiting_writers();
+    waker_ready(false);  // a failed load ends hookerd now, not at the first wait
   }
   if (ticks_ % (1000 / kTickMs) == 0) {
     keep_pool_full();

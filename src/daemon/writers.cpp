@@ -6,6 +6,7 @@
 #include <sys/epoll.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 
 #include "daemon/daemon.h"
@@ -36,8 +37,24 @@ void Daemon::on_slot_room(Conn& c) {
     writers_to_wake_.push_back(c.token);
 }
 
+bool Daemon::waker_ready(bool wait) {
+  if (waker_) return true;
+  if (!waker_loading_.joinable()) return false;  // it failed: run() is ending
+  if (!wait && !waker_done_.load(std::memory_order_acquire)) return false;
+  waker_loading_.join();
+  auto& w = *waker_loaded_;
+  if (!w) {
+    // Without it a non-blocking writer could wait for ever: stop loudly.
+    fatal_ = w.error();
+    stop_ = true;
+    return false;
+  }
+  waker_ = w.take();
+  return true;
+}
+
 void Daemon::wake_writers() {
-  if (writers_to_wake_.empty()) return;
+  if (writers_to_wake_.empty() || !waker_ready(true)) return;
   auto r = waker_->wake(writers_to_wake_);
   if (!r) {
     fprintf(stderr, "hookerd: %s\n", r.error().message().c_str());
