@@ -9,6 +9,7 @@ PKGS=(
   iproute2 iptables libnetfilter-queue-dev libmnl-dev
   python3 python3-pytest curl iperf3 tcpdump tshark
   ethtool gnuplot-nox kcptun
+  nginx redis-server redis-tools rsync
 )
 
 missing=()

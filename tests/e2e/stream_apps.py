@@ -665,6 +665,12 @@ def pattern_reader(a):
     chk = Checker(pat)
     state = {"side": "reader"}
     watchdog(a.timeout, lambda: {**state, "received": chk.pos, "mismatch": chk.mismatch})
+
+    def stopped(signum, frame):
+        # SIGTERM from a test that gave up on the writer: how far it got.
+        result(received=chk.pos, mismatch=chk.mismatch, **state, stopped="SIGTERM")
+        os._exit(0)
+    signal.signal(signal.SIGTERM, stopped)
     c, _ = lsn.accept()
     print(f"accepted {time.monotonic():.3f}", flush=True)
     if a.sleep:
@@ -694,6 +700,152 @@ def pattern_reader(a):
     except OSError as e:
         state["reply_error"] = err_name(e)
     result(received=chk.pos, mismatch=chk.mismatch, **state)
+
+
+# ---------------------------------------------------------------- event-loop writers
+
+class _Sendfile:
+    """A file holding the pattern's block twice: any stream range of up to
+    BLOCK bytes is one os.sendfile from offset pos % BLOCK."""
+
+    def __init__(self, pat: Pattern):
+        self.f = tempfile.TemporaryFile()
+        self.f.write(pat.double)
+        self.f.flush()
+
+    def send(self, fd: int, pos: int, n: int) -> int:
+        return os.sendfile(fd, self.f.fileno(), pos % BLOCK, n)
+
+
+def _send_call(name: str, c: socket.socket, pat: Pattern):
+    """send(pos, n) -> bytes the kernel took, with the named system call on a
+    non-blocking socket; BlockingIOError when it took none (EAGAIN)."""
+    fd = c.fileno()
+    if name == "sendmsg":
+        return lambda pos, n: c.sendmsg([pat.chunk(pos, n)])
+    if name == "writev":
+        # Three iovecs of uneven sizes, as a server writing headers and body.
+        def writev(pos, n):
+            k1 = min(n, 1 + n // 7)
+            k2 = min(n - k1, 3 + n // 3)
+            return os.writev(fd, [pat.chunk(pos, k1), pat.chunk(pos + k1, k2),
+                                  pat.chunk(pos + k1 + k2, n - k1 - k2)])
+        return writev
+    if name == "sendfile":
+        sf = _Sendfile(pat)
+        return lambda pos, n: sf.send(fd, pos, n)
+    raise SystemExit(f"unknown call {name}")
+
+
+class _EdgeWaiter:
+    """epoll, EPOLLOUT | EPOLLET: wait() returns True once an EPOLLOUT edge (a
+    wake-up of the socket after it was registered or last reported) came."""
+
+    def __init__(self, fd: int):
+        self.ep = select.epoll()
+        self.ep.register(fd, select.EPOLLOUT | select.EPOLLET)
+
+    def wait(self, timeout: float) -> bool:
+        return any(ev & (select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP)
+                   for _, ev in self.ep.poll(timeout))
+
+
+class _LevelWaiter:
+    """poll(POLLOUT), level-triggered: True whenever the socket is writable now."""
+
+    def __init__(self, fd: int):
+        self.p = select.poll()
+        self.p.register(fd, select.POLLOUT)
+
+    def wait(self, timeout: float) -> bool:
+        return any(ev & (select.POLLOUT | select.POLLERR | select.POLLHUP)
+                   for _, ev in self.p.poll(max(1, int(timeout * 1000))))
+
+
+def event_writer(a):
+    """A non-blocking writer driven by an event loop, as event-driven servers
+    (nginx, ...) write: --loop epoll-et waits for EPOLLOUT edges only: it
+    writes until a call takes nothing (EAGAIN) or less than asked, then
+    writes again only after the next EPOLLOUT edge. --loop poll waits with
+    level-triggered poll() after EAGAIN. --call is the system call of every
+    write. A write that makes no progress for --stall seconds ends it with
+    error "stalled" and how far it got. Then it shuts down writing and waits
+    for the reader's one-line verdict."""
+    pat = Pattern(a.seed)
+    state = {"side": "writer", "loop": a.loop, "call": a.call, "sent": 0, "eagain": 0,
+             "short": 0, "waits": 0, "wakeups": 0, "spurious": 0, "resumed": 0}
+    watchdog(a.timeout, lambda: state)
+    c = connect(a.host, a.port)
+    c.setblocking(False)
+    send = _send_call(a.call, c, pat)
+    edge = a.loop == "epoll-et"
+    waiter = (_EdgeWaiter if edge else _LevelWaiter)(c.fileno())
+    print("connected", flush=True)
+    t0 = last = time.monotonic()
+    ready = not edge      # ET: the registration's own edge says writable first
+    woken = held = False  # held: the last call took nothing or less than asked
+    try:
+        while state["sent"] < a.total:
+            if not ready:
+                left = a.stall - (time.monotonic() - last)
+                if left <= 0:
+                    state.update(error="stalled", stalled_s=round(time.monotonic() - last, 1))
+                    break
+                state["waits"] += 1
+                if waiter.wait(left):
+                    state["wakeups"] += 1
+                    ready = woken = True
+                continue
+            n = min(a.chunk, a.total - state["sent"])
+            try:
+                k = send(state["sent"], n)
+            except BlockingIOError:
+                state["eagain"] += 1
+                state["blocked_at"] = state["sent"]
+                if woken:   # told writable, and the very next call took nothing
+                    state["spurious"] += 1
+                ready = woken = False
+                held = True
+                continue
+            woken = False
+            if held and k:
+                state["resumed"] += 1   # held back, woken, and writing again
+                held = False
+            state["sent"] += k
+            now = time.monotonic()
+            if k:
+                last = now
+            elif now - last > a.stall:
+                state.update(error="stalled", stalled_s=round(now - last, 1))
+                break
+            if k < n:
+                state["short"] += 1
+                state["blocked_at"] = state["sent"]
+                held = True
+                if edge:
+                    ready = False   # the rest goes after the next edge, as nginx does
+        if "error" not in state:
+            state["write_secs"] = round(time.monotonic() - t0, 3)
+            _await_verdict(c, state, a.stall)
+    except OSError as e:
+        state["error"] = err_name(e)
+    result(**state)
+    sys.exit(1 if "error" in state else 0)
+
+
+def _await_verdict(c: socket.socket, state: dict, timeout: float):
+    """Shuts down writing and reads the reader's verdict line to EOF."""
+    c.setblocking(True)
+    c.shutdown(socket.SHUT_WR)
+    c.settimeout(timeout)
+    reply = bytearray()
+    while True:
+        b = c.recv(4096)
+        if not b:
+            break
+        reply += b
+    state["reply"] = reply.decode(errors="replace")
+    state["read_end"] = "EOF"
 
 
 # ---------------------------------------------------------------- threads on one socket
@@ -818,6 +970,12 @@ def main(argv=None):
     sp.add_argument("--chunk", type=int, default=65536)
     sp.add_argument("--progress", action="store_true")
     sp.add_argument("--nonblocking", action="store_true")
+    sp = add("event-writer", event_writer, False)
+    sp.add_argument("--total", type=int, required=True)
+    sp.add_argument("--loop", required=True, choices=["epoll-et", "poll"])
+    sp.add_argument("--call", required=True, choices=["sendmsg", "writev", "sendfile"])
+    sp.add_argument("--chunk", type=int, default=262144)
+    sp.add_argument("--stall", type=float, default=20)
     sp = add("threads-writer", threads_writer, False)
     sp.add_argument("--threads", type=int, default=4, choices=range(1, 5))
     sp.add_argument("--bytes", type=int, required=True)

@@ -406,6 +406,54 @@ def test_nonblocking_writer_through_both_lanes(hooked, v6):
     assert a.counter("lane_to_slow") >= 2 and a.counter("lane_to_fast") >= 1, info
 
 
+EVENT_STALL = 20    # seconds without a byte written: the writer is stuck
+
+
+@FAMILY
+@pytest.mark.parametrize("call", ["sendmsg", "writev", "sendfile"])
+@pytest.mark.parametrize("loop", ["epoll-et", "poll"])
+def test_event_loop_writer_through_both_lanes(hooked, loop, call, v6):
+    """A non-blocking writer as event-driven servers write (issue 8: nginx,
+    edge-triggered epoll), 64 MiB to a reader that stops for 0.3 s after every
+    16 MiB, so the writer gets far ahead and its sends take the slow lane.
+    epoll-et writes until a call returns EAGAIN or less than it asked, then
+    writes again only after the next EPOLLOUT edge: the socket must be woken
+    when there is room again. poll waits with level-triggered poll(). Every
+    wait is bounded: 20 s without progress ends the writer. Every byte
+    arrives once, in order."""
+    bed, a, b = hooked
+    total = 64 * MiB
+    rd, rlines = server(bed.b, "pattern-reader", "--port", SINK, "--pause-every", 16 * MiB,
+                        "--pause", 0.3, "--varied-reads", "--timeout", 60,
+                        "--idle-timeout", EVENT_STALL + 10, "--seed", 8)
+    code, res_w, err = run_app(bed.a, "event-writer", "--host", dst(bed, v6), "--port", SINK,
+                               "--total", total, "--loop", loop, "--call", call,
+                               "--stall", EVENT_STALL, "--timeout", 60, "--seed", 8,
+                               timeout=70)
+    if res_w.get("error") == "stalled":
+        res_r = server_state(rd, rlines)
+        raise AssertionError(
+            f"{loop} {call} writer stalled: nothing written for {res_w['stalled_s']} s after "
+            f"it was held back at {res_w.get('blocked_at')} B ({res_w['eagain']} EAGAIN, "
+            f"{res_w['short']} short writes, {res_w['wakeups']} wake-ups in {res_w['waits']} "
+            f"waits); {res_w['sent']} of {total} B written, the reader got "
+            f"{res_r.get('received')} B\nwriter {res_w}\nreader {res_r}\n"
+            f"hookerd a {a.status()['counters']}")
+    _, res_r = finish(rd, rlines, 30)
+    counters = a.status()["counters"]
+    info = f"writer {res_w} {err[-300:]}; reader {res_r}; hookerd a {counters}"
+    print(f"\n{loop} {call} {'v6' if v6 else 'v4'}: writer {res_w}; lanes to slow "
+          f"{counters['kernel'].get('lane_to_slow')}, to fast {counters['kernel'].get('lane_to_fast')}")
+    assert code == 0 and res_w.get("reply") == f"ok {total}\n", info
+    assert res_r["received"] == total and res_r["mismatch"] is None, info
+    assert res_r["read_end"] == "EOF", info
+    # The writer was held back, was woken, and wrote again: the wake-up path.
+    assert res_w["eagain"] + res_w["short"] > 0, f"the writer was never held back: {info}"
+    assert res_w["resumed"] > 0, f"the writer never wrote again after being held back: {info}"
+    assert a.counter("lane_to_slow") >= 1 and a.counter("lane_to_fast") >= 1, info
+    assert a.counter("moved_active") == 1 and b.counter("moved_passive") == 1, info
+
+
 @FAMILY
 def test_threads_sending_on_one_socket_keep_their_order(hooked, v6):
     """Four threads send on one socket at the same time, 256 bytes a call,
