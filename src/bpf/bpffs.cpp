@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <vector>
 
 namespace hooker {
 
@@ -51,17 +52,31 @@ Result<BpffsMount> ensure_bpffs(const std::string& dir) {
     // EPERM there): mount one where a user of BPF tools would look for it.
     fs::path at = inside(want, kBpffsRoot) ? fs::path(kBpffsRoot) : want;
     std::string hint = "mount -t bpf bpf " + at.string();
+    // The directories made for the mount point, deepest first: a failed
+    // start removes them again.
+    std::vector<fs::path> made;
+    for (fs::path p = at; !fs::exists(p, ec) && p.has_relative_path(); p = p.parent_path())
+      made.push_back(p);
+    auto unmake = [&made] {
+      for (auto& p : made)
+        if (rmdir(p.c_str()) != 0 && errno != ENOENT) break;
+    };
     fs::create_directories(at, ec);
-    if (ec)
+    if (ec) {
+      unmake();
       return Error{"pin directory " + dir + " is not on a BPF filesystem and " + at.string() +
                        " cannot be created (" + ec.message() + "): run '" + hint +
                        "' or give --pin-dir a directory on a BPF filesystem",
                    0};
-    if (mount("bpf", at.c_str(), "bpf", 0, "mode=0700") != 0)
+    }
+    if (mount("bpf", at.c_str(), "bpf", 0, "mode=0700") != 0) {
+      int err = errno;
+      unmake();
       return Error{"pin directory " + dir + " is not on a BPF filesystem and mounting one at " +
-                       at.string() + " failed (" + std::strerror(errno) + "): run '" + hint +
+                       at.string() + " failed (" + std::strerror(err) + "): run '" + hint +
                        "' or give --pin-dir a directory on a BPF filesystem",
                    0};
+    }
     m = BpffsMount(at.string());
   }
   fs::create_directories(want, ec);
