@@ -6,6 +6,8 @@
 BUILD ?= build
 MAKEFLAGS += --no-print-directory
 PYTEST = /usr/bin/python3 -m pytest
+# Sets up or checks what the machine must give (README), then runs the command.
+CHECK = bash scripts/check-machine.sh
 
 .PHONY: all deps build demo test test-unit test-e2e bench bench-quick clean
 
@@ -19,16 +21,16 @@ build: deps
 	@cmake --build $(BUILD) -j2
 
 demo: build
-	@HOOKER_BUILD=$(abspath $(BUILD)) /usr/bin/python3 scripts/demo.py
+	@HOOKER_BUILD=$(abspath $(BUILD)) $(CHECK) /usr/bin/python3 scripts/demo.py
 
 test: build
-	@bash scripts/test.sh $(BUILD)
+	@$(CHECK) bash scripts/test.sh $(BUILD)
 
 bench: build
-	@bash bench/run.sh $(BUILD) full
+	@$(CHECK) bash bench/run.sh $(BUILD) full
 
 bench-quick: build
-	@bash bench/run.sh $(BUILD) quick
+	@$(CHECK) bash bench/run.sh $(BUILD) quick
 
 clean:
 	rm -rf $(BUILD)

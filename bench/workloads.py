@@ -208,9 +208,10 @@ class Hookerd:
                  extra: list[str] = (), timeout=10.0):
         self.host = host
         tag = f"{host.netns}-{os.urandom(3).hex()}"
+        # hookerd makes it, and mounts a BPF filesystem at /sys/fs/bpf if none is
+        # (where nothing mounted one, /sys/fs/bpf is sysfs's and takes no mkdir).
         self.pin_dir = Path("/sys/fs/bpf") / f"hooker-bench-{tag}"
         self.ctl_dir = Path(tempfile.mkdtemp(prefix="hooker-bench-ctl-"))
-        self.pin_dir.mkdir()
         argv = [str(binary), "--cgroup", str(host.cgroup),
                 "--iface", host.iface, "--port", str(HOOKER_PORT),
                 "--redirect", str(redirect_port), "--control", str(self.ctl_dir / "ctl.sock"),

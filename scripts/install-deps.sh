@@ -10,6 +10,7 @@ PKGS=(
   python3 python3-pytest curl iperf3 tcpdump tshark
   ethtool gnuplot-nox kcptun
   nginx redis-server redis-tools rsync
+  procps kmod util-linux mount
 )
 
 missing=()
