@@ -1,14 +1,46 @@
 // hookerd: moves the payload of matching TCP connections onto UDP.
+#include <sys/resource.h>
+
 #include <cstdio>
 
 #include "daemon/daemon.h"
 #include "daemon/options.h"
+
+// Each moved connection holds two slot sockets: the soft limit on open files
+// (often 1024) would stop the slot pool at about 500 connections, and every
+// connection past that would stay plain TCP. The limit is raised to the hard
+// one; the default --max-conns is fitted under it, an explicit one that does
+// not fit is refused.
+static hooker::Status fit_open_files(hooker::Options& o) {
+  rlimit r{};
+  if (getrlimit(RLIMIT_NOFILE, &r) != 0) return hooker::sys_error("getrlimit(RLIMIT_NOFILE)");
+  if (r.rlim_cur < r.rlim_max) {
+    r.rlim_cur = r.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &r) != 0) getrlimit(RLIMIT_NOFILE, &r);
+  }
+  constexpr rlim_t kOtherFds = 256;  // epoll, BPF objects, sockets of its own
+  if (r.rlim_cur == RLIM_INFINITY || r.rlim_cur >= 2 * rlim_t{o.max_conns} + kOtherFds)
+    return hooker::ok();
+  rlim_t fit = r.rlim_cur > kOtherFds + 32 ? (r.rlim_cur - kOtherFds) / 2 : 16;
+  if (o.max_conns_given)
+    return hooker::Error{"--max-conns " + std::to_string(o.max_conns) + " needs " +
+                             std::to_string(2 * o.max_conns + kOtherFds) +
+                             " open files, the limit is " + std::to_string(r.rlim_cur) +
+                             ": raise it (ulimit -n) or give --max-conns " + std::to_string(fit),
+                         0};
+  o.max_conns = static_cast<uint32_t>(fit);
+  return hooker::ok();
+}
 
 int main(int argc, char** argv) {
   auto opt = hooker::parse_options(argc, argv);
   if (!opt) {
     if (opt.error().what.empty()) return 0;  // --help
     fprintf(stderr, "hookerd: %s\n", opt.error().message().c_str());
+    return 2;
+  }
+  if (auto s = fit_open_files(*opt); !s) {
+    fprintf(stderr, "hookerd: %s\n", s.error().message().c_str());
     return 2;
   }
   auto d = hooker::Daemon::start(*opt);

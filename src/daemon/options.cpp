@@ -42,7 +42,8 @@ Result<Options> parse_options(int argc, char** argv) {
   app.add_option("--redirect", redirect, "server TCP port whose connections move (repeatable)");
   app.add_option("--control", o.control, "control socket path");
   app.add_option("--pin-dir", o.pin_dir, "bpffs directory for pinned maps");
-  app.add_option("--max-conns", o.max_conns, "most connections moved at once (default 16384)");
+  auto* max_conns = app.add_option("--max-conns", o.max_conns,
+                                   "most connections moved at once (default 16384)");
   app.add_flag("-v,--verbose", o.verbose, "log more, including libbpf");
   try {
     app.parse(argc, argv);
@@ -68,6 +69,7 @@ Result<Options> parse_options(int argc, char** argv) {
   }
   if (o.max_conns < 16 || o.max_conns > 65536)
     return Error{"--max-conns must be 16..65536", 0};
+  o.max_conns_given = max_conns->count() > 0;
   if (geteuid() != 0)
     return Error{"must run as root (it loads BPF programs and NFQUEUE rules): sudo hookerd ...", 0};
   auto root = cgroup2_root();

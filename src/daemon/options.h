@@ -18,6 +18,7 @@ struct Options {
   std::string control = "/run/hooker/hookerd.sock";
   std::string pin_dir = "/sys/fs/bpf/hooker";
   uint32_t max_conns = 16384;
+  bool max_conns_given = false;  // else fitted to the open-files limit
   bool verbose = false;
 };
 

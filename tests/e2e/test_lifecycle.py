@@ -66,6 +66,7 @@ def _base(bed, hd):
 @pytest.mark.parametrize("case", [
     "unknown_flag", "port_out_of_range", "redirect_out_of_range", "no_redirect",
     "cgroup_missing", "iface_missing", "not_root", "no_cgroup2", "udp_port_in_use",
+    "max_conns_over_open_files",
 ])
 def test_bad_input_is_refused_clearly(bed, case):
     hd = Hookerd(bed.a, [8000])
@@ -94,6 +95,11 @@ def test_bad_input_is_refused_clearly(bed, case):
         pre = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
                f'umount -l {cgroup2_mount()} && exec "$@"', "sh"]
         argv, want = base + ["--redirect", "8000"], "no cgroup v2 is mounted"
+    elif case == "max_conns_over_open_files":
+        # Two slot sockets a connection: 4096 of them need more than 1024 files.
+        pre = ["prlimit", "--nofile=1024:1024", "--"]
+        argv = base + ["--redirect", "8000", "--max-conns", "4096"]
+        want = "--max-conns 4096 needs 8448 open files, the limit is 1024"
     elif case == "udp_port_in_use":
         s = bed.a.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         s.bind(("::", 7000))
