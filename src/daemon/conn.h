@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 
 #include <array>
+#include <bitset>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -20,8 +21,25 @@ constexpr uint32_t kInitialWindow = 256 * 1024;
 
 using Clock = std::chrono::steady_clock;
 
+// What a connection can wait for in one of the daemon's lists (WaitList).
+enum WaitFor : uint8_t {
+  kWaitUdpRoom,    // wanted to send, the UDP queue was full
+  kWaitAckRoom,    // owes an ACK, the UDP queue was full
+  kWaitBatchEnd,   // got datagrams: delivered and acknowledged after the batch
+  kWaitAppRoom,    // the application did not take all bytes: the next tick
+  kWaitLanding,    // a fast send still running held the slow lane: the next tick
+  kWaitKinds,
+};
+
 struct Conn {
   Conn() : in(kInitialWindow) {}
+
+  // Lifetime (Daemon::retire). A retired connection has left every table and
+  // every entry point returns at once on it, but its memory lasts until the
+  // end of the event-loop turn (Daemon::reap): a pointer taken during the
+  // turn, by a caller up the stack or a list being walked, never dangles.
+  bool retired = false;
+  std::bitset<kWaitKinds> waiting;  // the lists it is in, one bit per WaitFor
 
   uint32_t slot = 0;
   hk_flow app{};            // the application socket's own tuple
@@ -80,6 +98,43 @@ struct Conn {
     if (peer_end) return "peer_shutdown";
     return "established";
   }
+};
+
+// The connections waiting for one thing. The membership is a bit on the
+// connection, so one is in a list at most once and joining costs no search;
+// a retired one never joins, and one retired while in the list is passed
+// over by drain() and dropped by purge() before its memory goes.
+class WaitList {
+ public:
+  explicit WaitList(WaitFor why) : why_(why) {}
+  WaitFor why() const { return why_; }
+  bool empty() const { return v_.empty(); }
+  size_t size() const { return v_.size(); }
+
+  void add(Conn& c) {
+    if (c.retired || c.waiting[why_]) return;
+    c.waiting.set(why_);
+    v_.push_back(&c);
+  }
+
+  // Empties the list and calls f on each member still live. f may add a
+  // connection back: it then waits for the next drain, once.
+  template <class F>
+  void drain(F&& f) {
+    std::vector<Conn*> now;
+    now.swap(v_);
+    for (Conn* c : now) c->waiting.reset(why_);
+    for (Conn* c : now)
+      if (!c->retired) f(*c);
+  }
+
+  void purge() {
+    std::erase_if(v_, [](const Conn* c) { return c->retired; });
+  }
+
+ private:
+  WaitFor why_;
+  std::vector<Conn*> v_;
 };
 
 }  // namespace hooker

@@ -10,6 +10,8 @@ namespace hooker {
 
 static const char* kCounterNames[] = {HK_COUNTER_NAMES};
 static_assert(sizeof(kCounterNames) / sizeof(kCounterNames[0]) == HK_CNT__MAX);
+static const char* kWaitNames[] = {"udp_room", "ack_room", "batch_end", "app_room", "landing"};
+static_assert(sizeof(kWaitNames) / sizeof(kWaitNames[0]) == kWaitKinds);
 
 std::string Daemon::status_json() const {
   using nlohmann::json;
@@ -17,6 +19,9 @@ std::string Daemon::status_json() const {
   auto now = std::chrono::steady_clock::now();
   for (auto& c : by_slot_) {
     if (!c) continue;
+    json waiting = json::array();  // what it waits for, in the daemon's lists
+    for (int w = 0; w < kWaitKinds; w++)
+      if (c->waiting[w]) waiting.push_back(kWaitNames[w]);
     conns.push_back({
         {"local", addr_str(c->app, true)},
         {"local_port", c->app.lport},
@@ -40,6 +45,7 @@ std::string Daemon::status_json() const {
         {"end_sent", c->end_sent},
         {"peer_end", c->peer_end ? json(*c->peer_end) : json(nullptr)},
         {"held_fins", c->held_fins.size()},
+        {"waiting", waiting},
     });
   }
   json kernel;

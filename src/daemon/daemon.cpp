@@ -37,12 +37,6 @@ Status epoll_add(int ep, int fd, uint32_t events, uint64_t data) {
 
 uint64_t Daemon::slot_tag(uint32_t slot) { return tag(kSlot, slot); }
 
-namespace {
-void erase_one(std::vector<Conn*>& v, Conn* c) {
-  v.erase(std::remove(v.begin(), v.end(), c), v.end());
-}
-}  // namespace
-
 Result<std::unique_ptr<Daemon>> Daemon::start(const Options& o) {
   std::unique_ptr<Daemon> d(new Daemon(o));
   if (auto s = d->setup(); !s) return s.error();
@@ -193,6 +187,18 @@ Daemon::~Daemon() {
 
 // ---- kernel events -------------------------------------------------------
 
+void Daemon::consume_events() {
+  // libbpf's ring buffer is not re-entrant: it moves past an event only once
+  // its callback returned, so a nested call would handle that event (and
+  // those after it) twice. Handlers that consume (on_datagram, for a token
+  // it does not know) may run inside an event's handling, when on_bound
+  // replays early datagrams: the outer call reads the rest.
+  if (in_events_) return;
+  in_events_ = true;
+  ring_buffer__consume(ring_);
+  in_events_ = false;
+}
+
 int Daemon::on_ring_event(void* self, void* data, size_t size) {
   if (size >= sizeof(hk_event)) static_cast<Daemon*>(self)->on_event(*static_cast<hk_event*>(data));
   return 0;
@@ -256,7 +262,8 @@ void Daemon::on_bound(const hk_event& ev) {
   for (int fd : {cp->out_fd, cp->in_fd})
     (void)epoll_add(epoll_.get(), fd, EPOLLIN | EPOLLRDHUP | EPOLLET, tag(kSlot, ev.slot));
   if (opt_.verbose) fprintf(stderr, "hookerd: moved %s\n", to_string(cp->app).c_str());
-  // Datagrams that beat the handshake to us.
+  // Datagrams that beat the handshake to us. A RESET among them retires
+  // the connection: whatever follows, pump() included, passes over it.
   if (auto it = stash_.find(cp->token); it != stash_.end()) {
     auto early = std::move(it->second);
     stash_.erase(it);
@@ -277,7 +284,7 @@ void Daemon::flush() {
     fprintf(stderr, "hookerd: %s\n", r.error().message().c_str());
     return;
   }
-  if (*r == tx_blocked_) return;
+  if (!*r == tx_blocked_) return;  // *r: everything left
   // Blocked: wait for EPOLLOUT; unblocked: stop asking for it.
   tx_blocked_ = !*r;
   epoll_event e{};
@@ -307,14 +314,11 @@ void Daemon::on_udp_readable() {
   }
   // One write per connection per batch into its application socket, then
   // an acknowledgement, so a sender waiting for credit never waits on a
-  // threshold. deliver() may retire the connection it is given, nothing else.
-  auto touched = std::move(touched_);
-  touched_.clear();
-  for (Conn* c : touched) {
-    bool gone = false;
-    deliver(*c, &gone);
-    if (!gone && ack_due(*c, 1)) ack(*c);
-  }
+  // threshold.
+  touched_.drain([this](Conn& c) {
+    deliver(c);
+    if (ack_due(c, 1)) ack(c);  // ack() passes over a connection deliver() retired
+  });
 }
 
 static bool same_host(const sockaddr_in6& a, const sockaddr_in6& b) {
@@ -331,7 +335,7 @@ void Daemon::on_datagram(const sockaddr_in6& from, std::span<const std::byte> d)
   auto it = by_token_.find(f.token);
   if (it == by_token_.end()) {
     // The handshake's event may still be in the ring: read it first.
-    ring_buffer__consume(ring_);
+    consume_events();
     it = by_token_.find(f.token);
   }
   if (it == by_token_.end()) {
@@ -365,8 +369,7 @@ void Daemon::on_datagram(const sockaddr_in6& from, std::span<const std::byte> d)
       if (a == Reassembly::Added::kDuplicate) cnt_.rx_duplicate++;
       if (a == Reassembly::Added::kBuffered) cnt_.rx_out_of_order++;
       if (a == Reassembly::Added::kBeyondWindow) cnt_.rx_beyond_window++;
-      if (std::find(touched_.begin(), touched_.end(), &c) == touched_.end())
-        touched_.push_back(&c);  // delivered once the batch is read
+      touched_.add(c);  // delivered once the batch is read
       break;
     }
     case HK_WIRE_ACK: {
@@ -399,8 +402,7 @@ void Daemon::on_datagram(const sockaddr_in6& from, std::span<const std::byte> d)
     }
     case HK_WIRE_END:
       c.peer_end = f.offset;
-      if (std::find(touched_.begin(), touched_.end(), &c) == touched_.end())
-        touched_.push_back(&c);  // acknowledged (END_SEEN) with the batch
+      touched_.add(c);  // acknowledged (END_SEEN) with the batch
       break;
     case HK_WIRE_RESET:
       cnt_.resets_received++;
@@ -415,13 +417,14 @@ uint64_t Daemon::app_reads(uint32_t slot) const {
   return n;
 }
 
-void Daemon::deliver(Conn& c, bool* gone) {
+void Daemon::deliver(Conn& c) {
+  if (c.retired) return;
   while (!c.inbound_dead && !c.in.ready().empty()) {
     // What the application has not read yet stays bounded: redirected
     // bytes are not limited by its receive buffer.
     uint64_t unread = c.in.delivered() - (app_reads(c.slot) - c.consumed_base);
     if (unread >= kAppQueue) {
-      if (std::find(retry_.begin(), retry_.end(), &c) == retry_.end()) retry_.push_back(&c);
+      retry_.add(c);
       break;
     }
     auto r = c.in.ready();
@@ -433,7 +436,7 @@ void Daemon::deliver(Conn& c, bool* gone) {
     }
     if (n < 0 && (errno == EAGAIN || errno == ENOMEM || errno == ENOBUFS || errno == EINTR)) {
       // The application's receive queue is full: try again on the next tick.
-      if (std::find(retry_.begin(), retry_.end(), &c) == retry_.end()) retry_.push_back(&c);
+      retry_.add(c);
       cnt_.delivery_retries++;
       return;
     }
@@ -445,8 +448,7 @@ void Daemon::deliver(Conn& c, bool* gone) {
     if (ack_due(c, 1)) ack(c);
     release_fins(c);
   }
-  bool retired = maybe_retire(c);
-  if (gone) *gone = retired;
+  maybe_retire(c);
 }
 
 // The limit a new ACK would grant: the receiver holds at most window()
@@ -463,11 +465,12 @@ bool Daemon::ack_due(const Conn& c, uint64_t threshold) const {
 }
 
 void Daemon::ack(Conn& c, uint8_t flags) {
+  if (c.retired) return;
   if (udp_->room() == 0) flush();
   if (udp_->room() == 0) {
     // Never dropped: a lost window update would stall the sender for good.
-    if (!c.ack_pending) ack_waiters_.push_back(&c);
     c.ack_pending = true;
+    ack_waiters_.add(c);
     return;
   }
   c.ack_pending = false;
@@ -485,7 +488,7 @@ void Daemon::ack(Conn& c, uint8_t flags) {
 // ---- FINs and the end of a connection ------------------------------------
 
 bool Daemon::on_fin(const hk_flow& local, uint32_t id) {
-  ring_buffer__consume(ring_);  // a connection bound a moment ago
+  consume_events();  // a connection bound a moment ago
   auto it = by_flow_.find(local);
   if (it == by_flow_.end()) return true;  // not moved: plain TCP's FIN
   Conn& c = *it->second;
@@ -511,12 +514,19 @@ void Daemon::drop_guard(const Conn& c) {
 
 bool Daemon::maybe_retire(Conn& c) {
   // Gone when the application closed and every byte it wrote left.
-  if (!c.app_gone || !c.end_sent) return false;
+  if (c.retired || !c.app_gone || !c.end_sent) return false;
   retire(c);
   return true;
 }
 
+// The connection leaves the kernel and every table now; its memory only at
+// the end of the loop turn (reap), so callers up the stack and lists being
+// walked may still hold it: they see `retired` and pass over it. Its slot is
+// offered again at once, and may be bound to a new connection in the same
+// turn: by_slot_ then holds the new one, the graveyard the old.
 void Daemon::retire(Conn& c) {
+  if (c.retired) return;
+  c.retired = true;
   uint32_t slot = c.slot;
   release_fins(c);
   drop_guard(c);
@@ -525,15 +535,21 @@ void Daemon::retire(Conn& c) {
   bpf_map_delete_elem(kernel_->tokens_fd(), &c.token);
   by_token_.erase(c.token);
   by_flow_.erase(wire_flow(c.app));
-  erase_one(tx_waiters_, &c);
-  erase_one(ack_waiters_, &c);
-  erase_one(touched_, &c);
-  erase_one(retry_, &c);
-  erase_one(lane_waiters_, &c);
   cnt_.conns_closed++;
-  by_slot_[slot].reset();
+  graveyard_.push_back(std::move(by_slot_[slot]));
   if (auto s = slots_->recycle(slot); !s)
     fprintf(stderr, "hookerd: slot %u lost: %s\n", slot, s.error().message().c_str());
+}
+
+// The end of a loop turn: nothing holds a connection retired in it any more
+// but the lists it waited in. They forget it, then it is freed.
+void Daemon::reap() {
+  if (graveyard_.empty()) return;
+  std::bitset<kWaitKinds> in;
+  for (auto& c : graveyard_) in |= c->waiting;
+  for (WaitList& l : waiting_)
+    if (in[l.why()]) l.purge();
+  graveyard_.clear();
 }
 
 Status Daemon::run() {
@@ -545,7 +561,7 @@ Status Daemon::run() {
       return sys_error("epoll_wait");
     }
     // Kernel events first: a connection's BOUND must precede its data.
-    ring_buffer__consume(ring_);
+    consume_events();
     for (int i = 0; i < n; i++) {
       uint64_t t = evs[i].data.u64 >> 32;
       uint32_t idx = static_cast<uint32_t>(evs[i].data.u64);
@@ -578,24 +594,23 @@ Status Daemon::run() {
       for (auto& [tok, to] : owed) send_reset(tok, to);
     }
     if (!tx_blocked_ && !ack_waiters_.empty()) {
-      auto w = std::move(ack_waiters_);
-      ack_waiters_.clear();
-      for (Conn* c : w)
-        if (c->ack_pending) ack(*c);
+      ack_waiters_.drain([this](Conn& c) {
+        if (c.ack_pending) ack(c);
+      });
       flush();
     }
     // Connections that waited for room in the UDP queue.
     while (!tx_blocked_ && !tx_waiters_.empty()) {
-      auto w = std::move(tx_waiters_);
-      tx_waiters_.clear();
-      for (Conn* c : w) {
-        pump(*c);
-        maybe_retire(*c);
-      }
+      size_t waited = tx_waiters_.size();
+      tx_waiters_.drain([this](Conn& c) {
+        pump(c);
+        maybe_retire(c);
+      });
       flush();
-      if (tx_waiters_.size() >= w.size()) break;
+      if (tx_waiters_.size() >= waited) break;
     }
     wake_writers();
+    reap();
   }
   if (fatal_) return *fatal_;
   return ok();

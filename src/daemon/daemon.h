@@ -2,6 +2,7 @@
 // wire, held FINs and the control socket, all on one epoll.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <memory>
 #include <optional>
@@ -57,6 +58,7 @@ class Daemon {
   std::chrono::steady_clock::time_point phase_t0_ = std::chrono::steady_clock::now();
 
   // events
+  void consume_events();
   static int on_ring_event(void* self, void* data, size_t size);
   void on_event(const hk_event& ev);
   void on_bound(const hk_event& ev);
@@ -72,7 +74,7 @@ class Daemon {
   // 0 if none is there yet (a socket or the timer calls pump again), -1 if
   // the slot broke.
   ssize_t read_lanes(Conn& c, iovec* iov, size_t frames);
-  void deliver(Conn& c, bool* gone = nullptr);  // wire -> application
+  void deliver(Conn& c);  // wire -> application
   uint64_t app_reads(uint32_t slot) const;
   void ack(Conn& c, uint8_t flags = 0);
   bool ack_due(const Conn& c, uint64_t threshold) const;
@@ -86,6 +88,7 @@ class Daemon {
   void drop_guard(const Conn& c);
   bool maybe_retire(Conn& c);
   void retire(Conn& c);
+  void reap();
   void flush();
   void keep_pool_full();
   void gc_embryonic();  // and stale FIN-ACK guards
@@ -120,15 +123,25 @@ class Daemon {
   std::optional<Error> fatal_;  // ends run() with this error
   bool tx_blocked_ = false;
 
+  // Live connections. by_slot_ owns them; retire() takes a connection out
+  // of all three at once and hands it to graveyard_, which reap() empties
+  // at the end of the loop turn.
   std::vector<std::unique_ptr<Conn>> by_slot_;
   std::unordered_map<uint64_t, Conn*> by_token_;
   std::unordered_map<hk_flow, Conn*, FlowHash> by_flow_;
-  std::vector<Conn*> tx_waiters_;   // wanted to send, the UDP queue was full
-  std::vector<Conn*> ack_waiters_;  // owe an ACK, the UDP queue was full
-  std::vector<std::pair<uint64_t, sockaddr_in6>> resets_owed_;  // likewise, RESETs
-  std::vector<Conn*> touched_;      // got data in this batch: ack when idle
-  std::vector<Conn*> retry_;        // the application did not take all bytes
-  std::vector<Conn*> lane_waiters_; // a fast send still running held the slow lane
+  std::vector<std::unique_ptr<Conn>> graveyard_;
+  // Connections waiting for something, one list per WaitFor (a list too few
+  // does not compile); reap() purges the retired from each.
+  std::array<WaitList, kWaitKinds> waiting_{WaitList(kWaitUdpRoom), WaitList(kWaitAckRoom),
+                                            WaitList(kWaitBatchEnd), WaitList(kWaitAppRoom),
+                                            WaitList(kWaitLanding)};
+  WaitList& tx_waiters_ = waiting_[kWaitUdpRoom];
+  WaitList& ack_waiters_ = waiting_[kWaitAckRoom];
+  WaitList& touched_ = waiting_[kWaitBatchEnd];
+  WaitList& retry_ = waiting_[kWaitAppRoom];
+  WaitList& lane_waiters_ = waiting_[kWaitLanding];
+  std::vector<std::pair<uint64_t, sockaddr_in6>> resets_owed_;  // RESETs, the queue was full
+  bool in_events_ = false;  // inside consume_events()
   struct Stashed { sockaddr_in6 from; std::vector<std::byte> d; };
   std::unordered_map<uint64_t, std::vector<Stashed>> stash_;  // early datagrams
   size_t stash_bytes_ = 0;

@@ -68,15 +68,11 @@ void Daemon::on_timer() {
   uint64_t expirations;
   (void)!read(timer_.get(), &expirations, sizeof(expirations));
   ticks_++;
-  auto retry = std::move(retry_);
-  retry_.clear();
-  for (Conn* c : retry) deliver(*c);  // acknowledges if the window opened
-  auto lanes = std::move(lane_waiters_);
-  lane_waiters_.clear();
-  for (Conn* c : lanes) {
-    pump(*c);
-    maybe_retire(*c);
-  }
+  retry_.drain([this](Conn& c) { deliver(c); });  // acknowledges if the window opened
+  lane_waiters_.drain([this](Conn& c) {
+    pump(c);
+    maybe_retire(c);
+  });
   if (ticks_ % 4 == 0) {
     check_losses();
     check_waiting_writers();

@@ -75,6 +75,7 @@ void Daemon::check_losses() {
 }
 
 void Daemon::reset(Conn& c, const char* why, bool tell_peer) {
+  if (c.retired) return;  // reset once, by the first cause
   fprintf(stderr, "hookerd: reset %s: %s\n", to_string(c.app).c_str(), why);
   if (tell_peer) {
     send_reset(c.peer_token, c.peer);

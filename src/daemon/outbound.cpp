@@ -32,8 +32,7 @@ ssize_t Daemon::read_lanes(Conn& c, iovec* iov, size_t frames) {
     if (!landed) {
       // Another thread's fast message may still be landing (only threads
       // that send on one socket at once get here): that wakes nothing.
-      if (std::find(lane_waiters_.begin(), lane_waiters_.end(), &c) == lane_waiters_.end())
-        lane_waiters_.push_back(&c);
+      lane_waiters_.add(c);
       return 0;
     }
     c.drained_for = mode;
@@ -41,6 +40,7 @@ ssize_t Daemon::read_lanes(Conn& c, iovec* iov, size_t frames) {
 }
 
 void Daemon::pump(Conn& c) {
+  if (c.retired) return;
   while (!c.out_eof && !c.failed) {
     if (c.app_shut_wr && c.sent == c.app_total) {
       c.out_eof = true;
@@ -50,8 +50,7 @@ void Daemon::pump(Conn& c) {
     size_t room = udp_->room();
     if (credit == 0) return;  // the peer's ACK calls pump again
     if (room == 0) {
-      if (std::find(tx_waiters_.begin(), tx_waiters_.end(), &c) == tx_waiters_.end())
-        tx_waiters_.push_back(&c);
+      tx_waiters_.add(c);
       flush();
       if (udp_->room() == 0) return;
       continue;
@@ -80,7 +79,7 @@ void Daemon::pump(Conn& c) {
   if (c.out_eof && !c.end_sent && !c.failed) {
     if (udp_->room() == 0) flush();
     if (udp_->room() == 0) {
-      tx_waiters_.push_back(&c);
+      tx_waiters_.add(c);
       return;
     }
     udp_->queue({HK_WIRE_END, HK_MECH_UDP, c.peer_token, c.sent, 0, {}}, c.peer);
