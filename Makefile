@@ -2,6 +2,7 @@
 #   make          build hookerd and hookerctl
 #   make demo     install what is missing, build, run the two-host demo
 #   make test     install what is missing, build, run every test
+#   make test-sanitize   hookerd and the unit tests under ASan+UBSan (build-san)
 #   make bench / make bench-quick   the benchmark suite (bench/)
 BUILD ?= build
 MAKEFLAGS += --no-print-directory
@@ -9,7 +10,7 @@ PYTEST = /usr/bin/python3 -m pytest
 # Sets up or checks what the machine must give (README), then runs the command.
 CHECK = bash scripts/check-machine.sh
 
-.PHONY: all deps build demo test test-unit test-e2e bench bench-quick clean
+.PHONY: all deps build demo test test-sanitize test-unit test-e2e bench bench-quick clean
 
 all: build
 
@@ -25,6 +26,9 @@ demo: build
 
 test: build
 	@$(CHECK) bash scripts/test.sh $(BUILD)
+
+test-sanitize: deps
+	@$(CHECK) bash scripts/test-sanitize.sh build-san
 
 bench: build
 	@$(CHECK) bash bench/run.sh $(BUILD) full

@@ -41,33 +41,39 @@ class Ingress : public ::testing::TestWithParam<bool> {
     ASSERT_EQ(bpf_map_update_elem(bpf_map__fd(skel_.s->maps.tokens), &kLiveToken, &t, BPF_ANY), 0);
   }
 
-  // Ethernet + IPv4/IPv6 + UDP to `dport` + the given UDP payload.
+  // Ethernet + IPv4/IPv6 + UDP to `dport` + the given UDP payload. Each
+  // header is filled in place and copied in: after the 14-byte Ethernet
+  // header the IP headers are not aligned for their types.
   static std::vector<uint8_t> packet(bool v6, uint16_t dport, const std::vector<uint8_t>& payload,
                                      uint8_t proto = IPPROTO_UDP) {
-    std::vector<uint8_t> p(sizeof(ethhdr) + (v6 ? sizeof(ipv6hdr) : sizeof(iphdr)) +
-                           sizeof(udphdr) + payload.size());
-    auto* eth = reinterpret_cast<ethhdr*>(p.data());
-    eth->h_proto = htons(v6 ? ETH_P_IPV6 : ETH_P_IP);
-    size_t off = sizeof(ethhdr);
+    std::vector<uint8_t> p;
+    auto put = [&p](const auto& h) {
+      auto* b = reinterpret_cast<const uint8_t*>(&h);
+      p.insert(p.end(), b, b + sizeof(h));
+    };
+    ethhdr eth{};
+    eth.h_proto = htons(v6 ? ETH_P_IPV6 : ETH_P_IP);
+    put(eth);
     uint16_t udp_len = static_cast<uint16_t>(sizeof(udphdr) + payload.size());
     if (v6) {
-      auto* ip6 = reinterpret_cast<ipv6hdr*>(p.data() + off);
-      ip6->version = 6;
-      ip6->nexthdr = proto;
-      ip6->payload_len = htons(udp_len);
-      off += sizeof(ipv6hdr);
+      ipv6hdr ip6{};
+      ip6.version = 6;
+      ip6.nexthdr = proto;
+      ip6.payload_len = htons(udp_len);
+      put(ip6);
     } else {
-      auto* ip = reinterpret_cast<iphdr*>(p.data() + off);
-      ip->version = 4;
-      ip->ihl = 5;
-      ip->protocol = proto;
-      ip->tot_len = htons(static_cast<uint16_t>(sizeof(iphdr) + udp_len));
-      off += sizeof(iphdr);
+      iphdr ip{};
+      ip.version = 4;
+      ip.ihl = 5;
+      ip.protocol = proto;
+      ip.tot_len = htons(static_cast<uint16_t>(sizeof(iphdr) + udp_len));
+      put(ip);
     }
-    auto* udp = reinterpret_cast<udphdr*>(p.data() + off);
-    udp->dest = htons(dport);
-    udp->len = htons(udp_len);
-    std::memcpy(p.data() + off + sizeof(udphdr), payload.data(), payload.size());
+    udphdr udp{};
+    udp.dest = htons(dport);
+    udp.len = htons(udp_len);
+    put(udp);
+    p.insert(p.end(), payload.begin(), payload.end());
     return p;
   }
 
