@@ -231,13 +231,19 @@ int Kernel::events_fd() const { return bpf_map__fd(redir_->maps.events); }
 int Kernel::consumed_fd() const { return bpf_map__fd(redir_->maps.consumed); }
 int Kernel::fin_guards_fd() const { return bpf_map__fd(redir_->maps.fin_guards); }
 
-std::vector<uint64_t> Kernel::counters() const {
+uint64_t Kernel::counter(hk_counter c) const {
   int ncpu = libbpf_num_possible_cpus();
-  std::vector<uint64_t> out(HK_CNT__MAX, 0), per(ncpu > 0 ? ncpu : 1);
-  for (__u32 i = 0; i < HK_CNT__MAX; i++) {
-    if (bpf_map_lookup_elem(counters_fd(), &i, per.data())) continue;
-    for (auto v : per) out[i] += v;
-  }
+  std::vector<uint64_t> per(ncpu > 0 ? ncpu : 1);
+  __u32 i = c;
+  uint64_t sum = 0;
+  if (bpf_map_lookup_elem(counters_fd(), &i, per.data()) == 0)
+    for (auto v : per) sum += v;
+  return sum;
+}
+
+std::vector<uint64_t> Kernel::counters() const {
+  std::vector<uint64_t> out(HK_CNT__MAX, 0);
+  for (int i = 0; i < HK_CNT__MAX; i++) out[i] = counter(static_cast<hk_counter>(i));
   return out;
 }
 

@@ -57,6 +57,7 @@ class Kernel {
 
   // Sum of the per-CPU counters, indexed by enum hk_counter.
   std::vector<uint64_t> counters() const;
+  uint64_t counter(hk_counter c) const;
 
  private:
   Kernel() = default;

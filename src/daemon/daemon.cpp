@@ -137,7 +137,7 @@ Status Daemon::setup() {
       waker_loaded_.emplace(Waker::load(fd, opt_.max_conns));
       waker_done_.store(true, std::memory_order_release);
     });
-    return slots_->grow(kPoolBatch);
+    return slots_->grow(kPoolStart);
   }();
   if (!slots_ok) return slots_ok;
   by_slot_.resize(opt_.max_conns);

@@ -20,6 +20,7 @@
 #include "daemon/fin_hold.h"
 #include "daemon/options.h"
 #include "daemon/slots.h"
+#include "daemon/tuning.h"
 #include "mech/udp.h"
 
 struct ring_buffer;
@@ -146,6 +147,9 @@ class Daemon {
   std::unordered_map<uint64_t, std::vector<Stashed>> stash_;  // early datagrams
   size_t stash_bytes_ = 0;
   uint64_t ticks_ = 0;
+  uint64_t pool_ready_ = kPoolReady;  // free slots kept (keep_pool_full)
+  uint64_t no_slot_seen_ = 0;
+  int pool_error_ = 0;                // the last failure to grow it, said once
   DaemonCounters cnt_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };

@@ -3,6 +3,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "daemon/daemon.h"
@@ -13,11 +14,20 @@ namespace hooker {
 // ---- housekeeping --------------------------------------------------------
 
 void Daemon::keep_pool_full() {
-  auto k = kernel_->counters();
-  uint64_t free = slots_->offered() - k[HK_CNT_SLOT_TAKEN] + k[HK_CNT_SLOT_RETURNED];
-  if (free < kPoolLow && slots_->created() < slots_->max())
-    if (auto s = slots_->grow(kPoolBatch); !s)
-      fprintf(stderr, "hookerd: cannot grow the slot pool: %s\n", s.error().message().c_str());
+  uint64_t no_slot = kernel_->counter(HK_CNT_NO_SLOT);
+  if (no_slot > no_slot_seen_) {
+    no_slot_seen_ = no_slot;
+    pool_ready_ = std::min<uint64_t>({pool_ready_ * 2, kPoolReadyMax, slots_->max()});
+  }
+  uint64_t free = slots_->offered() - kernel_->counter(HK_CNT_SLOT_TAKEN) +
+                  kernel_->counter(HK_CNT_SLOT_RETURNED);
+  if (free >= pool_ready_ || slots_->created() >= slots_->max()) return;
+  auto n = static_cast<uint32_t>(std::min<uint64_t>(pool_ready_ - free, kPoolBatch));
+  auto s = slots_->grow(n);
+  // Said once per kind of failure, not at every tick (EMFILE would repeat).
+  if (!s && s.error().err != pool_error_)
+    fprintf(stderr, "hookerd: cannot grow the slot pool: %s\n", s.error().message().c_str());
+  pool_error_ = s ? 0 : s.error().err;
 }
 
 void Daemon::gc_embryonic() {
@@ -78,10 +88,8 @@ void Daemon::on_timer() {
     check_waiting_writers();
     waker_ready(false);  // a failed load ends hookerd now, not at the first wait
   }
-  if (ticks_ % (1000 / kTickMs) == 0) {
-    keep_pool_full();
-    gc_embryonic();
-  }
+  keep_pool_full();
+  if (ticks_ % (1000 / kTickMs) == 0) gc_embryonic();
 }
 
 }  // namespace hooker

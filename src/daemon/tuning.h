@@ -10,7 +10,15 @@ constexpr uint32_t kTickMs = 5;                 // timer: delivery retries, loss
 constexpr size_t kStashLimit = 1 << 20;         // early datagrams, all tokens together
 constexpr uint32_t kMaxWindow = 4 << 20;        // credit one connection may get
 constexpr uint64_t kRxBudget = 24ull << 20;     // payload the UDP receive buffer holds
-constexpr uint32_t kPoolLow = 32, kPoolBatch = 32;  // free slots kept ready for bursts
+// Free slots kept ready: the kernel takes one per new connection at softirq
+// speed, hookerd refills between loop turns, so a burst of connections (50
+// at once from redis-benchmark) must find them made already. A connection
+// that finds none stays plain TCP (no_slot), and the number kept ready
+// doubles, up to kPoolReadyMax.
+constexpr uint32_t kPoolStart = 32;     // made before `ready`: start-up stays fast
+constexpr uint32_t kPoolReady = 128;    // then kept free, refilled every tick
+constexpr uint32_t kPoolReadyMax = 4096;
+constexpr uint32_t kPoolBatch = 64;     // made per refill, to keep loop turns short
 constexpr uint64_t kAppQueue = 1 << 20;         // written to an application, not yet read
 constexpr uint32_t kSlowLaneBuffer = 64 << 10;  // slot TCP buffers (the kernel doubles them)
 constexpr uint64_t kEmbryonicNs = 75ull * 1000 * 1000 * 1000;  // > all SYN-ACK retries
