@@ -132,11 +132,17 @@ Status Daemon::setup() {
     if (!p) return p.error();
     slots_.emplace(p.take());
     // The waker parses the kernel's BTF (10-20 ms): it loads while hookerd
-    // already runs; the first writer to wake waits for it.
+    // already runs; the first writer to wake waits for it. Its thread starts
+    // with every signal blocked (threads inherit the mask): a SIGTERM it
+    // took would end hookerd at once instead of reaching run's signalfd.
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
     waker_loading_ = std::jthread([this, fd = kernel_->sk_state_fd()] {
       waker_loaded_.emplace(Waker::load(fd, opt_.max_conns));
       waker_done_.store(true, std::memory_order_release);
     });
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
     return slots_->grow(kPoolStart);
   }();
   if (!slots_ok) return slots_ok;
