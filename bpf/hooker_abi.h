@@ -36,6 +36,9 @@ struct hk_tcp_opt {
 	__be16 udp_port; /* the sender's hookerd UDP port */
 	__be64 token;    /* the sender's token for this connection */
 };
+/* The same option, with udp_port 0 and the receiving socket's own token, in
+ * an ACK that hookerd injects into an established moved socket: a wake-up
+ * for its refused writer (hk_lanes.writer_waits). */
 
 /* ---- the Hooker datagram header --------------------------------------- */
 
@@ -234,6 +237,8 @@ enum hk_counter {
 	HK_CNT_LANE_SLOW,         /* switches to the slow lane (hk_lanes) */
 	HK_CNT_LANE_FAST,         /* and back */
 	HK_CNT_SENDS_FULL,        /* app's send refused: too many threads in sends */
+	HK_CNT_WRITER_WOKEN,      /* refused writers woken (hookerd's wake ACK) */
+	HK_CNT_WAKE_FAILED,       /* a wake ACK the kernel could not act on */
 	HK_CNT__MAX,
 };
 
@@ -244,7 +249,7 @@ enum hk_counter {
 	    "xdp_pass", "xdp_drop_short",       \
 	    "xdp_drop_bad_magic", "xdp_drop_bad_version", "xdp_drop_bad_len",  \
 	    "xdp_drop_unknown_token", "xdp_fin_ack_held", "lane_to_slow",      \
-	    "lane_to_fast", "sends_full"
+	    "lane_to_fast", "sends_full", "writers_woken", "wake_failed"
 
 #define HK_MAX_SLOTS 65536
 #define HK_MAX_PORTS 1024

@@ -22,6 +22,7 @@
 #define AF_INET6 10
 #define SOL_TCP 6
 #define TCP_SAVE_SYN 27
+#define TCP_NOTSENT_LOWAT 25
 #define TCPHDR_SYN 0x02
 #define TCPHDR_ACK 0x10
 #define ENOMSG 42
@@ -344,8 +345,10 @@ static __always_inline void bind_conn(struct bpf_sock_ops *skops,
 	count(active ? HK_CNT_MOVED_ACTIVE : HK_CNT_MOVED_PASSIVE);
 	emit(HK_EV_BOUND, st, &key, bpf_be64_to_cpu(peer->token),
 	     bpf_ntohs(peer->udp_port), active, cookie, skops);
-	/* From now on only state changes matter: no more options to write. */
-	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
+	/* From now on only state changes matter, and hookerd's wake-ups of a
+	 * refused writer (on_wake_ack): no more options to write. */
+	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG |
+					 BPF_SOCK_OPS_PARSE_UNKNOWN_HDR_OPT_CB_FLAG);
 	return;
 fail:
 	/* The peer believes the connection is moved; hookerd tells it to
@@ -566,6 +569,34 @@ static __always_inline void on_state(struct bpf_sock_ops *skops)
 	}
 }
 
+/* An ACK that hookerd injected into a moved socket, carrying the Hooker
+ * option with no UDP port and the socket's own token: wake its writer
+ * (hk_lanes.writer_waits). Setting TCP_NOTSENT_LOWAT calls the socket's
+ * write-space callback, which wakes every poller with EPOLLOUT; set to the
+ * value it has, it changes nothing else. Only hookerd knows the token. */
+static __always_inline void on_wake_ack(struct bpf_sock_ops *skops)
+{
+	struct hk_tcp_opt opt;
+	struct hk_sk *st = sk_state_of(skops, 0);
+	int lowat = 0;
+
+	if (!st || st->state != HK_SK_MOVED)
+		return;
+	__builtin_memset(&opt, 0, sizeof(opt));
+	opt.kind = HK_TCPOPT_EXP;
+	opt.len = 4; /* search by kind and the 2-byte ExID */
+	opt.exid = bpf_htons(HK_EXID);
+	if (bpf_load_hdr_opt(skops, &opt, sizeof(opt), 0) != HK_OPT_LEN ||
+	    opt.udp_port != 0 || opt.token != bpf_cpu_to_be64(st->token))
+		return;
+	if (bpf_getsockopt(skops, SOL_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat)) ||
+	    bpf_setsockopt(skops, SOL_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat))) {
+		count(HK_CNT_WAKE_FAILED);
+		return;
+	}
+	count(HK_CNT_WRITER_WOKEN);
+}
+
 SEC("sockops")
 int hk_sockops(struct bpf_sock_ops *skops)
 {
@@ -590,6 +621,9 @@ int hk_sockops(struct bpf_sock_ops *skops)
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		on_state(skops);
+		break;
+	case BPF_SOCK_OPS_PARSE_HDR_OPT_CB:
+		on_wake_ack(skops);
 		break;
 	}
 	return 1;

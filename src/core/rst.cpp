@@ -32,14 +32,24 @@ static uint16_t fold(uint32_t acc) {
   return htons(static_cast<uint16_t>(~acc));
 }
 
-std::vector<uint8_t> build_rst(bool v4, const uint32_t from_addr[4], uint16_t from_port,
-                               const uint32_t to_addr[4], uint16_t to_port, uint32_t seq) {
-  tcphdr th{};
+// One TCP segment without payload in an IPv4 or IPv6 packet, checksummed.
+static std::vector<uint8_t> build_segment(bool v4, const uint32_t from_addr[4],
+                                          uint16_t from_port, const uint32_t to_addr[4],
+                                          uint16_t to_port, const tcphdr& fields,
+                                          std::span<const uint8_t> options) {
+  tcphdr th = fields;
   th.source = htons(from_port);
   th.dest = htons(to_port);
-  th.seq = htonl(seq);
-  th.doff = sizeof(tcphdr) / 4;
-  th.rst = 1;
+  th.doff = static_cast<uint16_t>((sizeof(tcphdr) + options.size()) / 4);
+  size_t tcp_len = sizeof(tcphdr) + options.size();
+  std::vector<uint8_t> tcp(tcp_len);
+  auto checksum = [&](const uint8_t* pseudo, size_t n) {
+    th.check = 0;
+    std::memcpy(tcp.data(), &th, sizeof(th));
+    std::memcpy(tcp.data() + sizeof(th), options.data(), options.size());
+    th.check = fold(sum16(tcp.data(), tcp_len, sum16(pseudo, n)));
+    std::memcpy(tcp.data(), &th, sizeof(th));
+  };
   std::vector<uint8_t> out;
   if (v4) {
     iphdr ip{};
@@ -47,7 +57,7 @@ std::vector<uint8_t> build_rst(bool v4, const uint32_t from_addr[4], uint16_t fr
     ip.ihl = 5;
     ip.ttl = 64;
     ip.protocol = IPPROTO_TCP;
-    ip.tot_len = htons(sizeof(iphdr) + sizeof(tcphdr));
+    ip.tot_len = htons(static_cast<uint16_t>(sizeof(iphdr) + tcp_len));
     ip.saddr = from_addr[0];
     ip.daddr = to_addr[0];
     ip.check = fold(sum16(&ip, sizeof(ip)));
@@ -56,16 +66,15 @@ std::vector<uint8_t> build_rst(bool v4, const uint32_t from_addr[4], uint16_t fr
     std::memcpy(pseudo + 4, &ip.daddr, 4);
     pseudo[8] = 0;
     pseudo[9] = IPPROTO_TCP;
-    uint16_t tl = htons(sizeof(tcphdr));
+    uint16_t tl = htons(static_cast<uint16_t>(tcp_len));
     std::memcpy(pseudo + 10, &tl, 2);
-    th.check = fold(sum16(&th, sizeof(th), sum16(pseudo, sizeof(pseudo))));
-    out.resize(sizeof(ip) + sizeof(th));
+    checksum(pseudo, sizeof(pseudo));
+    out.resize(sizeof(ip));
     std::memcpy(out.data(), &ip, sizeof(ip));
-    std::memcpy(out.data() + sizeof(ip), &th, sizeof(th));
   } else {
     ip6_hdr ip6{};
     ip6.ip6_flow = htonl(6u << 28);
-    ip6.ip6_plen = htons(sizeof(tcphdr));
+    ip6.ip6_plen = htons(static_cast<uint16_t>(tcp_len));
     ip6.ip6_nxt = IPPROTO_TCP;
     ip6.ip6_hlim = 64;
     std::memcpy(&ip6.ip6_src, from_addr, 16);
@@ -73,15 +82,34 @@ std::vector<uint8_t> build_rst(bool v4, const uint32_t from_addr[4], uint16_t fr
     uint8_t pseudo[40] = {};
     std::memcpy(pseudo, from_addr, 16);
     std::memcpy(pseudo + 16, to_addr, 16);
-    uint32_t tl = htonl(sizeof(tcphdr));
+    uint32_t tl = htonl(static_cast<uint32_t>(tcp_len));
     std::memcpy(pseudo + 32, &tl, 4);
     pseudo[39] = IPPROTO_TCP;
-    th.check = fold(sum16(&th, sizeof(th), sum16(pseudo, sizeof(pseudo))));
-    out.resize(sizeof(ip6) + sizeof(th));
+    checksum(pseudo, sizeof(pseudo));
+    out.resize(sizeof(ip6));
     std::memcpy(out.data(), &ip6, sizeof(ip6));
-    std::memcpy(out.data() + sizeof(ip6), &th, sizeof(th));
   }
+  out.insert(out.end(), tcp.begin(), tcp.end());
   return out;
+}
+
+std::vector<uint8_t> build_rst(bool v4, const uint32_t from_addr[4], uint16_t from_port,
+                               const uint32_t to_addr[4], uint16_t to_port, uint32_t seq) {
+  tcphdr th{};
+  th.seq = htonl(seq);
+  th.rst = 1;
+  return build_segment(v4, from_addr, from_port, to_addr, to_port, th, {});
+}
+
+std::vector<uint8_t> build_ack(bool v4, const uint32_t from_addr[4], uint16_t from_port,
+                               const uint32_t to_addr[4], uint16_t to_port, uint32_t seq,
+                               uint32_t ack, std::span<const uint8_t> options) {
+  tcphdr th{};
+  th.seq = htonl(seq);
+  th.ack_seq = htonl(ack);
+  th.ack = 1;
+  th.window = htons(0xffff);
+  return build_segment(v4, from_addr, from_port, to_addr, to_port, th, options);
 }
 
 }  // namespace hooker

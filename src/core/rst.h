@@ -1,4 +1,5 @@
-// A TCP RST for one end of a moved connection, built by hand.
+// TCP segments hookerd injects into one end of a moved connection, built by
+// hand: an RST that ends it, and an ACK that wakes its writer.
 //
 // A moved connection carries no TCP payload, so each end's sequence numbers
 // stay where the handshake left them (plus one for a FIN). hookerd knows them
@@ -8,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "core/abi.h"
@@ -20,6 +22,12 @@ namespace hooker {
 // (also for IPv4-mapped IPv6 sockets, whose packets are IPv4).
 std::vector<uint8_t> build_rst(bool v4, const uint32_t from_addr[4], uint16_t from_port,
                                const uint32_t to_addr[4], uint16_t to_port, uint32_t seq);
+
+// The IP packet of an ACK from `from` to `to` (seq, ack, a window of 64 KB)
+// carrying `options` (a multiple of 4 bytes, at most 40).
+std::vector<uint8_t> build_ack(bool v4, const uint32_t from_addr[4], uint16_t from_port,
+                               const uint32_t to_addr[4], uint16_t to_port, uint32_t seq,
+                               uint32_t ack, std::span<const uint8_t> options);
 
 // True if the flow's packets are IPv4 on the wire.
 bool flow_is_v4(const hk_flow& f);
