@@ -10,8 +10,8 @@ namespace hooker {
 
 static const char* kCounterNames[] = {HK_COUNTER_NAMES};
 static_assert(sizeof(kCounterNames) / sizeof(kCounterNames[0]) == HK_CNT__MAX);
-static const char* kWaitNames[] = {"udp_room", "ack_room", "batch_end", "app_room", "landing"};
-static_assert(sizeof(kWaitNames) / sizeof(kWaitNames[0]) == kWaitKinds);
+static const char* kWaitNames[] = {"app_room", "landing"};
+static_assert(sizeof(kWaitNames) / sizeof(kWaitNames[0]) == kAppWaitKinds);
 
 std::string Daemon::status_json() const {
   using nlohmann::json;
@@ -19,31 +19,34 @@ std::string Daemon::status_json() const {
   auto now = std::chrono::steady_clock::now();
   for (auto& c : by_slot_) {
     if (!c) continue;
-    json waiting = json::array();  // what it waits for, in the daemon's lists
-    for (int w = 0; w < kWaitKinds; w++)
+    StreamStatus ms = c->mech->status();
+    json waiting = json::array();  // what it waits for, in either layer's lists
+    for (const char* w : ms.waiting) waiting.push_back(w);
+    for (int w = 0; w < kAppWaitKinds; w++)
       if (c->waiting[w]) waiting.push_back(kWaitNames[w]);
+    const MechKind* kind = find_mechanism(c->mech_id);
     conns.push_back({
         {"local", addr_str(c->app, true)},
         {"local_port", c->app.lport},
         {"remote", addr_str(c->app, false)},
         {"remote_port", c->app.rport},
         {"family", c->app.family == AF_INET ? "ipv4" : "ipv6"},
-        {"mechanism", "udp"},
+        {"mechanism", kind ? kind->name : "?"},
         {"side", c->active ? "client" : "server"},
-        {"bytes_out", c->sent},
+        {"bytes_out", ms.bytes_out},
         // The application's sends: the lane they take now, and what they
         // returned that hookerd has not read yet (hk_lanes).
         {"send_lane", (c->lanes->mode & HK_LANE_SLOW) ? "slow" : "fast"},
         // (hookerd may have read ahead of that count while a send runs.)
-        {"send_backlog", c->lanes->sent > c->sent ? c->lanes->sent - c->sent : 0},
-        {"bytes_in", c->in.delivered()},
-        {"state", c->state()},
+        {"send_backlog", c->lanes->sent > c->taken ? c->lanes->sent - c->taken : 0},
+        {"bytes_in", ms.bytes_in},
+        {"state", c->state(ms.peer_end.has_value())},
         {"age_s", std::chrono::duration<double>(now - c->since).count()},
         {"slot", c->slot},
         {"app_shut_wr", c->app_shut_wr},
         {"app_gone", c->app_gone},
-        {"end_sent", c->end_sent},
-        {"peer_end", c->peer_end ? json(*c->peer_end) : json(nullptr)},
+        {"end_sent", ms.end_sent},
+        {"peer_end", ms.peer_end ? json(*ms.peer_end) : json(nullptr)},
         {"held_fins", c->held_fins.size()},
         {"waiting", waiting},
     });
@@ -51,34 +54,29 @@ std::string Daemon::status_json() const {
   json kernel;
   auto k = kernel_->counters();
   for (int i = 0; i < HK_CNT__MAX; i++) kernel[kCounterNames[i]] = k[i];
+  // The application side's counters, then each mechanism's (their names
+  // stay flat here, as before the split, and also under "mechanisms").
   json daemon = {
-      {"rx_malformed", cnt_.rx_malformed},
-      {"rx_unknown_token", cnt_.rx_unknown_token},
-      {"rx_wrong_source", cnt_.rx_wrong_source},
-      {"rx_duplicate", cnt_.rx_duplicate},
-      {"rx_out_of_order", cnt_.rx_out_of_order},
-      {"rx_beyond_window", cnt_.rx_beyond_window},
-      {"rx_stashed", cnt_.rx_stashed},
-      {"rx_after_close", cnt_.rx_after_close},
-      {"resets_sent", cnt_.resets_sent},
-      {"resets_received", cnt_.resets_received},
-      {"resets_lost_datagram", cnt_.resets_lost_datagram},
-      {"resets_peer_silent", cnt_.resets_peer_silent},
-      {"resets_local_failure", cnt_.resets_local_failure},
       {"rst_injected", cnt_.rst_injected},
       {"delivery_retries", cnt_.delivery_retries},
       {"conns_moved", cnt_.conns_moved},
+      {"conns_unknown_mech", cnt_.conns_unknown_mech},
       {"writers_woken", cnt_.writers_woken},
       {"writers_not_woken", cnt_.writers_not_woken},
       {"conns_closed", cnt_.conns_closed},
-      {"datagrams_sent", udp_->datagrams_sent},
-      {"datagrams_received", udp_->datagrams_received},
-      {"datagrams_truncated", udp_->truncated},
       {"fin_queued", fins_->queued},
       {"fin_held", fins_->held},
       {"fin_released", fins_->released},
       {"slots_created", slots_->created()},
   };
+  json mechs = json::object();
+  for (auto& d : mechs_) {
+    json m;
+    d.m->status(m);
+    for (auto& [k, v] : m["counters"].items()) daemon[k] = v;
+    mechs[std::string(d.kind->name)] = m;
+  }
+  json udp_queue = mechs.contains("udp") ? mechs["udp"]["queue"] : json(nullptr);
   json j = {
       {"hookerd", {{"pid", getpid()},
                    {"udp_port", opt_.port},
@@ -90,9 +88,8 @@ std::string Daemon::status_json() const {
                    {"uptime_s", std::chrono::duration<double>(now - started_).count()},
                    // Datagrams queued for the UDP socket; blocked: the socket
                    // is full and hookerd waits for it (EPOLLOUT).
-                   {"udp_queue", {{"datagrams", UdpTransport::kBatch - udp_->room()},
-                                  {"room", udp_->room()},
-                                  {"blocked", tx_blocked_}}}}},
+                   {"udp_queue", udp_queue}}},
+      {"mechanisms", mechs},
       {"connections", conns},
       {"counters", {{"kernel", kernel}, {"daemon", daemon}}},
   };

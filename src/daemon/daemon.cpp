@@ -22,7 +22,7 @@
 namespace hooker {
 
 namespace {
-enum Tag : uint64_t { kRing = 1, kUdp, kSlot, kSignal, kTimer, kControl, kFins };
+enum Tag : uint64_t { kRing = 1, kMech, kSlot, kSignal, kTimer, kControl, kFins };
 uint64_t tag(Tag t, uint32_t i = 0) { return (uint64_t{t} << 32) | i; }
 
 Status epoll_add(int ep, int fd, uint32_t events, uint64_t data) {
@@ -62,10 +62,9 @@ void Daemon::phase(const char* name) {
 
 Status Daemon::setup() {
   set_libbpf_verbose(opt_.verbose);
-  // The UDP port first: if it is taken nothing else is touched.
-  auto udp = UdpTransport::open(opt_.port);
-  if (!udp) return udp.error();
-  udp_.emplace(udp.take());
+  // The mechanisms' sockets first: if the port is taken nothing else is
+  // touched.
+  if (auto s = open_mechanisms(); !s) return s;
 
   // The control socket next: a second hookerd on the same path must fail
   // before attaching anything.
@@ -153,10 +152,10 @@ Status Daemon::setup() {
   if (!rules_status) return rules_status;
   phase("fin_hold_rules_wait");
 
-  // Raw sockets to reset connections as TCP would (see inject_rst).
-  raw4_.reset(socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW));
-  raw6_.reset(socket(AF_INET6, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW));
-  if (!raw4_.valid() || !raw6_.valid()) return sys_error("open raw sockets for TCP resets");
+  // Raw sockets to reset connections as TCP would.
+  auto rst = RstInjector::open();
+  if (!rst) return rst.error();
+  rst_.emplace(rst.take());
 
   ring_ = ring_buffer__new(kernel_->events_fd(), &Daemon::on_ring_event, this, nullptr);
   if (!ring_) return sys_error("open the event ring buffer");
@@ -173,11 +172,54 @@ Status Daemon::setup() {
   itimerspec its{{0, kTickMs * 1000000}, {0, kTickMs * 1000000}};
   timerfd_settime(timer_.get(), 0, &its, nullptr);
   for (auto [fd, t] : {std::pair{ring_buffer__epoll_fd(ring_), kRing},
-                       std::pair{udp_->fd(), kUdp}, std::pair{signal_.get(), kSignal},
-                       std::pair{timer_.get(), kTimer}, std::pair{control_.get(), kControl},
-                       std::pair{fins_->fd(), kFins}})
+                       std::pair{signal_.get(), kSignal}, std::pair{timer_.get(), kTimer},
+                       std::pair{control_.get(), kControl}, std::pair{fins_->fd(), kFins}})
     if (auto s = epoll_add(epoll_.get(), fd, EPOLLIN, tag(t)); !s) return s;
+  for (uint32_t i = 0; i < mech_fds_.size(); i++)
+    if (auto s = epoll_add(epoll_.get(), mech_fds_[i].first, EPOLLIN, tag(kMech, i)); !s) return s;
   return ok();
+}
+
+// Every compiled-in mechanism, each with its sockets on --port (only `udp`
+// for now: one port, one mechanism).
+Status Daemon::open_mechanisms() {
+  for (const MechKind& k : mechanisms()) {
+    auto m = k.open(*this, opt_.port);
+    if (!m) return m.error();
+    mechs_.push_back({&k, m.take()});
+    for (int fd : mechs_.back().m->fds()) mech_fds_.emplace_back(fd, mechs_.back().m.get());
+  }
+  return ok();
+}
+
+Mechanism* Daemon::mechanism(uint8_t id) const {
+  // HK_MECH_NONE: a kernel side that does not name one yet means udp.
+  if (id == HK_MECH_NONE) id = HK_MECH_UDP;
+  for (auto& d : mechs_)
+    if (d.kind->id == id) return d.m.get();
+  return nullptr;
+}
+
+void Daemon::want_writable(int fd, bool on) {
+  for (uint32_t i = 0; i < mech_fds_.size(); i++) {
+    if (mech_fds_[i].first != fd) continue;
+    epoll_event e{};
+    e.events = on ? EPOLLIN | EPOLLOUT : EPOLLIN;
+    e.data.u64 = tag(kMech, i);
+    epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &e);
+  }
+}
+
+bool Daemon::expect_token(uint64_t token) {
+  // The handshake's event may still be in the ring: read it first.
+  consume_events();
+  hk_token t;
+  return bpf_map_lookup_elem(kernel_->tokens_fd(), &token, &t) == 0 &&
+         (t.state == HK_TOKEN_EMBRYONIC || t.state == HK_TOKEN_LIVE);
+}
+
+void Daemon::log(std::string_view line) {
+  fprintf(stderr, "hookerd: %.*s\n", static_cast<int>(line.size()), line.data());
 }
 
 Daemon::~Daemon() {
@@ -214,7 +256,8 @@ void Daemon::on_event(const hk_event& ev) {
   if (ev.type == HK_EV_BOUND) return on_bound(ev);
   if (ev.type == HK_EV_WRITER_WAITS) return on_writer_waits(ev.slot);
   if (ev.type == HK_EV_BIND_FAILED) {
-    send_reset(ev.peer_token, remote_addr(ev.app, ev.peer_port));
+    if (Mechanism* m = mechanism(ev.mech))
+      m->refuse({ev.token, ev.peer_token, remote_addr(ev.app, ev.peer_port)});
     return;
   }
   if (ev.slot >= by_slot_.size() || !by_slot_[ev.slot]) return;
@@ -233,7 +276,7 @@ void Daemon::on_event(const hk_event& ev) {
     c.app_gone = true;
     release_fins(c);
   }
-  pump(c);
+  c.mech->on_app_readable();
   maybe_retire(c);
 }
 
@@ -241,25 +284,37 @@ void Daemon::on_bound(const hk_event& ev) {
   Slot* s = slots_->get(ev.slot);
   if (!s || ev.slot >= by_slot_.size()) return;
   if (by_slot_[ev.slot]) retire(*by_slot_[ev.slot]);  // cannot happen: slots are recycled
-  auto c = std::make_unique<Conn>();
+  PeerInfo peer{ev.token, ev.peer_token, remote_addr(ev.app, ev.peer_port)};
+  Mechanism* m = mechanism(ev.mech);
+  if (!m) {
+    // The kernel agreed on a mechanism this hookerd does not have: nothing
+    // can carry the bytes. Its slot goes back with it.
+    cnt_.conns_unknown_mech++;
+    fprintf(stderr, "hookerd: %s negotiated unknown mechanism %u\n", to_string(ev.app).c_str(),
+            ev.mech);
+    return;
+  }
+  auto c = std::make_unique<Conn>(static_cast<AppSide&>(*this));
   c->slot = ev.slot;
   c->app = ev.app;
   c->token = ev.token;
   c->peer_token = ev.peer_token;
-  c->cookie = ev.cookie;
   c->active = ev.active;
-  c->peer = remote_addr(ev.app, ev.peer_port);
+  c->peer = peer.peer;
   c->in_fd = s->in.get();
   c->out_fd = s->out.get();
   c->lanes = kernel_->lanes(ev.slot);
   c->snd_nxt = ev.snd_nxt;
   c->rcv_nxt = ev.rcv_nxt;
-  c->consumed_base = app_reads(ev.slot);
+  c->consumed_fd = kernel_->consumed_fd();
+  c->consumed_base = c->app_reads();
   if (auto st = slots_->bind_inbound(ev.slot, ev.app); !st) {
     fprintf(stderr, "hookerd: %s\n", st.error().message().c_str());
-    send_reset(ev.peer_token, c->peer);
+    m->refuse(peer);
     return;
   }
+  c->mech_id = ev.mech == HK_MECH_NONE ? uint8_t{HK_MECH_UDP} : ev.mech;
+  c->mech = m->open(peer, *c);
   Conn* cp = c.get();
   by_token_[cp->token] = cp;
   by_flow_[wire_flow(cp->app)] = cp;
@@ -268,227 +323,52 @@ void Daemon::on_bound(const hk_event& ev) {
   for (int fd : {cp->out_fd, cp->in_fd})
     (void)epoll_add(epoll_.get(), fd, EPOLLIN | EPOLLRDHUP | EPOLLET, tag(kSlot, ev.slot));
   if (opt_.verbose) fprintf(stderr, "hookerd: moved %s\n", to_string(cp->app).c_str());
-  // Datagrams that beat the handshake to us. A RESET among them retires
-  // the connection: whatever follows, pump() included, passes over it.
-  if (auto it = stash_.find(cp->token); it != stash_.end()) {
-    auto early = std::move(it->second);
-    stash_.erase(it);
-    for (auto& e : early) {
-      stash_bytes_ -= e.d.size();
-      on_datagram(e.from, e.d);
-    }
-  }
-  pump(*cp);
+  // Early datagrams, then the first bytes. A RESET among them retires the
+  // connection: whatever follows passes over it.
+  cp->mech->start();
   keep_pool_full();
 }
 
-// ---- the UDP queue -------------------------------------------------------
+// ---- the application side's requests --------------------------------------
 
-void Daemon::flush() {
-  auto r = udp_->flush();
-  if (!r) {
-    fprintf(stderr, "hookerd: %s\n", r.error().message().c_str());
-    return;
-  }
-  if (!*r == tx_blocked_) return;  // *r: everything left
-  // Blocked: wait for EPOLLOUT; unblocked: stop asking for it.
-  tx_blocked_ = !*r;
-  epoll_event e{};
-  e.events = tx_blocked_ ? EPOLLIN | EPOLLOUT : EPOLLIN;
-  e.data.u64 = tag(kUdp);
-  epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, udp_->fd(), &e);
+void Daemon::wait(Conn& c, AppWait why) {
+  if (why == kWaitAppRoom) cnt_.delivery_retries++;
+  waiting_[why].add(c);
 }
 
-// ---- wire -> application -------------------------------------------------
-
-uint32_t Daemon::window() const {
-  // Every connection may fill its window at once; together they must fit
-  // in the UDP receive buffer, or the kernel drops datagrams.
-  uint64_t n = std::max<size_t>(1, by_token_.size());
-  return static_cast<uint32_t>(std::clamp<uint64_t>(kRxBudget / n, kInitialWindow, kMaxWindow));
+void Daemon::abort(Conn& c, std::string_view why) {
+  if (c.retired) return;  // reset once, by the first cause
+  fprintf(stderr, "hookerd: reset %s: %.*s\n", to_string(c.app).c_str(),
+          static_cast<int>(why.size()), why.data());
+  c.inbound_dead = true;  // not one byte more reaches the application
+  cnt_.rst_injected += rst_->reset(c);
+  retire(c);
 }
 
-void Daemon::on_udp_readable() {
-  for (;;) {
-    auto r = udp_->receive(
-        [this](const sockaddr_in6& from, std::span<const std::byte> d) { on_datagram(from, d); });
-    if (!r) {
-      fprintf(stderr, "hookerd: %s\n", r.error().message().c_str());
-      break;
-    }
-    if (*r < UdpTransport::kRxMsgs) break;  // drained
-  }
-  // One write per connection per batch into its application socket, then
-  // an acknowledgement, so a sender waiting for credit never waits on a
-  // threshold.
-  touched_.drain([this](Conn& c) {
-    deliver(c);
-    if (ack_due(c, 1)) ack(c);  // ack() passes over a connection deliver() retired
-  });
+void Daemon::wake_at(Conn& c, Time t) {
+  if (c.retired || t >= c.scheduled) return;
+  c.scheduled = t;
+  deadlines_.push({t, c.token});
 }
 
-static bool same_host(const sockaddr_in6& a, const sockaddr_in6& b) {
-  return std::memcmp(&a.sin6_addr, &b.sin6_addr, sizeof(a.sin6_addr)) == 0;
-}
-
-void Daemon::on_datagram(const sockaddr_in6& from, std::span<const std::byte> d) {
-  auto p = wire::parse(d);
-  if (!p.frame) {
-    cnt_.rx_malformed++;
-    return;
-  }
-  const wire::Frame& f = *p.frame;
-  auto it = by_token_.find(f.token);
-  if (it == by_token_.end()) {
-    // The handshake's event may still be in the ring: read it first.
-    consume_events();
-    it = by_token_.find(f.token);
-  }
-  if (it == by_token_.end()) {
-    hk_token t;
-    // Accepted in a SYN-ACK whose final ACK has not arrived yet, or just
-    // established on another CPU, its event not yet in the ring: keep the
-    // datagram until the connection is bound (a lost one would reset it).
-    if (bpf_map_lookup_elem(kernel_->tokens_fd(), &f.token, &t) == 0 &&
-        (t.state == HK_TOKEN_EMBRYONIC || t.state == HK_TOKEN_LIVE) &&
-        stash_bytes_ + d.size() <= kStashLimit) {
-      stash_[f.token].push_back({from, {d.begin(), d.end()}});
-      stash_bytes_ += d.size();
-      cnt_.rx_stashed++;
-    } else {
-      cnt_.rx_unknown_token++;
-    }
-    return;
-  }
-  Conn& c = *it->second;
-  if (!same_host(from, c.peer)) {
-    cnt_.rx_wrong_source++;
-    return;
-  }
-  switch (f.type) {
-    case HK_WIRE_DATA: {
-      if (c.inbound_dead) {
-        cnt_.rx_after_close++;
-        break;
-      }
-      auto a = c.in.add(f.offset, f.payload);
-      if (a == Reassembly::Added::kDuplicate) cnt_.rx_duplicate++;
-      if (a == Reassembly::Added::kBuffered) cnt_.rx_out_of_order++;
-      if (a == Reassembly::Added::kBeyondWindow) cnt_.rx_beyond_window++;
-      touched_.add(c);  // delivered once the batch is read
-      break;
-    }
-    case HK_WIRE_ACK: {
-      bool progress = false;
-      if (f.offset > c.peer_acked && f.offset <= c.sent) {
-        c.peer_acked = f.offset;
-        progress = true;
-      }
-      if ((f.flags & HK_WIRE_F_END_SEEN) && !c.end_acked) c.end_acked = progress = true;
-      if (f.offset + f.window > c.send_limit) {
-        c.send_limit = f.offset + f.window;
-        progress = true;
-      }
-      if (f.flags & HK_WIRE_F_REPLY) {
-        // The answer to a probe sent when everything below probe_offset had
-        // long left: what the peer still lacks was lost.
-        if (c.probes > 0 && c.peer_acked < c.probe_offset) {
-          cnt_.resets_lost_datagram++;
-          return reset(c, "a datagram was lost (the peer's answer to a probe lacks it)", true);
-        }
-        progress = true;  // alive, merely slow to read
-      }
-      if (progress) {
-        c.progress_at = Clock::now();
-        c.probes = 0;
-      }
-      if (f.flags & HK_WIRE_F_PROBE) ack(c, HK_WIRE_F_REPLY);
-      pump(c);
-      break;
-    }
-    case HK_WIRE_END:
-      c.peer_end = f.offset;
-      touched_.add(c);  // acknowledged (END_SEEN) with the batch
-      break;
-    case HK_WIRE_RESET:
-      cnt_.resets_received++;
-      reset(c, "the peer reset the connection", false);
-      break;
+void Daemon::run_deadlines() {
+  Time now = Clock::now();
+  while (!deadlines_.empty() && deadlines_.top().first <= now) {
+    auto [t, token] = deadlines_.top();
+    deadlines_.pop();
+    auto it = by_token_.find(token);
+    if (it == by_token_.end() || it->second->scheduled != t) continue;  // stale
+    Conn& c = *it->second;
+    c.scheduled = kNever;
+    c.mech->on_deadline(now);
   }
 }
 
-uint64_t Daemon::app_reads(uint32_t slot) const {
-  uint64_t n = 0;
-  bpf_map_lookup_elem(kernel_->consumed_fd(), &slot, &n);
-  return n;
-}
-
-void Daemon::deliver(Conn& c) {
-  if (c.retired) return;
-  while (!c.inbound_dead && !c.in.ready().empty()) {
-    // What the application has not read yet stays bounded: redirected
-    // bytes are not limited by its receive buffer.
-    uint64_t unread = c.in.delivered() - (app_reads(c.slot) - c.consumed_base);
-    if (unread >= kAppQueue) {
-      retry_.add(c);
-      break;
-    }
-    auto r = c.in.ready();
-    size_t len = std::min<uint64_t>(r.size(), kAppQueue - unread);
-    ssize_t n = send(c.in_fd, r.data(), len, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n > 0) {
-      c.in.consumed(static_cast<size_t>(n));
-      continue;
-    }
-    if (n < 0 && (errno == EAGAIN || errno == ENOMEM || errno == ENOBUFS || errno == EINTR)) {
-      // The application's receive queue is full: try again on the next tick.
-      retry_.add(c);
-      cnt_.delivery_retries++;
-      return;
-    }
-    // EACCES/EPIPE: the application socket has left; nobody can read more.
-    c.inbound_dead = true;
-  }
-  if (ack_due(c, window() / 4)) ack(c);
-  if (c.peer_done()) {
-    if (ack_due(c, 1)) ack(c);
-    release_fins(c);
-  }
-  maybe_retire(c);
-}
-
-// The limit a new ACK would grant: the receiver holds at most window()
-// bytes, whether out of order or waiting for the application.
-static uint64_t grantable(const Conn& c, uint64_t w) {
-  uint64_t held = c.in.buffered();
-  return std::max(c.in.limit(), c.in.next() + (w > held ? w - held : 0));
-}
-
-bool Daemon::ack_due(const Conn& c, uint64_t threshold) const {
-  bool end_news = c.peer_end && c.in.next() >= *c.peer_end && c.acked < *c.peer_end;
-  return end_news || c.in.next() >= c.acked + threshold ||
-         grantable(c, window()) >= c.acked_limit + threshold;
-}
-
-void Daemon::ack(Conn& c, uint8_t flags) {
-  if (c.retired) return;
-  if (udp_->room() == 0) flush();
-  if (udp_->room() == 0) {
-    // Never dropped: a lost window update would stall the sender for good.
-    c.ack_pending = true;
-    ack_waiters_.add(c);
-    return;
-  }
-  c.ack_pending = false;
-  uint64_t limit = grantable(c, window());
-  c.in.raise_limit(limit);
-  if (c.peer_end && c.in.next() >= *c.peer_end) flags |= HK_WIRE_F_END_SEEN;
-  uint64_t next = c.in.next();
-  udp_->queue({HK_WIRE_ACK, HK_MECH_UDP, c.peer_token, next,
-               static_cast<uint32_t>(std::min<uint64_t>(limit - next, UINT32_MAX)), {}, flags},
-              c.peer);
-  c.acked = next;
-  c.acked_limit = limit;
+int Daemon::next_deadline_ms() const {
+  if (deadlines_.empty()) return -1;
+  auto left = deadlines_.top().first - Clock::now();
+  if (left <= Clock::duration::zero()) return 0;
+  return static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
 }
 
 // ---- FINs and the end of a connection ------------------------------------
@@ -498,7 +378,7 @@ bool Daemon::on_fin(const hk_flow& local, uint32_t id) {
   auto it = by_flow_.find(local);
   if (it == by_flow_.end()) return true;  // not moved: plain TCP's FIN
   Conn& c = *it->second;
-  if (c.peer_done() || c.app_gone || c.inbound_dead) {
+  if (c.peer_done || c.app_gone || c.inbound_dead) {
     drop_guard(c);
     return true;
   }
@@ -520,7 +400,7 @@ void Daemon::drop_guard(const Conn& c) {
 
 bool Daemon::maybe_retire(Conn& c) {
   // Gone when the application closed and every byte it wrote left.
-  if (c.retired || !c.app_gone || !c.end_sent) return false;
+  if (c.retired || !c.app_gone || !c.sent_whole) return false;
   retire(c);
   return true;
 }
@@ -533,6 +413,7 @@ bool Daemon::maybe_retire(Conn& c) {
 void Daemon::retire(Conn& c) {
   if (c.retired) return;
   c.retired = true;
+  c.mech->retire();
   uint32_t slot = c.slot;
   release_fins(c);
   drop_guard(c);
@@ -550,10 +431,11 @@ void Daemon::retire(Conn& c) {
 // The end of a loop turn: nothing holds a connection retired in it any more
 // but the lists it waited in. They forget it, then it is freed.
 void Daemon::reap() {
+  for (auto& d : mechs_) d.m->reap();
   if (graveyard_.empty()) return;
-  std::bitset<kWaitKinds> in;
+  std::bitset<kAppWaitKinds> in;
   for (auto& c : graveyard_) in |= c->waiting;
-  for (WaitList& l : waiting_)
+  for (auto& l : waiting_)
     if (in[l.why()]) l.purge();
   graveyard_.clear();
 }
@@ -561,7 +443,7 @@ void Daemon::reap() {
 Status Daemon::run() {
   epoll_event evs[64];
   while (!stop_) {
-    int n = epoll_wait(epoll_.get(), evs, 64, -1);
+    int n = epoll_wait(epoll_.get(), evs, 64, next_deadline_ms());
     if (n < 0) {
       if (errno == EINTR) continue;
       return sys_error("epoll_wait");
@@ -573,14 +455,15 @@ Status Daemon::run() {
       uint32_t idx = static_cast<uint32_t>(evs[i].data.u64);
       switch (t) {
         case kRing: break;
-        case kUdp:
-          if (evs[i].events & EPOLLOUT) flush();
-          if (evs[i].events & EPOLLIN) on_udp_readable();
+        case kMech:
+          if (idx >= mech_fds_.size()) break;
+          if (evs[i].events & EPOLLOUT) mech_fds_[idx].second->on_writable(mech_fds_[idx].first);
+          if (evs[i].events & EPOLLIN) mech_fds_[idx].second->on_readable(mech_fds_[idx].first);
           break;
         case kSlot:
           if ((evs[i].events & EPOLLOUT) && idx < by_slot_.size() && by_slot_[idx])
             on_slot_room(*by_slot_[idx]);
-          if (idx < by_slot_.size() && by_slot_[idx]) pump(*by_slot_[idx]);
+          if (idx < by_slot_.size() && by_slot_[idx]) by_slot_[idx]->mech->on_app_readable();
           if (idx < by_slot_.size() && by_slot_[idx]) maybe_retire(*by_slot_[idx]);
           break;
         case kSignal: stop_ = true; break;
@@ -592,29 +475,9 @@ Status Daemon::run() {
           break;
       }
     }
-    flush();
-    // RESETs and ACKs owed first: they end or unblock the peers' senders.
-    if (!tx_blocked_ && !resets_owed_.empty()) {
-      auto owed = std::move(resets_owed_);
-      resets_owed_.clear();
-      for (auto& [tok, to] : owed) send_reset(tok, to);
-    }
-    if (!tx_blocked_ && !ack_waiters_.empty()) {
-      ack_waiters_.drain([this](Conn& c) {
-        if (c.ack_pending) ack(c);
-      });
-      flush();
-    }
-    // Connections that waited for room in the UDP queue.
-    while (!tx_blocked_ && !tx_waiters_.empty()) {
-      size_t waited = tx_waiters_.size();
-      tx_waiters_.drain([this](Conn& c) {
-        pump(c);
-        maybe_retire(c);
-      });
-      flush();
-      if (tx_waiters_.size() >= waited) break;
-    }
+    run_deadlines();
+    // What waited for room in the mechanisms' queues, and what they queued.
+    for (auto& d : mechs_) d.m->flush();
     wake_writers();
     reap();
   }

@@ -1,4 +1,5 @@
-// Timers: delivery retries, loss checks, the slot pool, stale kernel state.
+// The periodic tick: delivery retries, the lanes, the slot pool, stale
+// kernel state. (A mechanism's timers are per connection: run_deadlines.)
 #include <bpf/bpf.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,15 +50,7 @@ void Daemon::gc_embryonic() {
   for (auto [tok, slot] : dead)
     if (bpf_map_delete_elem(fd, &tok) == 0) (void)slots_->offer(slot);
   // Early datagrams of a handshake that is gone: nobody will claim them.
-  for (auto it = stash_.begin(); it != stash_.end();) {
-    hk_token t;
-    if (bpf_map_lookup_elem(fd, &it->first, &t) == 0) {
-      ++it;
-      continue;
-    }
-    for (auto& e : it->second) stash_bytes_ -= e.d.size();
-    it = stash_.erase(it);
-  }
+  for (auto& d : mechs_) d.m->housekeeping();
 
   // A FIN-ACK guard older than a minute: the peer keeps its half open. Let
   // the ACK through (the reader risks one EAGAIN) rather than have TCP give
@@ -78,13 +71,14 @@ void Daemon::on_timer() {
   uint64_t expirations;
   (void)!read(timer_.get(), &expirations, sizeof(expirations));
   ticks_++;
-  retry_.drain([this](Conn& c) { deliver(c); });  // acknowledges if the window opened
-  lane_waiters_.drain([this](Conn& c) {
-    pump(c);
+  // The application read: the mechanism hands over the rest (and
+  // acknowledges if its window opened).
+  waiting_[kWaitAppRoom].drain([](Conn& c) { c.mech->on_app_room(); });
+  waiting_[kWaitLanding].drain([this](Conn& c) {
+    c.mech->on_app_readable();
     maybe_retire(c);
   });
   if (ticks_ % 4 == 0) {
-    check_losses();
     check_waiting_writers();
     waker_ready(false);  // a failed load ends hookerd now, not at the first wait
   }

@@ -6,10 +6,8 @@
 
 namespace hooker {
 
-constexpr uint32_t kTickMs = 5;                 // timer: delivery retries, loss checks
-constexpr size_t kStashLimit = 1 << 20;         // early datagrams, all tokens together
-constexpr uint32_t kMaxWindow = 4 << 20;        // credit one connection may get
-constexpr uint64_t kRxBudget = 24ull << 20;     // payload the UDP receive buffer holds
+// (The udp mechanism's are in mech/udp/udp.h.)
+constexpr uint32_t kTickMs = 5;                 // timer: delivery retries, the lanes
 // Free slots kept ready: the kernel takes one per new connection at softirq
 // speed, hookerd refills between loop turns, so a burst of connections (50
 // at once from redis-benchmark) must find them made already. A connection

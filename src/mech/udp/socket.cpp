@@ -1,4 +1,4 @@
-#include "mech/udp.h"
+#include "mech/udp/socket.h"
 
 #include <netinet/udp.h>
 
@@ -13,7 +13,7 @@
 
 namespace hooker {
 
-Result<UdpTransport> UdpTransport::open(uint16_t port) {
+Result<std::unique_ptr<UdpSocket>> UdpSocket::open(uint16_t port) {
   Fd fd(socket(AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return sys_error("socket for UDP");
   int zero = 0, one = 1;
@@ -38,16 +38,18 @@ Result<UdpTransport> UdpTransport::open(uint16_t port) {
                    0};
     return sys_error("bind UDP port " + std::to_string(port));
   }
-  return UdpTransport(std::move(fd));
+  return std::unique_ptr<UdpSocket>(new UdpSocket(std::move(fd)));
 }
 
-UdpTransport::UdpTransport(Fd fd)
+UdpSocket::UdpSocket(Fd fd)
     : fd_(std::move(fd)), tx_(kBatch), tx_iov_(kBatch), tx_msg_(kBatch), rx_(kRxMsgs),
       rx_iov_(kRxMsgs), rx_msg_(kRxMsgs), rx_from_(kRxMsgs), rx_cmsg_(kRxMsgs) {
   groups_.reserve(kBatch);
 }
 
-size_t UdpTransport::put(const sockaddr_in6& to, size_t len) {
+static_assert(wire::kMaxDatagram == DatagramIo::kMaxDatagram);
+
+void UdpSocket::commit(size_t len, const sockaddr_in6& to) {
   size_t i = queued_++;
   tx_iov_[i] = {tx_[i].data(), len};
   // Extend the last group if the kernel can segment this datagram with it.
@@ -58,40 +60,13 @@ size_t UdpTransport::put(const sockaddr_in6& to, size_t len) {
     bool last_full = tx_iov_[g.first + g.count - 1].iov_len == seg;
     if (same_to && last_full && len <= seg && g.count < kGsoMax && g.first + g.count == i) {
       g.count++;
-      return i;
+      return;
     }
   }
   groups_.push_back(Group{i, 1, to, {}});
-  return i;
 }
 
-void UdpTransport::queue(const wire::Frame& f, const sockaddr_in6& to) {
-  size_t len = wire::kHeader + f.payload.size();
-  size_t i = put(to, len);
-  wire::encode_header(f, tx_[i].data());
-  if (!f.payload.empty())
-    std::memcpy(tx_[i].data() + wire::kHeader, f.payload.data(), f.payload.size());
-}
-
-void UdpTransport::payload_iov(size_t n, iovec* out) {
-  for (size_t k = 0; k < n; k++)
-    out[k] = {tx_[queued_ + k].data() + wire::kHeader, wire::kMaxPayload};
-}
-
-void UdpTransport::commit_data(size_t bytes, uint64_t token, uint64_t offset,
-                               const sockaddr_in6& to) {
-  while (bytes > 0) {
-    size_t len = bytes < wire::kMaxPayload ? bytes : wire::kMaxPayload;
-    size_t i = put(to, wire::kHeader + len);
-    wire::Frame f{HK_WIRE_DATA, HK_MECH_UDP, token, offset, 0,
-                  std::span<const std::byte>(tx_[i].data() + wire::kHeader, len)};
-    wire::encode_header(f, tx_[i].data());
-    bytes -= len;
-    offset += len;
-  }
-}
-
-Result<bool> UdpTransport::flush() {
+Result<bool> UdpSocket::flush() {
   size_t n = groups_.size();
   for (size_t k = sent_groups_; k < n; k++) {
     Group& g = groups_[k];
@@ -119,7 +94,6 @@ Result<bool> UdpTransport::flush() {
       if (errno == EINTR) continue;
       return sys_error("sendmmsg on the UDP socket");
     }
-    sends++;
     for (int k = 0; k < r; k++) datagrams_sent += groups_[sent_groups_ + k].count;
     sent_groups_ += static_cast<size_t>(r);
   }
@@ -128,7 +102,7 @@ Result<bool> UdpTransport::flush() {
   return true;
 }
 
-Result<size_t> UdpTransport::receive(const Handler& on_dgram) {
+Result<bool> UdpSocket::receive(const Handler& on_dgram) {
   for (size_t i = 0; i < kRxMsgs; i++) {
     rx_iov_[i] = {rx_[i].data(), rx_[i].size()};
     rx_msg_[i] = {};
@@ -142,7 +116,7 @@ Result<size_t> UdpTransport::receive(const Handler& on_dgram) {
   }
   int n = recvmmsg(fd_.get(), rx_msg_.data(), kRxMsgs, MSG_DONTWAIT, nullptr);
   if (n < 0) {
-    if (errno == EAGAIN || errno == EINTR) return size_t{0};
+    if (errno == EAGAIN || errno == EINTR) return false;
     return sys_error("recvmmsg on the UDP socket");
   }
   for (int i = 0; i < n; i++) {
@@ -166,7 +140,7 @@ Result<size_t> UdpTransport::receive(const Handler& on_dgram) {
       on_dgram(rx_from_[i], std::span<const std::byte>(rx_[i].data() + off, l));
     }
   }
-  return static_cast<size_t>(n);
+  return static_cast<size_t>(n) == kRxMsgs;  // a full batch: maybe more
 }
 
 }  // namespace hooker

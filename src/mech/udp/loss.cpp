@@ -1,0 +1,70 @@
+// How a `udp` connection fails loudly: it does not retransmit, so a
+// datagram gone for good ends the connection with a reset on both ends.
+// Per-connection deadlines (AppPort::wake_at), in time, not loop ticks.
+#include <algorithm>
+
+#include "mech/udp/conn.h"
+#include "mech/udp/udp.h"
+
+namespace hooker {
+
+namespace {
+constexpr auto kGapTimeout = std::chrono::milliseconds(250);  // a hole that stays
+constexpr auto kProbeAfter = std::chrono::milliseconds(100);  // no ACK progress
+constexpr auto kProbeMax = std::chrono::milliseconds(1000);   // backoff cap
+constexpr int kMaxProbes = 12;  // each after the last, backing off: ~8 s unanswered
+
+Clock::duration probe_wait(int probes) {
+  return std::min<Clock::duration>(kProbeAfter * (probes + 1), kProbeMax);
+}
+}  // namespace
+
+// A lower bound of what had been sent by `t`.
+uint64_t UdpConn::sent_before(Time t) const {
+  if (last_sent_at_ <= t) return sent_;
+  uint64_t best = sent_floor_;
+  for (const Sample& s : samples_)
+    if (s.at <= t) best = std::max(best, s.sent);
+  return best;
+}
+
+void UdpConn::arm() {
+  if (retired) return;
+  Time t = kNever;
+  if (failed_) t = Time{};  // at once
+  if (gap_since_ != Time{}) t = std::min(t, gap_since_ + kGapTimeout);
+  if (stalled()) t = std::min(t, std::max(progress_at_, asked_at_) + probe_wait(probes_));
+  if (t < armed_) {
+    armed_ = t;
+    port_.wake_at(t);
+  }
+}
+
+void UdpConn::on_deadline(Time now) {
+  if (retired) return;
+  armed_ = kNever;
+  UdpCounters& cnt = m_.counters();
+  if (failed_) {
+    cnt.resets_local_failure++;
+    return fail("its slot failed", true);
+  }
+  if (gap_since_ != Time{} && now - gap_since_ >= kGapTimeout) {
+    cnt.resets_lost_datagram++;
+    return fail("a datagram was lost (a hole in the stream did not fill)", true);
+  }
+  // Data out without acknowledgement, or no credit: ask the peer where it
+  // stands (its answer also carries a lost window update).
+  if (stalled() && now - std::max(progress_at_, asked_at_) >= probe_wait(probes_)) {
+    if (probes_ >= kMaxProbes) {
+      cnt.resets_peer_silent++;
+      return fail("the peer stopped answering", true);
+    }
+    probes_++;
+    asked_at_ = now;
+    probe_offset_ = sent_before(now - kInFlight);
+    ack(HK_WIRE_F_PROBE);
+  }
+  arm();
+}
+
+}  // namespace hooker

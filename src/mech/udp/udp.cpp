@@ -1,0 +1,233 @@
+// The `udp` mechanism's shared part: the datagram I/O, demultiplexing by
+// token, datagrams that beat their handshake, and what waited for room.
+#include "mech/udp/udp.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+#include "mech/udp/socket.h"  // udp_open
+
+namespace hooker {
+
+UdpMechanism::UdpMechanism(MechHost& host, std::unique_ptr<DatagramIo> io)
+    : host_(host), io_(std::move(io)) {}
+
+std::vector<int> UdpMechanism::fds() const {
+  if (io_->fd() < 0) return {};
+  return {io_->fd()};
+}
+
+std::unique_ptr<MechConn> UdpMechanism::open(const PeerInfo& peer, AppPort& port) {
+  auto c = std::make_unique<UdpConn>(*this, peer, port);
+  conns_[peer.token] = c.get();
+  return c;
+}
+
+void UdpMechanism::forget(UdpConn& c) {
+  conns_.erase(c.peer().token);
+  retired_some_ = true;
+}
+
+// The end of a loop turn: the lists forget the retired before they go.
+void UdpMechanism::reap() {
+  if (!retired_some_) return;
+  retired_some_ = false;
+  for (auto& l : lists_) l.purge();
+}
+
+uint32_t UdpMechanism::window() const {
+  // Every connection may fill its window at once; together they must fit
+  // in the receive buffer, or the kernel drops datagrams.
+  uint64_t n = std::max<size_t>(1, conns_.size());
+  return static_cast<uint32_t>(std::clamp<uint64_t>(kRxBudget / n, kInitialWindow, kMaxWindow));
+}
+
+// ---- sending ---------------------------------------------------------------
+
+void UdpMechanism::flush_io() {
+  auto r = io_->flush();
+  if (!r) {
+    host_.log(r.error().message());
+    return;
+  }
+  if (!*r == tx_blocked_) return;  // *r: everything left
+  // Blocked: wait for room; unblocked: stop asking for it.
+  tx_blocked_ = !*r;
+  if (io_->fd() >= 0) host_.want_writable(io_->fd(), tx_blocked_);
+}
+
+bool UdpMechanism::make_room() {
+  if (io_->room() == 0) flush_io();
+  return io_->room() > 0;
+}
+
+void UdpMechanism::queue(const wire::Frame& f, const sockaddr_in6& to) {
+  std::byte* b = io_->tx_buffer(0);
+  wire::encode_header(f, b);
+  if (!f.payload.empty()) std::memcpy(b + wire::kHeader, f.payload.data(), f.payload.size());
+  io_->commit(wire::kHeader + f.payload.size(), to);
+}
+
+void UdpMechanism::send_reset(uint64_t peer_token, const sockaddr_in6& to) {
+  if (!make_room()) {
+    resets_owed_.push_back({peer_token, to});  // sent once the queue drains
+    return;
+  }
+  queue({HK_WIRE_RESET, HK_MECH_UDP, peer_token, 0, 0, {}}, to);
+  cnt_.resets_sent++;
+}
+
+void UdpMechanism::flush() {
+  flush_io();
+  // RESETs and ACKs owed first: they end or unblock the peers' senders.
+  if (!tx_blocked_ && !resets_owed_.empty()) {
+    auto owed = std::move(resets_owed_);
+    resets_owed_.clear();
+    for (auto& [tok, to] : owed) send_reset(tok, to);
+  }
+  if (!tx_blocked_ && !lists_[kWaitAckRoom].empty()) {
+    lists_[kWaitAckRoom].drain([](UdpConn& c) {
+      if (c.ack_pending()) c.ack();
+    });
+    flush_io();
+  }
+  // Connections that waited for room in the send queue.
+  auto& tx_waiters = lists_[kWaitUdpRoom];
+  while (!tx_blocked_ && !tx_waiters.empty()) {
+    size_t waited = tx_waiters.size();
+    tx_waiters.drain([](UdpConn& c) { c.pump(); });
+    flush_io();
+    if (tx_waiters.size() >= waited) break;
+  }
+}
+
+// ---- receiving -------------------------------------------------------------
+
+void UdpMechanism::on_readable(int) {
+  for (;;) {
+    auto r = io_->receive(
+        [this](const sockaddr_in6& from, std::span<const std::byte> d) { on_datagram(from, d); });
+    if (!r) {
+      host_.log(r.error().message());
+      break;
+    }
+    if (!*r) break;  // drained
+  }
+  // One hand-over per connection per batch into its application, then an
+  // acknowledgement, so a sender waiting for credit never waits on a
+  // threshold.
+  lists_[kWaitBatchEnd].drain([](UdpConn& c) {
+    c.deliver();
+    if (c.ack_due(1)) c.ack();  // ack() passes over a connection deliver() retired
+  });
+}
+
+static bool same_host(const sockaddr_in6& a, const sockaddr_in6& b) {
+  return std::memcmp(&a.sin6_addr, &b.sin6_addr, sizeof(a.sin6_addr)) == 0;
+}
+
+void UdpMechanism::on_datagram(const sockaddr_in6& from, std::span<const std::byte> d) {
+  auto p = wire::parse(d);
+  if (!p.frame) {
+    cnt_.rx_malformed++;
+    return;
+  }
+  const wire::Frame& f = *p.frame;
+  // Each mechanism has sockets of its own: another's frame here is an error.
+  if (f.mech != HK_MECH_UDP) {
+    cnt_.rx_wrong_mech++;
+    return;
+  }
+  auto it = conns_.find(f.token);
+  if (it == conns_.end()) {
+    bool pending = host_.expect_token(f.token);  // may bind it meanwhile
+    it = conns_.find(f.token);
+    if (it == conns_.end()) {
+      // Accepted in a SYN-ACK whose final ACK has not arrived yet, or just
+      // established on another CPU, its event not yet read: keep the
+      // datagram until the connection is bound (a lost one would reset it).
+      if (pending && stash_bytes_ + d.size() <= kStashLimit) {
+        stash_[f.token].push_back({from, {d.begin(), d.end()}});
+        stash_bytes_ += d.size();
+        cnt_.rx_stashed++;
+      } else {
+        cnt_.rx_unknown_token++;
+      }
+      return;
+    }
+  }
+  UdpConn& c = *it->second;
+  if (!same_host(from, c.peer().peer)) {
+    cnt_.rx_wrong_source++;
+    return;
+  }
+  c.on_frame(f);
+}
+
+void UdpMechanism::replay_early(UdpConn& c) {
+  auto it = stash_.find(c.peer().token);
+  if (it == stash_.end()) return;
+  auto early = std::move(it->second);
+  stash_.erase(it);
+  for (auto& e : early) {
+    stash_bytes_ -= e.d.size();
+    on_datagram(e.from, e.d);
+  }
+}
+
+void UdpMechanism::housekeeping() {
+  // Early datagrams of a handshake that is gone: nobody will claim them.
+  std::vector<uint64_t> gone;
+  for (auto& [tok, v] : stash_)
+    if (!host_.expect_token(tok)) gone.push_back(tok);
+  for (uint64_t tok : gone) {
+    auto it = stash_.find(tok);
+    if (it == stash_.end()) continue;  // claimed meanwhile
+    for (auto& e : it->second) stash_bytes_ -= e.d.size();
+    stash_.erase(it);
+  }
+}
+
+void UdpMechanism::status(nlohmann::json& out) const {
+  out["counters"] = {
+      {"rx_malformed", cnt_.rx_malformed},
+      {"rx_unknown_token", cnt_.rx_unknown_token},
+      {"rx_wrong_source", cnt_.rx_wrong_source},
+      {"rx_wrong_mech", cnt_.rx_wrong_mech},
+      {"rx_duplicate", cnt_.rx_duplicate},
+      {"rx_out_of_order", cnt_.rx_out_of_order},
+      {"rx_beyond_window", cnt_.rx_beyond_window},
+      {"rx_stashed", cnt_.rx_stashed},
+      {"rx_after_close", cnt_.rx_after_close},
+      {"resets_sent", cnt_.resets_sent},
+      {"resets_received", cnt_.resets_received},
+      {"resets_lost_datagram", cnt_.resets_lost_datagram},
+      {"resets_peer_silent", cnt_.resets_peer_silent},
+      {"resets_local_failure", cnt_.resets_local_failure},
+      {"datagrams_sent", io_->datagrams_sent},
+      {"datagrams_received", io_->datagrams_received},
+      {"datagrams_truncated", io_->truncated},
+  };
+  // Datagrams queued for the socket; blocked: it is full and the
+  // mechanism waits for room.
+  out["queue"] = {{"datagrams", io_->queued()},
+                  {"room", io_->room()},
+                  {"blocked", tx_blocked_},
+                  {"connections", conns_.size()}};
+}
+
+// ---- the registry's entry --------------------------------------------------
+
+std::unique_ptr<Mechanism> udp_over(MechHost& host, std::unique_ptr<DatagramIo> io) {
+  return std::make_unique<UdpMechanism>(host, std::move(io));
+}
+
+Result<std::unique_ptr<Mechanism>> udp_open(MechHost& host, uint16_t port) {
+  auto s = UdpSocket::open(port);
+  if (!s) return s.error();
+  return udp_over(host, s.take());
+}
+
+}  // namespace hooker

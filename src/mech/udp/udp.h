@@ -1,0 +1,77 @@
+// The `udp` mechanism: every connection's datagrams through one datagram
+// I/O (a UDP socket in hookerd, an in-memory link in the conformance
+// suite), demultiplexed by the receiver's token. It does not retransmit.
+#pragma once
+
+#include <memory>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "core/wait_list.h"
+#include "core/wire.h"
+#include "mech/mechanism.h"
+#include "mech/udp/conn.h"
+
+namespace hooker {
+
+// Every reason a datagram is not delivered, and every reset, has one.
+struct UdpCounters {
+  uint64_t rx_malformed = 0, rx_unknown_token = 0, rx_wrong_source = 0, rx_wrong_mech = 0;
+  uint64_t rx_duplicate = 0, rx_out_of_order = 0, rx_beyond_window = 0, rx_stashed = 0;
+  uint64_t rx_after_close = 0, resets_sent = 0, resets_received = 0;
+  uint64_t resets_lost_datagram = 0, resets_peer_silent = 0, resets_local_failure = 0;
+};
+
+class UdpMechanism final : public Mechanism {
+ public:
+  static constexpr size_t kGsoMax = 44;          // datagrams read from the app at once
+  static constexpr uint32_t kMaxWindow = 4 << 20;     // credit one connection may get
+  static constexpr uint64_t kRxBudget = 24ull << 20;  // payload the receive buffer holds
+  static constexpr size_t kStashLimit = 1 << 20;      // early datagrams, all tokens
+
+  UdpMechanism(MechHost& host, std::unique_ptr<DatagramIo> io);
+
+  std::vector<int> fds() const override;
+  void on_readable(int fd) override;
+  void on_writable(int) override { flush(); }
+  void flush() override;
+  void reap() override;
+  void housekeeping() override;
+  std::unique_ptr<MechConn> open(const PeerInfo& peer, AppPort& port) override;
+  void refuse(const PeerInfo& peer) override { send_reset(peer.peer_token, peer.peer); }
+  void status(nlohmann::json& out) const override;
+
+  // For its connections.
+  MechHost& host() { return host_; }
+  DatagramIo& io() { return *io_; }
+  UdpCounters& counters() { return cnt_; }
+  // Room in the send queue, flushing it first if it is full.
+  bool make_room();
+  void queue(const wire::Frame& f, const sockaddr_in6& to);
+  void send_reset(uint64_t peer_token, const sockaddr_in6& to);
+  uint32_t window() const;
+  void wait(UdpConn& c, UdpWait why) { lists_[why].add(c); }
+  void replay_early(UdpConn& c);
+  void forget(UdpConn& c);
+
+ private:
+  void on_datagram(const sockaddr_in6& from, std::span<const std::byte> d);
+  void flush_io();
+
+  MechHost& host_;
+  std::unique_ptr<DatagramIo> io_;
+  bool tx_blocked_ = false;  // the socket was full: waiting for room
+  std::unordered_map<uint64_t, UdpConn*> conns_;  // by our token
+  bool retired_some_ = false;  // reap has lists to purge
+  std::array<WaitList<UdpConn, UdpWait>, kUdpWaitKinds> lists_{
+      WaitList<UdpConn, UdpWait>(kWaitUdpRoom), WaitList<UdpConn, UdpWait>(kWaitAckRoom),
+      WaitList<UdpConn, UdpWait>(kWaitBatchEnd)};
+  std::vector<std::pair<uint64_t, sockaddr_in6>> resets_owed_;  // the queue was full
+  struct Stashed { sockaddr_in6 from; std::vector<std::byte> d; };
+  std::unordered_map<uint64_t, std::vector<Stashed>> stash_;  // early datagrams
+  size_t stash_bytes_ = 0;
+  UdpCounters cnt_;
+};
+
+}  // namespace hooker

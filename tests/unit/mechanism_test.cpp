@@ -1,0 +1,426 @@
+// The conformance suite every mechanism passes, without root and in virtual
+// time: two ends of one connection, each a Mechanism from the registry over
+// an in-memory datagram link, each with a fake application (AppPort). The
+// link loses, reorders, duplicates and corrupts on demand.
+//
+// A reliable mechanism must deliver every byte. An unreliable one (udp) must
+// deliver an exact prefix and then fail loudly on both ends; never a wrong
+// byte, never a truncated stream passed off as whole.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+#include <queue>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "core/abi.h"
+#include "core/wire.h"
+#include "mech/mechanism.h"
+
+using namespace hooker;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Impair {
+  double loss = 0, duplicate = 0, corrupt = 0;
+  Clock::duration delay = 1ms, jitter = 0ms;  // jitter > 0 reorders
+};
+
+// Datagrams in flight between two ends, in virtual time.
+class Link {
+ public:
+  Link(Time& now, Impair imp, uint32_t seed) : now_(now), imp_(imp), rng_(seed) {}
+
+  // From end `from` to the other; what the receiving socket would get.
+  void send(int from, std::span<const std::byte> d) {
+    if (chance(imp_.loss)) {
+      lost++;
+      return;
+    }
+    int copies = chance(imp_.duplicate) ? 2 : 1;
+    for (int k = 0; k < copies; k++) {
+      std::vector<std::byte> v(d.begin(), d.end());
+      // A corrupted datagram fails the UDP checksum: the receiving kernel
+      // drops it, and the mechanism sees a loss.
+      if (chance(imp_.corrupt)) {
+        corrupted++;
+        continue;
+      }
+      auto jitter = imp_.jitter.count() > 0
+                        ? Clock::duration(std::uniform_int_distribution<int64_t>(
+                              0, imp_.jitter.count())(rng_))
+                        : Clock::duration::zero();
+      flight_.push({now_ + imp_.delay + jitter, seq_++, 1 - from, std::move(v)});
+    }
+  }
+  // Puts a crafted datagram straight in front of end `to`.
+  void inject(int to, std::vector<std::byte> d) { flight_.push({now_, seq_++, to, std::move(d)}); }
+
+  // Datagrams due by now, to their inboxes.
+  void deliver(std::array<std::deque<std::vector<std::byte>>, 2>& inbox) {
+    while (!flight_.empty() && flight_.top().at <= now_) {
+      auto f = flight_.top();
+      flight_.pop();
+      inbox[f.to].push_back(std::move(f.d));
+    }
+  }
+  void set(Impair imp) { imp_ = imp; }
+
+  uint64_t lost = 0, corrupted = 0;
+
+ private:
+  bool chance(double p) { return p > 0 && std::uniform_real_distribution<>(0, 1)(rng_) < p; }
+  struct InFlight {
+    Time at;
+    uint64_t seq;
+    int to;
+    std::vector<std::byte> d;
+    bool operator>(const InFlight& o) const { return std::tie(at, seq) > std::tie(o.at, o.seq); }
+  };
+  Time& now_;
+  Impair imp_;
+  std::mt19937 rng_;
+  uint64_t seq_ = 0;
+  std::priority_queue<InFlight, std::vector<InFlight>, std::greater<>> flight_;
+};
+
+sockaddr_in6 address(int end) {
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  a.sin6_addr.s6_addr[15] = static_cast<uint8_t>(end + 1);
+  a.sin6_port = htons(7000);
+  return a;
+}
+
+// One end's datagram I/O over the link.
+class LinkIo final : public DatagramIo {
+ public:
+  static constexpr size_t kBatch = 64;
+  LinkIo(Link& link, int end, std::deque<std::vector<std::byte>>& inbox)
+      : link_(link), end_(end), inbox_(inbox), tx_(kBatch), len_(kBatch) {}
+  int fd() const override { return -1; }
+  size_t room() const override { return kBatch - queued_; }
+  size_t queued() const override { return queued_; }
+  std::byte* tx_buffer(size_t k) override { return tx_[queued_ + k].data(); }
+  void commit(size_t len, const sockaddr_in6&) override { len_[queued_++] = len; }
+  Result<bool> flush() override {
+    for (size_t i = 0; i < queued_; i++) link_.send(end_, {tx_[i].data(), len_[i]});
+    datagrams_sent += queued_;
+    queued_ = 0;
+    return true;
+  }
+  Result<bool> receive(const Handler& h) override {
+    sockaddr_in6 from = address(1 - end_);
+    for (int k = 0; k < 16 && !inbox_.empty(); k++) {
+      auto d = std::move(inbox_.front());
+      inbox_.pop_front();
+      datagrams_received++;
+      h(from, d);
+    }
+    return !inbox_.empty();
+  }
+
+ private:
+  Link& link_;
+  int end_;
+  std::deque<std::vector<std::byte>>& inbox_;
+  std::vector<std::array<std::byte, kMaxDatagram>> tx_;
+  std::vector<size_t> len_;
+  size_t queued_ = 0;
+};
+
+struct FakeHost final : MechHost {
+  Time& clock;
+  explicit FakeHost(Time& c) : clock(c) {}
+  Time now() const override { return clock; }
+  void want_writable(int, bool) override {}
+  bool expect_token(uint64_t) override { return false; }
+  void log(std::string_view line) override { logged.emplace_back(line); }
+  std::vector<std::string> logged;
+};
+
+// The application of one end: writes `out` (as far as `writable` says),
+// reads into `got` (as far as `room` says).
+struct FakeApp final : AppPort {
+  std::vector<std::byte> out;
+  size_t writable = 0;  // of `out`, written so far by the application
+  size_t taken = 0;     // read by the mechanism
+  bool shut = false;    // shutdown(SHUT_WR) after `writable`
+  bool broken = false;  // its side fails: read() returns -1
+  std::vector<std::byte> got;
+  size_t room = SIZE_MAX;  // what it reads next; 0: a stalled reader
+  bool finished = false, sent_whole = false;
+  std::optional<std::string> aborted;
+  Time wake = kNever;
+  MechConn* conn = nullptr;
+
+  ssize_t read(const iovec* iov, size_t n) override {
+    if (broken) return -1;
+    size_t done = 0;
+    for (size_t k = 0; k < n && taken < writable; k++) {
+      size_t len = std::min(iov[k].iov_len, writable - taken);
+      std::memcpy(iov[k].iov_base, out.data() + taken, len);
+      taken += len;
+      done += len;
+    }
+    return static_cast<ssize_t>(done);
+  }
+  std::optional<uint64_t> final_length() const override {
+    return shut ? std::optional<uint64_t>(writable) : std::nullopt;
+  }
+  ssize_t deliver(std::span<const std::byte> b) override {
+    size_t n = std::min(room, b.size());
+    got.insert(got.end(), b.begin(), b.begin() + static_cast<ptrdiff_t>(n));
+    if (room != SIZE_MAX) room -= n;
+    return static_cast<ssize_t>(n);
+  }
+  void peer_finished() override { finished = true; }
+  void sent_all() override { sent_whole = true; }
+  void abort(std::string_view why) override {
+    if (!aborted) aborted = std::string(why);
+    conn->retire();  // as hookerd does
+  }
+  void wake_at(Time t) override { wake = std::min(wake, t); }
+};
+
+std::vector<std::byte> pattern(size_t n, uint32_t seed) {
+  std::vector<std::byte> v(n);
+  std::mt19937 r(seed);
+  for (auto& b : v) b = std::byte(r() & 0xff);
+  return v;
+}
+
+class Conformance : public ::testing::TestWithParam<MechKind> {
+ protected:
+  struct End {
+    std::unique_ptr<FakeHost> host;
+    std::unique_ptr<Mechanism> mech;
+    FakeApp app;
+    std::unique_ptr<MechConn> conn;
+  };
+
+  void open(Impair imp = {}, uint32_t seed = 1) {
+    link_ = std::make_unique<Link>(now_, imp, seed);
+    for (int e = 0; e < 2; e++) {
+      End& x = end_[e];
+      x.host = std::make_unique<FakeHost>(now_);
+      x.mech = GetParam().over(*x.host, std::make_unique<LinkIo>(*link_, e, inbox_[e]));
+      PeerInfo p{uint64_t(100 + e), uint64_t(100 + (1 - e)), address(1 - e)};
+      x.conn = x.mech->open(p, x.app);
+      x.app.conn = x.conn.get();
+    }
+    for (End& x : end_) x.conn->start();
+  }
+
+  bool done(const End& x) const {
+    return x.app.aborted || (x.app.sent_whole && x.app.finished);
+  }
+
+  // Runs in 1 ms steps until both ends are done or `limit` passed; `each`
+  // may change the applications on the way.
+  void run(Clock::duration limit, const std::function<void()>& each = [] {}) {
+    Time end = now_ + limit;
+    while (now_ < end && !(done(end_[0]) && done(end_[1]))) {
+      each();
+      for (End& x : end_) {
+        if (x.app.aborted) continue;
+        x.conn->on_app_readable();
+        if (x.app.room > 0) x.conn->on_app_room();
+      }
+      for (End& x : end_) x.mech->flush();
+      link_->deliver(inbox_);
+      for (int e = 0; e < 2; e++)
+        if (!inbox_[e].empty()) end_[e].mech->on_readable(-1);
+      for (End& x : end_) {
+        if (!x.app.aborted && x.app.wake <= now_) {
+          x.app.wake = kNever;
+          x.conn->on_deadline(now_);
+        }
+        x.mech->reap();
+      }
+      now_ += 1ms;
+    }
+  }
+
+  // Every byte each way, both ends finished, nothing aborted.
+  void expect_whole() {
+    for (int e = 0; e < 2; e++) {
+      const FakeApp& me = end_[e].app;
+      const FakeApp& peer = end_[1 - e].app;
+      EXPECT_FALSE(me.aborted) << "end " << e << ": " << me.aborted.value_or("");
+      EXPECT_EQ(me.got.size(), peer.out.size()) << "end " << e;
+      EXPECT_TRUE(me.got == peer.out) << "end " << e << ": wrong bytes";
+      EXPECT_TRUE(me.finished && me.sent_whole) << "end " << e;
+    }
+  }
+
+  // Never a wrong byte; either everything or a loud failure on both ends.
+  void expect_exact_or_loud() {
+    for (int e = 0; e < 2; e++) {
+      const FakeApp& me = end_[e].app;
+      const FakeApp& peer = end_[1 - e].app;
+      ASSERT_LE(me.got.size(), peer.out.size());
+      EXPECT_TRUE(std::equal(me.got.begin(), me.got.end(), peer.out.begin()))
+          << "end " << e << ": a wrong byte";
+      if (me.finished) EXPECT_EQ(me.got.size(), peer.out.size()) << "a truncated stream ended";
+    }
+    bool whole = !end_[0].app.aborted && !end_[1].app.aborted;
+    if (whole || GetParam().reliable) return expect_whole();
+    EXPECT_TRUE(end_[0].app.aborted && end_[1].app.aborted) << "only one end was told";
+  }
+
+  // n bytes each way; at once, or (trickle) 64 KB per ms, then the end.
+  void both_ways(size_t n, bool at_once = true) {
+    for (int e = 0; e < 2; e++) {
+      end_[e].app.out = pattern(n, 7 + e);
+      end_[e].app.writable = at_once ? n : 0;
+      end_[e].app.shut = at_once;
+    }
+  }
+  void trickle() {
+    for (End& x : end_) {
+      x.app.writable = std::min(x.app.out.size(), x.app.writable + (64 << 10));
+      x.app.shut = x.app.writable == x.app.out.size();
+    }
+  }
+
+  Time now_ = Time{} + 1h;
+  std::unique_ptr<Link> link_;
+  std::array<std::deque<std::vector<std::byte>>, 2> inbox_;
+  std::array<End, 2> end_;
+};
+
+TEST_P(Conformance, CleanTransferBothWays) {
+  open();
+  both_ways(3 << 20);
+  run(30s);
+  expect_whole();
+}
+
+TEST_P(Conformance, Loss) {
+  open({.loss = 0.01}, 3);
+  both_ways(2 << 20);
+  run(30s);
+  expect_exact_or_loud();
+  if (!GetParam().reliable) EXPECT_TRUE(end_[0].app.aborted) << "a lost datagram went unseen";
+}
+
+TEST_P(Conformance, Reordering) {
+  open({.jitter = 20ms}, 4);
+  both_ways(2 << 20);
+  run(30s);
+  expect_whole();  // reordered, not lost: every mechanism delivers it all
+}
+
+TEST_P(Conformance, Duplication) {
+  open({.duplicate = 0.1}, 5);
+  both_ways(2 << 20);
+  run(30s);
+  expect_whole();
+}
+
+TEST_P(Conformance, Corruption) {
+  open({.corrupt = 0.01}, 6);
+  both_ways(2 << 20);
+  run(30s);
+  expect_exact_or_loud();
+}
+
+TEST_P(Conformance, StalledReaderBoundsTheWriter) {
+  open();
+  FakeApp& w = end_[0].app;
+  w.out = pattern(32 << 20, 9);
+  w.writable = w.out.size();
+  w.shut = true;
+  end_[1].app.shut = true;
+  end_[1].app.room = 0;  // reads nothing
+  run(5s);
+  // Not reading is the back-pressure: the writer's side stops being read.
+  EXPECT_LT(w.taken, size_t{8 << 20}) << "the writer was read far past what the reader holds";
+  EXPECT_FALSE(w.aborted || end_[1].app.aborted) << "a slow reader is not a failure";
+  size_t held = w.taken;
+  run(5s);
+  EXPECT_EQ(w.taken, held) << "still stalled, yet more was read";
+  end_[1].app.room = SIZE_MAX;  // reads again
+  run(60s);
+  expect_whole();
+}
+
+// One end shuts writing and keeps reading while the other still writes.
+TEST_P(Conformance, HalfCloseBothWays) {
+  for (int first = 0; first < 2; first++) {
+    SCOPED_TRACE(first);
+    open();
+    FakeApp& a = end_[first].app;
+    FakeApp& b = end_[1 - first].app;
+    a.out = pattern(1 << 20, 11);
+    a.writable = a.out.size();
+    a.shut = true;
+    b.out = pattern(2 << 20, 12);
+    run(200ms);
+    EXPECT_TRUE(b.finished) << "the shut-down side's stream did not end";
+    EXPECT_FALSE(a.finished);
+    run(2s, [&] { b.writable = std::min(b.out.size(), b.writable + (16 << 10)); });
+    b.shut = true;
+    run(10s);
+    expect_whole();
+    end_ = {};
+    inbox_ = {};
+  }
+}
+
+TEST_P(Conformance, ResetFromEitherSide) {
+  for (int who = 0; who < 2; who++) {
+    SCOPED_TRACE(who);
+    open();
+    both_ways(8 << 20, false);
+    run(20ms, [&] { trickle(); });
+    end_[who].conn->reset("test");
+    run(5s, [&] { trickle(); });
+    EXPECT_TRUE(end_[0].app.aborted && end_[1].app.aborted);
+    expect_exact_or_loud();
+    end_ = {};
+    inbox_ = {};
+  }
+}
+
+TEST_P(Conformance, BrokenApplicationSideResetsBoth) {
+  open();
+  both_ways(8 << 20, false);
+  run(20ms, [&] { trickle(); });
+  end_[1].app.broken = true;
+  run(5s, [&] { trickle(); });
+  EXPECT_TRUE(end_[0].app.aborted && end_[1].app.aborted);
+  expect_exact_or_loud();
+}
+
+INSTANTIATE_TEST_SUITE_P(Registry, Conformance, ::testing::ValuesIn(mechanisms()),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+// udp's own: a frame naming another mechanism is dropped and counted.
+TEST(Udp, FrameOfAnotherMechanismIsDropped) {
+  Time now = Time{} + 1h;
+  std::array<std::deque<std::vector<std::byte>>, 2> inbox;
+  Link link(now, {}, 1);
+  FakeHost host(now);
+  auto m = find_mechanism("udp")->over(host, std::make_unique<LinkIo>(link, 0, inbox[0]));
+  FakeApp app;
+  auto c = m->open({100, 101, address(1)}, app);
+  app.conn = c.get();
+  c->start();
+  std::vector<std::byte> d(wire::kHeader + 5);
+  std::array<std::byte, 5> payload{};
+  wire::encode_header({HK_WIRE_DATA, 99, 100, 0, 0, payload}, d.data());
+  inbox[0].push_back(d);
+  m->on_readable(-1);
+  nlohmann::json st;
+  m->status(st);
+  EXPECT_EQ(st["counters"]["rx_wrong_mech"], 1);
+  EXPECT_TRUE(app.got.empty());
+}
+
+}  // namespace
