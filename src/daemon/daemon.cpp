@@ -130,18 +130,6 @@ Status Daemon::setup() {
     auto p = SlotPool::create(*kernel_, opt_.max_conns);
     if (!p) return p.error();
     slots_.emplace(p.take());
-    // The waker parses the kernel's BTF (10-20 ms): it loads while hookerd
-    // already runs; the first writer to wake waits for it. Its thread starts
-    // with every signal blocked (threads inherit the mask): a SIGTERM it
-    // took would end hookerd at once instead of reaching run's signalfd.
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    waker_loading_ = std::jthread([this, fd = kernel_->sk_state_fd()] {
-      waker_loaded_.emplace(Waker::load(fd, opt_.max_conns));
-      waker_done_.store(true, std::memory_order_release);
-    });
-    pthread_sigmask(SIG_SETMASK, &old, nullptr);
     return slots_->grow(kPoolStart);
   }();
   if (!slots_ok) return slots_ok;
@@ -152,10 +140,10 @@ Status Daemon::setup() {
   if (!rules_status) return rules_status;
   phase("fin_hold_rules_wait");
 
-  // Raw sockets to reset connections as TCP would.
-  auto rst = RstInjector::open();
-  if (!rst) return rst.error();
-  rst_.emplace(rst.take());
+  // Raw sockets to reset connections as TCP would, and wake their writers.
+  auto inject = Injector::open();
+  if (!inject) return inject.error();
+  inject_.emplace(inject.take());
 
   ring_ = ring_buffer__new(kernel_->events_fd(), &Daemon::on_ring_event, this, nullptr);
   if (!ring_) return sys_error("open the event ring buffer");
@@ -223,7 +211,6 @@ void Daemon::log(std::string_view line) {
 }
 
 Daemon::~Daemon() {
-  if (waker_loading_.joinable()) waker_loading_.join();  // it reads kernel_'s maps
   // Let every held FIN through before the rules go.
   for (auto& c : by_slot_)
     if (c) release_fins(*c);
@@ -341,7 +328,7 @@ void Daemon::abort(Conn& c, std::string_view why) {
   fprintf(stderr, "hookerd: reset %s: %.*s\n", to_string(c.app).c_str(),
           static_cast<int>(why.size()), why.data());
   c.inbound_dead = true;  // not one byte more reaches the application
-  cnt_.rst_injected += rst_->reset(c);
+  cnt_.rst_injected += inject_->reset(c);
   retire(c);
 }
 
@@ -478,10 +465,8 @@ Status Daemon::run() {
     run_deadlines();
     // What waited for room in the mechanisms' queues, and what they queued.
     for (auto& d : mechs_) d.m->flush();
-    wake_writers();
     reap();
   }
-  if (fatal_) return *fatal_;
   return ok();
 }
 

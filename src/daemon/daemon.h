@@ -15,11 +15,10 @@
 #include <vector>
 
 #include "app/conn.h"
-#include "app/reset.h"
+#include "app/inject.h"
 #include "bpf/bpffs.h"
 #include "bpf/fd.h"
 #include "bpf/kernel.h"
-#include "bpf/waker.h"
 #include "core/flow.h"
 #include "core/wait_list.h"
 #include "daemon/fin_hold.h"
@@ -37,7 +36,7 @@ namespace hooker {
 struct DaemonCounters {
   uint64_t rst_injected = 0, delivery_retries = 0, conns_moved = 0, conns_closed = 0;
   uint64_t conns_unknown_mech = 0;
-  uint64_t writers_woken = 0, writers_not_woken = 0;
+  uint64_t wake_acks_sent = 0, wake_acks_failed = 0;
 };
 
 class Daemon final : AppSide, MechHost {
@@ -96,9 +95,7 @@ class Daemon final : AppSide, MechHost {
   void on_writer_waits(uint32_t slot);
   void watch_slot_room(Conn& c, bool on);
   void on_slot_room(Conn& c);
-  void wake_writers();
   void check_waiting_writers();
-  bool waker_ready(bool wait);
   static uint64_t slot_tag(uint32_t slot);
 
   std::string status_json() const;
@@ -113,16 +110,10 @@ class Daemon final : AppSide, MechHost {
   std::vector<Deployed> mechs_;
   std::vector<std::pair<int, Mechanism*>> mech_fds_;
   std::unique_ptr<FinHold> fins_;
-  std::unique_ptr<Waker> waker_;
-  std::optional<Result<std::unique_ptr<Waker>>> waker_loaded_;  // by waker_loading_
-  std::atomic<bool> waker_done_{false};
-  std::jthread waker_loading_;  // after what it writes: joined before they go
-  std::vector<uint64_t> writers_to_wake_;  // tokens, woken at the end of a loop turn
   ring_buffer* ring_ = nullptr;
   Fd epoll_, signal_, timer_, control_;
-  std::optional<RstInjector> rst_;
+  std::optional<Injector> inject_;
   bool stop_ = false;
-  std::optional<Error> fatal_;  // ends run() with this error
 
   // Live connections. by_slot_ owns them (and each its mechanism's side);
   // retire() takes a connection out of all three at once and hands it to

@@ -80,7 +80,6 @@ void Daemon::on_timer() {
   });
   if (ticks_ % 4 == 0) {
     check_waiting_writers();
-    waker_ready(false);  // a failed load ends hookerd now, not at the first wait
   }
   keep_pool_full();
   if (ticks_ % (1000 / kTickMs) == 0) gc_embryonic();

@@ -2,12 +2,11 @@
 // A non-blocking writer that got EAGAIN waits for EPOLLOUT on its own
 // socket, which has room all along: its bytes were refused by the slot's
 // `out` socket. So hookerd watches `out` for room on the writer's behalf
-// and then wakes the writer's socket (bpf/waker.bpf.c), once per wait.
+// and then wakes the writer's socket with an injected ACK (app/inject.h),
+// once per wait.
 #include <sys/epoll.h>
 
 #include <atomic>
-#include <chrono>
-#include <cstdio>
 
 #include "daemon/daemon.h"
 
@@ -33,37 +32,14 @@ void Daemon::on_slot_room(Conn& c) {
   watch_slot_room(c, false);
   // Cleared before the wake: a writer refused again after this sets it
   // again, and its event arms the watch again.
-  if (std::atomic_ref(c.lanes->writer_waits).exchange(0, std::memory_order_acq_rel))
-    writers_to_wake_.push_back(c.token);
-}
-
-bool Daemon::waker_ready(bool wait) {
-  if (waker_) return true;
-  if (!waker_loading_.joinable()) return false;  // it failed: run() is ending
-  if (!wait && !waker_done_.load(std::memory_order_acquire)) return false;
-  waker_loading_.join();
-  auto& w = *waker_loaded_;
-  if (!w) {
-    // Without it a non-blocking writer could wait for ever: stop loudly.
-    fatal_ = w.error();
-    stop_ = true;
-    return false;
+  if (!std::atomic_ref(c.lanes->writer_waits).exchange(0, std::memory_order_acq_rel)) return;
+  if (inject_->wake_writer(c)) {
+    cnt_.wake_acks_sent++;
+    return;
   }
-  waker_ = w.take();
-  return true;
-}
-
-void Daemon::wake_writers() {
-  if (writers_to_wake_.empty() || !waker_ready(true)) return;
-  auto r = waker_->wake(writers_to_wake_);
-  if (!r) {
-    fprintf(stderr, "hookerd: %s\n", r.error().message().c_str());
-    cnt_.writers_not_woken += writers_to_wake_.size();
-  } else {
-    cnt_.writers_woken += writers_to_wake_.size() - *r;
-    cnt_.writers_not_woken += *r;  // their socket closed meanwhile
-  }
-  writers_to_wake_.clear();
+  cnt_.wake_acks_failed++;
+  // Flagged again: check_waiting_writers tries once more.
+  std::atomic_ref(c.lanes->writer_waits).store(1, std::memory_order_release);
 }
 
 void Daemon::check_waiting_writers() {
