@@ -452,6 +452,9 @@ def test_event_loop_writer_through_both_lanes(hooked, loop, call, v6):
     assert res_w["resumed"] > 0, f"the writer never wrote again after being held back: {info}"
     assert a.counter("lane_to_slow") >= 1 and a.counter("lane_to_fast") >= 1, info
     assert a.counter("moved_active") == 1 and b.counter("moved_passive") == 1, info
+    # hookerd woke it (its injected ACK reached the socket's sock_ops program).
+    assert a.counter("writers_woken") >= 1 and a.counter("wake_failed") == 0, info
+    assert a.counter("wake_acks_failed") == 0, info
 
 
 @FAMILY
