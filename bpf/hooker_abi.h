@@ -17,16 +17,23 @@
 #define HK_OPT_LEN 16
 
 /* Mechanisms a connection can be moved onto. The option and the wire header
- * both name the mechanism, so more can be negotiated later without a new
- * version. */
+ * both name the mechanism, so more can be negotiated without a new version.
+ * UDPLITE and QUIC are reserved for the issues that implement them: hookerd
+ * refuses a policy that names them until then. */
 enum hk_mech {
-	HK_MECH_NONE = 0,
+	HK_MECH_NONE = 0, /* in a SYN-ACK: the server refused the mechanism */
 	HK_MECH_UDP = 1,
+	HK_MECH_UDPLITE = 2,
+	HK_MECH_QUIC = 3,
+	HK_MECH__MAX,
 };
 
 /* Carried in the SYN (active side) and the SYN-ACK (passive side). Each side
  * announces where its hookerd listens and the token by which it will
- * recognise this connection's datagrams. */
+ * recognise this connection's datagrams. The SYN names the mechanism the
+ * client's rule asks for; the SYN-ACK confirms it, or carries HK_MECH_NONE
+ * (and token 0) when the server's rule does not accept it, so the client
+ * knows why the connection stays plain TCP. */
 struct hk_tcp_opt {
 	__u8 kind;       /* HK_TCPOPT_EXP */
 	__u8 len;        /* HK_OPT_LEN */
@@ -101,8 +108,31 @@ struct hk_sk {
 	__u32 redirect_flags;  /* 0 (egress) or BPF_F_INGRESS */
 	__u32 slot;
 	__u32 state; /* enum hk_sk_state */
-	__u32 pad;
+	__u32 mech;  /* enum hk_mech: asked for (SYN_SENT), then agreed */
 };
+
+/* ---- the policy (the `ports` map, keyed by the server's TCP port) ------ */
+
+#define HK_MECH_BIT(m) (1u << (m))
+
+/* One rule: what this host accepts as a server on the port and what it asks
+ * for as a client, in one value so each handshake step is one lookup. */
+struct hk_port_rule {
+	__u8 accept; /* HK_MECH_BIT of each mechanism accepted */
+	__u8 prefer; /* the mechanism asked for: the rule's first */
+	__u16 pad;
+};
+
+/* The server's answer to a SYN asking for `mech`: the mechanism it
+ * confirms, or HK_MECH_NONE. Shared so the unit tests check the kernel's
+ * decision. */
+static inline __u8 hk_answer_mech(const struct hk_port_rule *r, __u8 mech)
+{
+	if (mech == HK_MECH_NONE || mech >= HK_MECH__MAX ||
+	    !(r->accept & HK_MECH_BIT(mech)))
+		return HK_MECH_NONE;
+	return mech;
+}
 
 /* A slot is a pair of loopback TCP sockets that hookerd keeps ready, so a
  * connection is bound to hookerd inside the kernel, in the established
@@ -239,6 +269,8 @@ enum hk_counter {
 	HK_CNT_SENDS_FULL,        /* app's send refused: too many threads in sends */
 	HK_CNT_WRITER_WOKEN,      /* refused writers woken (hookerd's wake ACK) */
 	HK_CNT_WAKE_FAILED,       /* a wake ACK the kernel could not act on */
+	HK_CNT_MECH_NOT_ACCEPTED, /* server: the SYN asked for a mechanism the rule refuses */
+	HK_CNT_PEER_REFUSED_MECH, /* client: the SYN-ACK refused the mechanism asked */
 	HK_CNT__MAX,
 };
 
@@ -249,7 +281,8 @@ enum hk_counter {
 	    "xdp_pass", "xdp_drop_short",       \
 	    "xdp_drop_bad_magic", "xdp_drop_bad_version", "xdp_drop_bad_len",  \
 	    "xdp_drop_unknown_token", "xdp_fin_ack_held", "lane_to_slow",      \
-	    "lane_to_fast", "sends_full", "writers_woken", "wake_failed"
+	    "lane_to_fast", "sends_full", "writers_woken", "wake_failed",      \
+	    "mech_not_accepted", "peer_refused_mech"
 
 #define HK_MAX_SLOTS 65536
 #define HK_MAX_PORTS 1024

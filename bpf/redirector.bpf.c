@@ -69,11 +69,14 @@ struct {
 	__type(value, __u32);
 } free_slots SEC(".maps");
 
+/* The policy, by server TCP port; hookerd changes it while it runs, and
+ * each handshake step reads it once, so a connection follows the rule of
+ * the moment its SYN (client) or SYN-ACK (server) was written. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, HK_MAX_PORTS);
 	__type(key, __u16);
-	__type(value, __u8);
+	__type(value, struct hk_port_rule);
 } ports SEC(".maps");
 
 /* Moved application sockets by address, which is all the sock_send_length
@@ -184,9 +187,9 @@ static __always_inline void wire_flow(struct hk_flow *f)
 	f->raddr[1] = f->raddr[2] = f->raddr[3] = 0;
 }
 
-static __always_inline bool port_moved(__u16 port)
+static __always_inline struct hk_port_rule *rule_of(__u16 port)
 {
-	return bpf_map_lookup_elem(&ports, &port) != NULL;
+	return bpf_map_lookup_elem(&ports, &port);
 }
 
 static __always_inline __u64 mix64(__u64 x)
@@ -233,20 +236,22 @@ static __always_inline int load_opt(struct bpf_sock_ops *skops,
 	ret = bpf_load_hdr_opt(skops, opt, sizeof(*opt), flags);
 	if (ret < 0)
 		return ret;
-	if (ret != HK_OPT_LEN || opt->version != HK_VERSION ||
-	    opt->mech != HK_MECH_UDP || opt->udp_port == 0)
+	/* The mechanism is the caller's to judge: HK_MECH_NONE is a refusal
+	 * in a SYN-ACK and nonsense in a SYN. */
+	if (ret != HK_OPT_LEN || opt->version != HK_VERSION || opt->udp_port == 0)
 		return -ENOMSG;
 	return 0;
 }
 
-static __always_inline int store_opt(struct bpf_sock_ops *skops, __u64 token)
+static __always_inline int store_opt(struct bpf_sock_ops *skops, __u64 token,
+				     __u8 mech)
 {
 	struct hk_tcp_opt opt = {
 		.kind = HK_TCPOPT_EXP,
 		.len = HK_OPT_LEN,
 		.exid = bpf_htons(HK_EXID),
 		.version = HK_VERSION,
-		.mech = HK_MECH_UDP,
+		.mech = mech,
 		.udp_port = bpf_htons(hk_udp_port),
 		.token = bpf_cpu_to_be64(token),
 	};
@@ -303,7 +308,7 @@ static __always_inline void emit(__u32 type, const struct hk_sk *st,
 	ev->cookie = cookie;
 	ev->peer_port = peer_port;
 	ev->active = active;
-	ev->mech = HK_MECH_UDP;
+	ev->mech = st->mech; /* hookerd picks the mechanism by it */
 	ev->snd_nxt = snd_nxt;
 	ev->rcv_nxt = rcv_nxt;
 	ev->pad = 0;
@@ -365,12 +370,16 @@ fail:
 
 static __always_inline void on_connect(struct bpf_sock_ops *skops)
 {
+	struct hk_port_rule *rule;
 	struct hk_flow f;
 	struct hk_sk *st;
 	__u32 slot;
 
 	flow_of(skops, &f);
-	if (is_loopback(&f) || !port_moved(f.rport))
+	if (is_loopback(&f))
+		return;
+	rule = rule_of(f.rport);
+	if (!rule || rule->prefer == HK_MECH_NONE)
 		return;
 	/* Reserve the slot now: if there is none, propose nothing. */
 	if (take_slot(&slot))
@@ -383,6 +392,7 @@ static __always_inline void on_connect(struct bpf_sock_ops *skops)
 	st->slot = slot;
 	st->token = random_token();
 	st->state = HK_SK_SYN_SENT;
+	st->mech = rule->prefer;
 	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG |
 						 BPF_SOCK_OPS_STATE_CB_FLAG);
 }
@@ -404,15 +414,23 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 
 	if (!st)
 		return;
-	/* skb is the SYN-ACK here. */
-	if (load_opt(skops, &peer, 0)) {
+	/* skb is the SYN-ACK here. A confirmation of another mechanism than
+	 * the one asked for is a peer this version does not understand. */
+	if (load_opt(skops, &peer, 0) ||
+	    (peer.mech != st->mech && peer.mech != HK_MECH_NONE)) {
 		count(HK_CNT_PEER_NO_HOOKER);
-		st->state = HK_SK_PLAIN;
-		release_slot(st->slot);
-		bpf_sock_ops_cb_flags_set(skops, 0);
-		return;
+		goto plain;
+	}
+	if (peer.mech == HK_MECH_NONE) {
+		count(HK_CNT_PEER_REFUSED_MECH);
+		goto plain;
 	}
 	bind_conn(skops, st, &peer, 1);
+	return;
+plain:
+	st->state = HK_SK_PLAIN;
+	release_slot(st->slot);
+	bpf_sock_ops_cb_flags_set(skops, 0);
 }
 
 /* ---- passive side ----------------------------------------------------- */
@@ -421,7 +439,7 @@ static __always_inline void on_listen(struct bpf_sock_ops *skops)
 {
 	int one = 1;
 
-	if (!port_moved(skops->local_port))
+	if (!rule_of(skops->local_port))
 		return;
 	/* Keep the SYN so the established callback can read its option. */
 	bpf_setsockopt(skops, SOL_TCP, TCP_SAVE_SYN, &one, sizeof(one));
@@ -429,16 +447,24 @@ static __always_inline void on_listen(struct bpf_sock_ops *skops)
 						 BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
 }
 
-/* Decide whether this SYN-ACK accepts Hooker; returns the token to send or
- * 0. The decision is recorded in `tokens` (embryonic) with the slot it
- * reserves, so a retransmitted SYN-ACK and the established callback find
+/* What a SYN-ACK says: the mechanism it confirms with this side's token,
+ * or a refusal (HK_MECH_NONE, token 0). */
+struct synack {
+	__u64 token;
+	__u8 mech;
+};
+
+/* Decide whether this SYN-ACK accepts Hooker; returns 0 if it carries no
+ * option. An acceptance is recorded in `tokens` (embryonic) with the slot
+ * it reserves, so a retransmitted SYN-ACK and the established callback find
  * the same answer. */
-static __always_inline __u64 synack_token(struct bpf_sock_ops *skops)
+static __always_inline int synack_answer(struct bpf_sock_ops *skops,
+					 struct synack *ans)
 {
+	struct hk_port_rule *rule;
 	struct hk_tcp_opt syn;
 	struct hk_flow f;
 	struct hk_token tok = {}, *old;
-	__u64 token;
 
 	/* In SYN-cookie mode the SYN is not kept: stay plain. */
 	if (skops->args[0] == BPF_WRITE_HDR_TCP_SYNACK_COOKIE) {
@@ -450,19 +476,32 @@ static __always_inline __u64 synack_token(struct bpf_sock_ops *skops)
 	flow_of(skops, &f);
 	if (is_loopback(&f))
 		return 0;
-	token = passive_token(bpf_be64_to_cpu(syn.token), &f);
-	old = bpf_map_lookup_elem(&tokens, &token);
+	/* A retransmitted SYN-ACK repeats the first one's acceptance, whatever
+	 * the policy says now: the established callback will bind by it. */
+	ans->token = passive_token(bpf_be64_to_cpu(syn.token), &f);
+	ans->mech = syn.mech;
+	old = bpf_map_lookup_elem(&tokens, &ans->token);
 	if (old)
-		return token;
+		return 1;
+	/* A listener keeps its option callbacks after its port leaves the
+	 * policy: then this side moves nothing, as if it ran no hookerd. */
+	rule = rule_of(f.lport);
+	if (!rule)
+		return 0;
+	ans->mech = hk_answer_mech(rule, syn.mech);
+	if (ans->mech == HK_MECH_NONE) {
+		ans->token = 0;
+		return 1;
+	}
 	if (take_slot(&tok.slot))
 		return 0;
 	tok.state = HK_TOKEN_EMBRYONIC;
 	tok.created_ns = bpf_ktime_get_ns();
-	if (bpf_map_update_elem(&tokens, &token, &tok, BPF_NOEXIST)) {
+	if (bpf_map_update_elem(&tokens, &ans->token, &tok, BPF_NOEXIST)) {
 		release_slot(tok.slot);
 		return 0;
 	}
-	return token;
+	return 1;
 }
 
 static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
@@ -487,6 +526,7 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 		return;
 	st->slot = tok->slot;
 	st->token = token;
+	st->mech = syn.mech; /* confirmed by our SYN-ACK (a token exists) */
 	bind_conn(skops, st, &syn, 0);
 }
 
@@ -496,8 +536,10 @@ static __always_inline void on_hdr_opt_len(struct bpf_sock_ops *skops)
 {
 	__u8 flags = skops->skb_tcp_flags;
 
+	struct synack ans;
+
 	if ((flags & (TCPHDR_SYN | TCPHDR_ACK)) == (TCPHDR_SYN | TCPHDR_ACK)) {
-		if (synack_token(skops))
+		if (synack_answer(skops, &ans))
 			bpf_reserve_hdr_opt(skops, HK_OPT_LEN, 0);
 	} else if (flags & TCPHDR_SYN) {
 		if (syn_sent_state(skops))
@@ -508,17 +550,19 @@ static __always_inline void on_hdr_opt_len(struct bpf_sock_ops *skops)
 static __always_inline void on_write_hdr_opt(struct bpf_sock_ops *skops)
 {
 	__u8 flags = skops->skb_tcp_flags;
+	struct synack ans;
 	struct hk_sk *st;
-	__u64 token;
 
 	if ((flags & (TCPHDR_SYN | TCPHDR_ACK)) == (TCPHDR_SYN | TCPHDR_ACK)) {
 		/* Only called when the length callback reserved room. */
-		token = synack_token(skops);
-		if (token && !store_opt(skops, token))
-			count(HK_CNT_SYNACK_OPT_SENT);
+		if (!synack_answer(skops, &ans) ||
+		    store_opt(skops, ans.token, ans.mech))
+			return;
+		count(ans.mech == HK_MECH_NONE ? HK_CNT_MECH_NOT_ACCEPTED
+					       : HK_CNT_SYNACK_OPT_SENT);
 	} else if (flags & TCPHDR_SYN) {
 		st = syn_sent_state(skops);
-		if (st && !store_opt(skops, st->token))
+		if (st && !store_opt(skops, st->token, st->mech))
 			count(HK_CNT_SYN_OPT_SENT);
 	}
 }

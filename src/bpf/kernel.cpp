@@ -110,11 +110,8 @@ Result<std::unique_ptr<Kernel>> Kernel::load(const KernelConfig& cfg) {
   if (int r = ingress_bpf__load(k->ingress_))
     return bpf_error("load the ingress (XDP) program into the kernel", r);
 
-  for (uint16_t p : cfg.ports) {
-    __u8 one = 1;
-    if (bpf_map_update_elem(bpf_map__fd(k->redir_->maps.ports), &p, &one, BPF_ANY))
-      return sys_error("add port " + std::to_string(p) + " to the policy map");
-  }
+  for (auto& r : cfg.policy.rules())
+    if (auto s = k->set_rule(r); !s) return s.error();
   k->times_.open_load_ms = ms_since(t0);
 
   auto t1 = std::chrono::steady_clock::now();
@@ -124,6 +121,14 @@ Result<std::unique_ptr<Kernel>> Kernel::load(const KernelConfig& cfg) {
     if (auto s = k->pin(cfg.pin_dir); !s) return s.error();
   k->times_.pin_ms = ms_since(t2);
   k->times_.attach_ms = ms_since(t1);
+  // Servers started before hookerd. Not fatal: they stay plain TCP, said
+  // once, as they did before this existed.
+  auto ports = cfg.policy.ports();
+  if (listening_on_any(ports)) {
+    auto f = k->follow_listeners(ports);
+    if (!f || !f->refused.empty())
+      fprintf(stderr, "hookerd: %s\n", f ? f->refused.c_str() : f.error().message().c_str());
+  }
   return k;
 }
 
@@ -149,6 +154,7 @@ Status Kernel::attach(const KernelConfig& cfg) {
   if (!reads_link_) return sys_error("attach to the sock_recv_length tracepoint");
   lap(times_.tracepoints_ms);
 
+  cgroup_ = cfg.cgroup;
   cgroup_fd_ = open(cfg.cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (cgroup_fd_ < 0) return sys_error("open cgroup " + cfg.cgroup);
   sockops_link_ = bpf_program__attach_cgroup(redir_->progs.hk_sockops, cgroup_fd_);
@@ -207,6 +213,7 @@ Status Kernel::pin(const std::string& dir) {
 }
 
 Kernel::~Kernel() {
+  listeners_.reset();
   ingress_links_.clear();
   if (sockops_link_) bpf_link__destroy(sockops_link_);
   if (reads_link_) bpf_link__destroy(reads_link_);
@@ -230,6 +237,28 @@ int Kernel::counters_fd() const { return bpf_map__fd(redir_->maps.counters); }
 int Kernel::events_fd() const { return bpf_map__fd(redir_->maps.events); }
 int Kernel::consumed_fd() const { return bpf_map__fd(redir_->maps.consumed); }
 int Kernel::fin_guards_fd() const { return bpf_map__fd(redir_->maps.fin_guards); }
+
+Status Kernel::set_rule(const PortRule& r) {
+  hk_port_rule v = r.kernel();
+  if (bpf_map_update_elem(bpf_map__fd(redir_->maps.ports), &r.port, &v, BPF_ANY))
+    return sys_error("put the rule " + r.str() + " in the policy map");
+  return ok();
+}
+
+Result<Listeners::Outcome> Kernel::follow_listeners(const std::vector<uint16_t>& ports) {
+  if (!listeners_) {
+    auto l = Listeners::load(cgroup_);
+    if (!l) return l.error();
+    listeners_ = l.take();
+  }
+  return listeners_->follow(ports);
+}
+
+Status Kernel::del_rule(uint16_t port) {
+  if (bpf_map_delete_elem(bpf_map__fd(redir_->maps.ports), &port) && errno != ENOENT)
+    return sys_error("remove port " + std::to_string(port) + " from the policy map");
+  return ok();
+}
 
 uint64_t Kernel::counter(hk_counter c) const {
   int ncpu = libbpf_num_possible_cpus();

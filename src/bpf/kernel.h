@@ -9,8 +9,10 @@
 #include <vector>
 
 #include "bpf/fd.h"
+#include "bpf/listeners.h"
 #include "bpf/mapping.h"
 #include "core/abi.h"
+#include "core/policy.h"
 #include "core/result.h"
 
 struct redirector_bpf;
@@ -24,7 +26,7 @@ struct KernelConfig {
   std::vector<std::string> ifaces;    // the ingress program on each
   std::string xdp_mode = "auto";      // auto, native, generic or tc
   uint16_t udp_port = 0;              // hookerd's UDP port, in the option
-  std::vector<uint16_t> ports;        // server ports whose connections move
+  Policy policy;                      // server ports whose connections move
   std::string pin_dir;                // where maps are pinned for inspection
   uint32_t max_slots = 0;
 };
@@ -55,6 +57,14 @@ class Kernel {
   hk_lanes* lanes(uint32_t slot) const { return lanes_.at(slot); }
   const LoadTimes& times() const { return times_; }
 
+  // The policy map, changed while connections run: each handshake step
+  // reads it once, so only connections that start afterwards follow.
+  Status set_rule(const PortRule& r);
+  Status del_rule(uint16_t port);
+  // Listeners on these ports that were opened before their rule negotiate
+  // from now on (bpf/listeners.bpf.c); loads the iterator on first use.
+  Result<Listeners::Outcome> follow_listeners(const std::vector<uint16_t>& ports);
+
   // Sum of the per-CPU counters, indexed by enum hk_counter.
   std::vector<uint64_t> counters() const;
   uint64_t counter(hk_counter c) const;
@@ -74,6 +84,8 @@ class Kernel {
   std::vector<Fd> ingress_links_;  // XDP or tcx links
   Mapping<hk_lanes> lanes_;
   std::vector<std::string> pins_;
+  std::string cgroup_;
+  std::unique_ptr<Listeners> listeners_;
   LoadTimes times_;
 };
 

@@ -1,4 +1,4 @@
-// hookerctl: asks a running hookerd what it is doing.
+// hookerctl: asks a running hookerd what it is doing, and changes its policy.
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -61,15 +61,35 @@ void print_status(const nlohmann::json& j) {
       if (v.get<unsigned long long>()) printf("  %s.%s %llu\n", group, k.c_str(), v.get<unsigned long long>());
 }
 
+void print_policy(const nlohmann::json& rules) {
+  printf("%-6s %-24s %s\n", "PORT", "ACCEPTS", "ASKS");
+  for (auto& r : rules) {
+    std::string accept;
+    for (auto& m : r["accept"]) accept += (accept.empty() ? "" : ",") + m.get<std::string>();
+    printf("%-6d %-24s %s\n", r["port"].get<int>(), accept.c_str(),
+           r["ask"].get<std::string>().c_str());
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"hookerctl: inspect a running hookerd"};
+  CLI::App app{"hookerctl: inspect a running hookerd and change its policy"};
   std::string control = "/run/hooker/hookerd.sock";
   bool json = false;
   app.add_option("--control", control, "hookerd's control socket");
   auto* status = app.add_subcommand("status", "live connections and every counter");
   status->add_flag("--json", json, "machine-readable output");
+  auto* policy = app.add_subcommand("policy", "the ports whose new connections move");
+  policy->require_subcommand(1);
+  std::string rule, port;
+  auto* add = policy->add_subcommand("add", "move new connections on PORT (default mechanism: udp)");
+  add->add_option("rule", rule, "PORT[=MECH[,MECH...]]: the first mechanism is asked for as a "
+                                "client, all are accepted as a server")->required();
+  auto* del = policy->add_subcommand("del", "new connections on PORT stay TCP");
+  del->add_option("port", port, "the port of a rule")->required();
+  auto* list = policy->add_subcommand("list", "the rules");
+  list->add_flag("--json", json, "machine-readable output");
   app.require_subcommand(1);
   try {
     app.parse(argc, argv);
@@ -79,20 +99,36 @@ int main(int argc, char** argv) {
     fprintf(stderr, "hookerctl: %s (see hookerctl --help)\n", e.what());
     return 2;
   }
+  // hookerd checks the rule and the port: one place says what is wrong.
+  std::string req = status->parsed() ? "status"
+                    : add->parsed()  ? "policy add " + rule
+                    : del->parsed()  ? "policy del " + port
+                                     : "policy list";
   std::string err;
-  std::string out = ask(control, "status", err);
+  std::string out = ask(control, req, err);
   if (!err.empty()) {
     fprintf(stderr, "hookerctl: %s\n", err.c_str());
     return 1;
   }
   auto j = nlohmann::json::parse(out, nullptr, false);
-  if (j.is_discarded() || j.contains("error")) {
+  if (j.is_discarded()) {
     fprintf(stderr, "hookerctl: bad answer from hookerd: %s\n", out.c_str());
     return 1;
   }
+  if (j.contains("error")) {
+    fprintf(stderr, "hookerctl: %s\n", j["error"].get<std::string>().c_str());
+    return 1;
+  }
+  if (j.contains("warning"))
+    fprintf(stderr, "hookerctl: warning: %s\n", j["warning"].get<std::string>().c_str());
   if (json)
     fputs(out.c_str(), stdout);
-  else
+  else if (status->parsed())
     print_status(j);
+  else if (list->parsed())
+    print_policy(j["policy"]);
+  else
+    printf("%s %s\n", add->parsed() ? "added" : "removed",
+           j[add->parsed() ? "added" : "removed"].get<std::string>().c_str());
   return 0;
 }

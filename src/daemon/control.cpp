@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "daemon/daemon.h"
+#include "daemon/policy_ctl.h"
 
 namespace hooker {
 
@@ -82,7 +83,7 @@ std::string Daemon::status_json() const {
                    {"udp_port", opt_.port},
                    {"cgroup", opt_.cgroup},
                    {"ifaces", opt_.ifaces},
-                   {"redirect", opt_.redirect},
+                   {"redirect", policy_json(opt_.redirect)},
                    {"ready_ms", ready_ms},
                    {"startup_ms", startup_ms},
                    {"uptime_s", std::chrono::duration<double>(now - started_).count()},
@@ -111,11 +112,23 @@ void Daemon::on_control() {
     if (n <= 0) continue;
     std::string req(buf, static_cast<size_t>(n));
     while (!req.empty() && (req.back() == '\n' || req.back() == '\r')) req.pop_back();
-    std::string out = req == "status"
-                          ? status_json()
-                          : nlohmann::json({{"error", "unknown request '" + req +
-                                                          "': the only one is 'status'"}})
-                                    .dump() + "\n";
+    std::string out;
+    if (req == "status") {
+      out = status_json();
+    } else if (req == "policy" || req.starts_with("policy ")) {
+      // Moved connections on a port keep their FINs held after its rule
+      // goes (FinHold::keep_until_idle).
+      auto in_use = [this](uint16_t port) {
+        for (auto& c : by_slot_)
+          if (c && (c->app.lport == port || c->app.rport == port)) return true;
+        return false;
+      };
+      out = policy_request(req.substr(6), {opt_.redirect, *kernel_, *fins_, in_use});
+    } else {
+      out = nlohmann::json({{"error", "unknown request '" + req +
+                                          "': use status or policy list|add|del"}})
+                .dump() + "\n";
+    }
     for (size_t off = 0; off < out.size();) {
       ssize_t w = send(fd, out.data() + off, out.size() - off, MSG_NOSIGNAL);
       if (w <= 0) break;

@@ -15,6 +15,8 @@ extern "C" {
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 
@@ -56,8 +58,7 @@ Status run_command(const std::vector<std::string>& argv) {
   return Error{cmd + " failed: " + err, 0};
 }
 
-Result<std::unique_ptr<FinHold>> FinHold::open(uint16_t queue_num,
-                                               const std::vector<uint16_t>& ports,
+Result<std::unique_ptr<FinHold>> FinHold::open(uint16_t queue_num, const Policy& policy,
                                                Decide decide) {
   std::unique_ptr<FinHold> f(new FinHold());
   f->queue_num_ = queue_num;
@@ -73,38 +74,109 @@ Result<std::unique_ptr<FinHold>> FinHold::open(uint16_t queue_num,
   // If the queue ever fills, let packets through rather than drop them.
   nfq_set_queue_flags(f->qh_, NFQA_CFG_F_FAIL_OPEN, NFQA_CFG_F_FAIL_OPEN);
   nfq_set_queue_maxlen(f->qh_, 65536);
-  if (auto s = f->install_rules(ports); !s) return s.error();
+  if (auto s = f->add_ports(policy.ports()); !s) return s.error();
   return f;
 }
 
-Status FinHold::install_rules(const std::vector<uint16_t>& ports) {
+bool FinHold::covers(uint16_t port) const {
+  for (auto& g : groups_)
+    if (std::find(g.ports.begin(), g.ports.end(), port) != g.ports.end()) return true;
+  return false;
+}
+
+void FinHold::keep_until_idle(uint16_t port) {
+  if (covers(port) && std::find(idling_.begin(), idling_.end(), port) == idling_.end())
+    idling_.push_back(port);
+}
+
+void FinHold::sweep(const std::function<bool(uint16_t port)>& in_use) {
+  for (size_t i = 0; i < idling_.size();) {
+    uint16_t p = idling_[i];
+    if (in_use(p)) {
+      i++;
+      continue;
+    }
+    idling_.erase(idling_.begin() + static_cast<long>(i));
+    if (auto s = remove_port(p); !s)
+      fprintf(stderr, "hookerd: %s (the rule stays until exit)\n", s.error().message().c_str());
+  }
+}
+
+Status FinHold::add_ports(const std::vector<uint16_t>& wanted) {
+  std::vector<uint16_t> ports;
+  for (uint16_t p : wanted) {
+    if (auto it = std::find(idling_.begin(), idling_.end(), p); it != idling_.end()) {
+      idling_.erase(it);  // its rule is still there
+      continue;
+    }
+    if (covers(p)) return Error{"FINs on port " + std::to_string(p) + " are already held", 0};
+    ports.push_back(p);
+  }
   // multiport takes at most 15 ports per rule.
   for (size_t i = 0; i < ports.size(); i += 15) {
-    std::string list;
-    for (size_t j = i; j < ports.size() && j < i + 15; j++)
-      list += (list.empty() ? "" : ",") + std::to_string(ports[j]);
-    for (const char* tool : {"iptables", "ip6tables"}) {
-      std::vector<std::string> spec = {
-          "INPUT", "-p", "tcp", "--tcp-flags", "FIN,RST", "FIN", "-m", "multiport", "--ports",
-          list, "-m", "comment", "--comment", "hooker fin hold", "-j", "NFQUEUE",
-          "--queue-num", std::to_string(queue_num_), "--queue-bypass"};
-      std::vector<std::string> add = {tool, "-w", "-I"};
-      add.insert(add.end(), spec.begin(), spec.end());
-      std::vector<std::string> del = {tool, "-w", "-D"};
-      del.insert(del.end(), spec.begin(), spec.end());
-      // A hookerd killed with SIGKILL left its rules: remove them first, so
-      // they do not pile up.
-      for (int i = 0; i < 8 && run_command(del); i++) {
-      }
-      if (auto s = run_command(add); !s) return s;
-      rules_.push_back(std::move(del));
-    }
+    auto g = install({ports.begin() + static_cast<long>(i),
+                      ports.begin() + static_cast<long>(std::min(ports.size(), i + 15))});
+    if (!g) return g.error();
+    groups_.push_back(g.take());
   }
   return ok();
 }
 
+Status FinHold::remove_port(uint16_t port) {
+  auto it = std::find_if(groups_.begin(), groups_.end(), [port](const Group& g) {
+    return std::find(g.ports.begin(), g.ports.end(), port) != g.ports.end();
+  });
+  if (it == groups_.end())
+    return Error{"FINs on port " + std::to_string(port) + " are not held", 0};
+  std::vector<uint16_t> rest;
+  for (uint16_t p : it->ports)
+    if (p != port) rest.push_back(p);
+  Group old = std::move(*it);
+  groups_.erase(it);
+  if (!rest.empty()) {
+    auto g = install(rest);
+    if (!g) {
+      groups_.push_back(std::move(old));  // still installed: nothing changed
+      return g.error();
+    }
+    groups_.push_back(g.take());
+  }
+  uninstall(old);
+  return ok();
+}
+
+void FinHold::uninstall(const Group& g) {
+  for (auto& r : g.del) (void)run_command(r);
+}
+
+Result<FinHold::Group> FinHold::install(const std::vector<uint16_t>& ports) {
+  Group g{ports, {}};
+  std::string list;
+  for (uint16_t p : ports) list += (list.empty() ? "" : ",") + std::to_string(p);
+  for (const char* tool : {"iptables", "ip6tables"}) {
+    std::vector<std::string> spec = {
+        "INPUT", "-p", "tcp", "--tcp-flags", "FIN,RST", "FIN", "-m", "multiport", "--ports",
+        list, "-m", "comment", "--comment", "hooker fin hold", "-j", "NFQUEUE",
+        "--queue-num", std::to_string(queue_num_), "--queue-bypass"};
+    std::vector<std::string> add = {tool, "-w", "-I"};
+    add.insert(add.end(), spec.begin(), spec.end());
+    std::vector<std::string> del = {tool, "-w", "-D"};
+    del.insert(del.end(), spec.begin(), spec.end());
+    // A hookerd killed with SIGKILL left its rules: remove them first, so
+    // they do not pile up.
+    for (int i = 0; i < 8 && run_command(del); i++) {
+    }
+    if (auto s = run_command(add); !s) {
+      uninstall(g);  // the iptables half, if ip6tables failed
+      return s.error();
+    }
+    g.del.push_back(std::move(del));
+  }
+  return g;
+}
+
 FinHold::~FinHold() {
-  for (auto& r : rules_) (void)run_command(r);
+  for (auto& g : groups_) uninstall(g);
   if (qh_) nfq_destroy_queue(qh_);  // held packets are re-injected by the kernel
   if (h_) nfq_close(h_);
 }

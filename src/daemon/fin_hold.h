@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/abi.h"
+#include "core/policy.h"
 #include "core/result.h"
 
 struct nfq_handle;
@@ -31,8 +32,7 @@ class FinHold {
   // receiving socket's point of view, as on the wire (see wire_flow).
   using Decide = std::function<bool(const hk_flow& local, uint32_t packet_id)>;
 
-  static Result<std::unique_ptr<FinHold>> open(uint16_t queue_num,
-                                               const std::vector<uint16_t>& ports,
+  static Result<std::unique_ptr<FinHold>> open(uint16_t queue_num, const Policy& policy,
                                                Decide decide);
   ~FinHold();
   FinHold(const FinHold&) = delete;
@@ -42,18 +42,38 @@ class FinHold {
   Status on_readable();
   void release(uint32_t packet_id);
 
+  // The policy changed: FINs on these ports are queued from now on / no
+  // longer. Removing re-installs the rest of the port's rule group first,
+  // so the other ports are never uncovered. Both refuse a port twice.
+  Status add_ports(const std::vector<uint16_t>& ports);
+  Status remove_port(uint16_t port);
+  bool covers(uint16_t port) const;
+  // A port removed from the policy while moved connections on it live:
+  // its FINs stay held until sweep() finds none left (add_ports takes it
+  // back as it is).
+  void keep_until_idle(uint16_t port);
+  void sweep(const std::function<bool(uint16_t port)>& in_use);
+  const std::vector<uint16_t>& idling() const { return idling_; }
+
   uint64_t queued = 0, held = 0, released = 0;
 
  private:
   FinHold() = default;
-  Status install_rules(const std::vector<uint16_t>& ports);
+  // One rule per tool for up to 15 ports (multiport's limit).
+  struct Group {
+    std::vector<uint16_t> ports;
+    std::vector<std::vector<std::string>> del;  // the commands that remove it
+  };
+  Result<Group> install(const std::vector<uint16_t>& ports);
+  static void uninstall(const Group& g);
   static int on_packet(nfq_q_handle* qh, nfgenmsg*, nfq_data* nfa, void* self);
 
   nfq_handle* h_ = nullptr;
   nfq_q_handle* qh_ = nullptr;
   uint16_t queue_num_ = 0;
   Decide decide_;
-  std::vector<std::vector<std::string>> rules_;  // installed, removed at exit
+  std::vector<Group> groups_;  // installed, removed at exit
+  std::vector<uint16_t> idling_;  // see keep_until_idle
 };
 
 // Runs a command, waits for it; the error carries its stderr.

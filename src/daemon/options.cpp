@@ -30,7 +30,7 @@ Result<Options> parse_options(int argc, char** argv) {
   Options o;
   CLI::App app{"hookerd: moves the data of TCP connections onto another transport"};
   int port = o.port;
-  std::vector<int> redirect;
+  std::vector<std::string> redirect;
   app.add_option("--cgroup", o.cgroup, "cgroup v2 directory whose processes are served (default: the root)");
   app.add_option("--iface", o.ifaces, "interface for the ingress program, XDP or tcx (repeatable)");
   std::string xdp_mode = "auto";
@@ -39,7 +39,10 @@ Result<Options> parse_options(int argc, char** argv) {
                  "native (XDP in the driver), generic (XDP after the stack builds the "
                  "packet) or tc (a tcx ingress program, same checks)");
   app.add_option("--port", port, "UDP port of this hookerd (default 7000)");
-  app.add_option("--redirect", redirect, "server TCP port whose connections move (repeatable)");
+  app.add_option("--redirect", redirect,
+                 "PORT[=MECH[,MECH...]]: server TCP port whose connections move, and the "
+                 "mechanisms accepted there, the first asked for as a client (default udp; "
+                 "repeatable)");
   app.add_option("--control", o.control, "control socket path");
   app.add_option("--pin-dir", o.pin_dir, "bpffs directory for pinned maps");
   auto* max_conns = app.add_option("--max-conns", o.max_conns,
@@ -62,10 +65,11 @@ Result<Options> parse_options(int argc, char** argv) {
   o.port = static_cast<uint16_t>(port);
   if (redirect.empty())
     return Error{"nothing to move: give at least one --redirect PORT (the server's TCP port)", 0};
-  for (int p : redirect) {
-    if (p < 1 || p > 65535)
-      return Error{"--redirect " + std::to_string(p) + " is out of range: use 1..65535", 0};
-    o.redirect.push_back(static_cast<uint16_t>(p));
+  for (auto& text : redirect) {
+    auto r = parse_rule(text);
+    if (!r) return Error{"--redirect " + text + ": " + r.error().what, 0};
+    if (auto s = o.redirect.add(r.take()); !s)
+      return Error{"--redirect " + text + ": " + s.error().what, 0};
   }
   if (o.max_conns < 16 || o.max_conns > 65536)
     return Error{"--max-conns must be 16..65536", 0};

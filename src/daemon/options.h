@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "core/policy.h"
 #include "core/result.h"
 
 namespace hooker {
@@ -14,7 +15,7 @@ struct Options {
   std::vector<std::string> ifaces;
   std::string xdp_mode = "auto";  // auto, native, generic or tc
   uint16_t port = 7000;
-  std::vector<uint16_t> redirect;
+  Policy redirect;  // --redirect rules; hookerctl policy changes it live
   std::string control = "/run/hooker/hookerd.sock";
   std::string pin_dir = "/sys/fs/bpf/hooker";
   uint32_t max_conns = 16384;

@@ -66,7 +66,8 @@ def _base(bed, hd):
 @pytest.mark.parametrize("case", [
     "unknown_flag", "port_out_of_range", "redirect_out_of_range", "no_redirect",
     "cgroup_missing", "iface_missing", "not_root", "no_cgroup2", "udp_port_in_use",
-    "max_conns_over_open_files",
+    "max_conns_over_open_files", "redirect_unknown_mech", "redirect_unimplemented_mech",
+    "redirect_duplicate",
 ])
 def test_bad_input_is_refused_clearly(bed, case):
     hd = Hookerd(bed.a, [8000])
@@ -77,7 +78,15 @@ def test_bad_input_is_refused_clearly(bed, case):
     elif case == "port_out_of_range":
         argv, want = base + ["--redirect", "8000", "--port", "70000"], "--port 70000 is out of range"
     elif case == "redirect_out_of_range":
-        argv, want = base + ["--redirect", "0"], "--redirect 0 is out of range"
+        argv, want = base + ["--redirect", "0"], "--redirect 0: port out of range"
+    elif case == "redirect_unknown_mech":
+        argv, want = base + ["--redirect", "8000=tcp"], "--redirect 8000=tcp: unknown mechanism 'tcp'"
+    elif case == "redirect_unimplemented_mech":
+        argv = base + ["--redirect", "8000=udp,quic"]
+        want = "--redirect 8000=udp,quic: mechanism quic is not implemented yet"
+    elif case == "redirect_duplicate":
+        argv = base + ["--redirect", "8000", "--redirect", "8000=udp"]
+        want = "--redirect 8000=udp: port 8000 already has a rule (8000=udp)"
     elif case == "no_redirect":
         argv, want = base, "--redirect"
     elif case == "cgroup_missing":

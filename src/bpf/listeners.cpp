@@ -1,0 +1,97 @@
+#include "bpf/listeners.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "bpf/fd.h"
+#include "listeners.skel.h"
+
+namespace hooker {
+
+namespace {
+struct Followed {  // struct hk_followed in bpf/listeners.bpf.c
+  uint16_t port;
+  int16_t err;
+};
+}  // namespace
+
+Result<std::unique_ptr<Listeners>> Listeners::load(const std::string& cgroup) {
+  // A cgroup v2 directory's inode number is its kernfs id.
+  struct stat st;
+  if (stat(cgroup.c_str(), &st) < 0) return sys_error("stat cgroup " + cgroup);
+  std::unique_ptr<Listeners> l(new Listeners());
+  l->skel_ = listeners_bpf__open();
+  if (!l->skel_) return sys_error("open the listener-following BPF object");
+  l->skel_->rodata->hk_cgroup_id = st.st_ino;
+  if (int r = listeners_bpf__load(l->skel_))
+    return Error{"load the listener-following TCP iterator into the kernel", -r};
+  l->link_ = bpf_program__attach_iter(l->skel_->progs.hk_follow_listeners, nullptr);
+  if (!l->link_) return sys_error("attach the listener-following TCP iterator");
+  return l;
+}
+
+Listeners::~Listeners() {
+  if (link_) bpf_link__destroy(link_);
+  if (skel_) listeners_bpf__destroy(skel_);
+}
+
+Result<Listeners::Outcome> Listeners::follow(const std::vector<uint16_t>& ports) {
+  int map = bpf_map__fd(skel_->maps.follow);
+  __u8 one = 1;
+  for (uint16_t p : ports)
+    if (bpf_map_update_elem(map, &p, &one, BPF_ANY)) return sys_error("name a port to follow");
+  Fd it(bpf_iter_create(bpf_link__fd(link_)));
+  std::string out;
+  if (it.valid()) {
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(it.get(), buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+    if (n < 0) it = Fd();
+  }
+  int saved = errno;
+  for (uint16_t p : ports) bpf_map_delete_elem(map, &p);
+  if (!it.valid()) return Error{"run the listener-following TCP iterator", saved};
+  Outcome o;
+  for (size_t off = 0; off + sizeof(Followed) <= out.size(); off += sizeof(Followed)) {
+    Followed f;
+    std::memcpy(&f, out.data() + off, sizeof(f));
+    if (f.err == 0) {
+      o.followed++;
+      continue;
+    }
+    if (o.refused.empty())
+      o.refused = "a listener on port " + std::to_string(f.port) +
+                  " opened before its rule will not negotiate (the kernel refused: " +
+                  std::strerror(-f.err) + "; Linux 6.13 or later allows it): restart it";
+  }
+  return o;
+}
+
+bool listening_on_any(const std::vector<uint16_t>& ports) {
+  for (const char* path : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream f(path);
+    std::string line;
+    std::getline(f, line);  // the header
+    while (std::getline(f, line)) {
+      // "  0: 00000000:1F40 00000000:0000 0A ..." local address, remote, state
+      std::istringstream ss(line);
+      std::string sl, local, remote, state;
+      ss >> sl >> local >> remote >> state;
+      if (state != "0A") continue;  // TCP_LISTEN
+      auto colon = local.rfind(':');
+      if (colon == std::string::npos) continue;
+      auto port = static_cast<uint16_t>(std::stoul(local.substr(colon + 1), nullptr, 16));
+      if (std::find(ports.begin(), ports.end(), port) != ports.end()) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace hooker

@@ -1,0 +1,51 @@
+// The policy: which server TCP ports move, and onto which mechanisms. One
+// grammar for `--redirect` and `hookerctl policy add`: PORT[=MECH[,MECH...]],
+// PORT alone meaning udp. The first mechanism is what this host asks for as
+// a client; all of them are what it accepts as a server (hk_port_rule).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/abi.h"
+#include "core/result.h"
+
+namespace hooker {
+
+struct PortRule {
+  uint16_t port = 0;
+  std::vector<uint8_t> mechs;  // enum hk_mech, in the order given; never empty
+
+  hk_port_rule kernel() const;  // the `ports` map's value
+  std::string str() const;      // "8080=udp,udplite"
+};
+
+// The mechanism's name ("udp"), or "mech N" for one this build does not know.
+std::string mech_name(uint8_t mech);
+// Known names: every enum hk_mech, implemented or reserved.
+std::optional<uint8_t> mech_by_name(const std::string& name);
+// What hookerd can carry today; a rule naming another is refused.
+bool mech_implemented(uint8_t mech);
+
+// Parses one rule; the error names what is wrong and what to give instead
+// (the caller says where the text came from).
+Result<PortRule> parse_rule(const std::string& text);
+
+// The policy as a list of rules, one per port, in the order they came.
+class Policy {
+ public:
+  // Refuses a port that already has a rule.
+  Status add(PortRule r);
+  // Refuses a port without a rule.
+  Result<PortRule> del(uint16_t port);
+  const PortRule* find(uint16_t port) const;
+  const std::vector<PortRule>& rules() const { return rules_; }
+  std::vector<uint16_t> ports() const;
+
+ private:
+  std::vector<PortRule> rules_;
+};
+
+}  // namespace hooker

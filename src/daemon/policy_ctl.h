@@ -1,0 +1,38 @@
+// `policy add|del|list` on the control socket: the live policy, changed in
+// the kernel's map, the FIN hold's rules and hookerd's own list together,
+// or not at all. New connections follow; established ones are untouched.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "bpf/kernel.h"
+#include "core/policy.h"
+#include "daemon/fin_hold.h"
+
+namespace hooker {
+
+struct PolicyTargets {
+  Policy& policy;
+  Kernel& kernel;
+  FinHold& fins;
+  // Whether a moved connection on this port (either end) is still alive:
+  // its FINs stay held after its rule goes.
+  std::function<bool(uint16_t port)> port_in_use;
+};
+
+// `args` is what follows "policy" in the request. Returns the JSON answer,
+// {"error": "..."} with nothing changed when the request is refused.
+std::string policy_request(const std::string& args, const PolicyTargets& t);
+
+// The rules as JSON (policy list, hookerctl status).
+nlohmann::json policy_json(const Policy& p);
+
+// Drops the FIN-hold rules of removed ports whose last moved connection
+// ended. Every policy request runs it; the daemon's timer may too.
+void sweep_fin_rules(const PolicyTargets& t);
+
+}  // namespace hooker

@@ -1,0 +1,69 @@
+// The policy's grammar and the server's decision (hk_answer_mech, the same
+// function the sock_ops program runs on each SYN).
+#include <gtest/gtest.h>
+
+#include "core/policy.h"
+
+namespace hooker {
+namespace {
+
+TEST(Policy, PortAloneMeansUdp) {
+  auto r = parse_rule("8080");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->port, 8080);
+  EXPECT_EQ(r->mechs, std::vector<uint8_t>{HK_MECH_UDP});
+  EXPECT_EQ(r->str(), "8080=udp");
+  hk_port_rule k = r->kernel();
+  EXPECT_EQ(k.accept, HK_MECH_BIT(HK_MECH_UDP));
+  EXPECT_EQ(k.prefer, HK_MECH_UDP);
+}
+
+TEST(Policy, BadRulesSayWhy) {
+  struct { const char* text; const char* why; } cases[] = {
+      {"0", "port out of range"},          {"65536", "port out of range"},
+      {"-1", "port out of range"},         {"80x", "not PORT"},
+      {"", "not PORT"},                    {"=udp", "not PORT"},
+      {"8080=", "unknown mechanism ''"},   {"8080=tcp", "unknown mechanism 'tcp'"},
+      {"8080=udp,,udp", "unknown mechanism ''"},
+      {"8080=udplite", "udplite is not implemented yet"},
+      {"8080=quic", "quic is not implemented yet"},
+      {"8080=udp,udp", "udp is named twice"},
+  };
+  for (auto& c : cases) {
+    auto r = parse_rule(c.text);
+    ASSERT_FALSE(r) << c.text;
+    EXPECT_NE(r.error().what.find(c.why), std::string::npos) << c.text << ": " << r.error().what;
+  }
+}
+
+TEST(Policy, OneRulePerPort) {
+  Policy p;
+  ASSERT_TRUE(p.add(*parse_rule("8000")));
+  ASSERT_TRUE(p.add(*parse_rule("5201=udp")));
+  auto dup = p.add(*parse_rule("8000=udp"));
+  ASSERT_FALSE(dup);
+  EXPECT_EQ(dup.error().what, "port 8000 already has a rule (8000=udp)");
+  EXPECT_EQ(p.ports(), (std::vector<uint16_t>{8000, 5201}));
+  EXPECT_FALSE(p.del(9999));
+  ASSERT_TRUE(p.del(8000));
+  EXPECT_EQ(p.ports(), std::vector<uint16_t>{5201});
+}
+
+// A server accepts the mechanism asked for when its rule names it, and
+// answers HK_MECH_NONE (a refusal the client counts) otherwise, including
+// for mechanisms it has never heard of.
+TEST(Policy, ServerConfirmsOnlyWhatItsRuleAccepts) {
+  hk_port_rule udp_only{static_cast<__u8>(HK_MECH_BIT(HK_MECH_UDP)), HK_MECH_UDP, 0};
+  hk_port_rule both{static_cast<__u8>(HK_MECH_BIT(HK_MECH_UDP) | HK_MECH_BIT(HK_MECH_UDPLITE)),
+                    HK_MECH_UDP, 0};
+  EXPECT_EQ(hk_answer_mech(&udp_only, HK_MECH_UDP), HK_MECH_UDP);
+  EXPECT_EQ(hk_answer_mech(&udp_only, HK_MECH_UDPLITE), HK_MECH_NONE);
+  EXPECT_EQ(hk_answer_mech(&udp_only, HK_MECH_QUIC), HK_MECH_NONE);
+  EXPECT_EQ(hk_answer_mech(&both, HK_MECH_UDPLITE), HK_MECH_UDPLITE);
+  EXPECT_EQ(hk_answer_mech(&both, HK_MECH_NONE), HK_MECH_NONE);
+  EXPECT_EQ(hk_answer_mech(&both, 200), HK_MECH_NONE);
+  EXPECT_EQ(hk_answer_mech(&both, 7), HK_MECH_NONE);  // a bit beyond the known ones
+}
+
+}  // namespace
+}  // namespace hooker
