@@ -266,7 +266,9 @@ class Conformance : public ::testing::TestWithParam<MechKind> {
       ASSERT_LE(me.got.size(), peer.out.size());
       EXPECT_TRUE(std::equal(me.got.begin(), me.got.end(), peer.out.begin()))
           << "end " << e << ": a wrong byte";
-      if (me.finished) EXPECT_EQ(me.got.size(), peer.out.size()) << "a truncated stream ended";
+      if (me.finished) {
+        EXPECT_EQ(me.got.size(), peer.out.size()) << "a truncated stream ended";
+      }
     }
     bool whole = !end_[0].app.aborted && !end_[1].app.aborted;
     if (whole || GetParam().reliable) return expect_whole();
@@ -306,7 +308,9 @@ TEST_P(Conformance, Loss) {
   both_ways(2 << 20);
   run(30s);
   expect_exact_or_loud();
-  if (!GetParam().reliable) EXPECT_TRUE(end_[0].app.aborted) << "a lost datagram went unseen";
+  if (!GetParam().reliable) {
+    EXPECT_TRUE(end_[0].app.aborted) << "a lost datagram went unseen";
+  }
 }
 
 TEST_P(Conformance, Reordering) {
