@@ -637,17 +637,7 @@ def pattern_writer(a):
                 state["eagain"] = state.get("eagain", 0) + 1
                 select.select([], [c], [], a.timeout)
         state["write_secs"] = round(time.monotonic() - t0, 3)
-        c.setblocking(True)
-        c.shutdown(socket.SHUT_WR)
-        c.settimeout(a.timeout / 2)
-        reply = bytearray()
-        while True:
-            b = c.recv(4096)
-            if not b:
-                break
-            reply += b
-        state["reply"] = reply.decode(errors="replace")
-        state["read_end"] = "EOF"
+        _await_verdict(c, state, a.timeout / 2)
     except OSError as e:
         state["error"] = err_name(e)
     stop.set()
