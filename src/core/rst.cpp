@@ -46,7 +46,7 @@ static std::vector<uint8_t> build_segment(bool v4, const uint32_t from_addr[4],
   auto checksum = [&](const uint8_t* pseudo, size_t n) {
     th.check = 0;
     std::memcpy(tcp.data(), &th, sizeof(th));
-    std::memcpy(tcp.data() + sizeof(th), options.data(), options.size());
+    if (!options.empty()) std::memcpy(tcp.data() + sizeof(th), options.data(), options.size());
     th.check = fold(sum16(tcp.data(), tcp_len, sum16(pseudo, n)));
     std::memcpy(tcp.data(), &th, sizeof(th));
   };
