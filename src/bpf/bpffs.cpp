@@ -19,14 +19,18 @@ BpffsMount& BpffsMount::operator=(BpffsMount&& o) noexcept {
   if (this != &o) {
     release();
     at_ = std::exchange(o.at_, {});
+    made_ = std::exchange(o.made_, {});
   }
   return *this;
 }
 
 void BpffsMount::release() {
-  if (at_.empty() || at_ == kBpffsRoot) return;
-  if (umount2(at_.c_str(), MNT_DETACH) == 0) rmdir(at_.c_str());
+  // Only if empty: a pin left behind is a failure to see, not to hide.
+  if (!made_.empty() && made_ != at_) rmdir(made_.c_str());
+  if (!at_.empty() && at_ != kBpffsRoot && umount2(at_.c_str(), MNT_DETACH) == 0)
+    rmdir(at_.c_str());
   at_.clear();
+  made_.clear();
 }
 
 bool on_bpffs(const std::string& path) {
@@ -46,7 +50,7 @@ Result<BpffsMount> ensure_bpffs(const std::string& dir) {
   std::error_code ec;
   while (!fs::exists(existing, ec) && existing.has_relative_path()) existing = existing.parent_path();
 
-  BpffsMount m;
+  std::string at_mount;
   if (!on_bpffs(existing.string())) {
     // Pins cannot live on any other filesystem (bpf_obj_pin fails with
     // EPERM there): mount one where a user of BPF tools would look for it.
@@ -77,8 +81,10 @@ Result<BpffsMount> ensure_bpffs(const std::string& dir) {
                        "' or give --pin-dir a directory on a BPF filesystem",
                    0};
     }
-    m = BpffsMount(at.string());
+    at_mount = at.string();
   }
+  bool make = !fs::exists(want, ec);
+  BpffsMount m(at_mount, make ? want.string() : std::string());
   fs::create_directories(want, ec);
   if (ec) return Error{"create pin directory " + dir + ": " + ec.message(), 0};
   return m;

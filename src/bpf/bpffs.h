@@ -13,14 +13,17 @@ namespace hooker {
 // The directory that holds the kernel's default BPF filesystem.
 inline constexpr const char* kBpffsRoot = "/sys/fs/bpf";
 
-// A BPF filesystem hookerd mounted, if it had to. /sys/fs/bpf stays mounted
-// when hookerd exits (other BPF tools expect one there); a mount on a
-// --pin-dir of the user's own is undone, and the directory removed.
+// The pin directory hookerd made, and the BPF filesystem it mounted, if it
+// had to: both go when hookerd exits, however it started or failed (the pins
+// in it are the kernel half's to remove). /sys/fs/bpf stays mounted (other
+// BPF tools expect one there); a mount on a --pin-dir of the user's own is
+// undone, and the directory removed.
 class BpffsMount {
  public:
   BpffsMount() = default;
-  explicit BpffsMount(std::string at) : at_(std::move(at)) {}
-  BpffsMount(BpffsMount&& o) noexcept : at_(std::exchange(o.at_, {})) {}
+  BpffsMount(std::string at, std::string made) : at_(std::move(at)), made_(std::move(made)) {}
+  BpffsMount(BpffsMount&& o) noexcept
+      : at_(std::exchange(o.at_, {})), made_(std::exchange(o.made_, {})) {}
   BpffsMount& operator=(BpffsMount&& o) noexcept;
   BpffsMount(const BpffsMount&) = delete;
   BpffsMount& operator=(const BpffsMount&) = delete;
@@ -30,7 +33,8 @@ class BpffsMount {
 
  private:
   void release();
-  std::string at_;
+  std::string at_;    // where it mounted one
+  std::string made_;  // the pin directory, if it made it
 };
 
 // Makes `dir` a directory on a BPF filesystem. If the nearest existing

@@ -35,11 +35,13 @@ def attached(bed, host, hd: Hookerd) -> dict:
         "ingress": ingress_links(),
         "nfqueue_rules": [r for r in (rules + rules6).splitlines() if "hooker" in r],
         "pins": sorted(p.name for p in Path(hd.pin_dir).glob("*")) if Path(hd.pin_dir).exists() else [],
+        "pin_dir": Path(hd.pin_dir).exists(),
         "control": Path(hd.control).exists(),
     }
 
 
-NOTHING = {"cgroup_progs": [], "ingress": [], "nfqueue_rules": [], "pins": [], "control": False}
+NOTHING = {"cgroup_progs": [], "ingress": [], "nfqueue_rules": [], "pins": [], "pin_dir": False,
+           "control": False}
 
 
 def test_sigterm_detaches_everything(bed):
@@ -135,6 +137,7 @@ def test_failure_after_attaching_leaves_nothing_behind(bed):
     r = _run(bed, second.argv()[1:])
     assert r.returncode == 1 and "attach XDP" in r.stderr, r.stderr
     assert attached(bed, bed.a, first) == before
-    assert attached(bed, bed.a, second)["pins"] == [] and not attached(bed, bed.a, second)["control"]
+    left = attached(bed, bed.a, second)
+    assert left["pins"] == [] and not left["pin_dir"] and not left["control"], left
     assert first.stop() == 0
     assert attached(bed, bed.a, first) == NOTHING
