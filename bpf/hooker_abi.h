@@ -183,7 +183,7 @@ struct hk_lanes {
 	 * waits for EPOLLOUT on its own socket, which nothing in the kernel
 	 * sends it, since that socket itself has room. The kernel sets it and
 	 * tells hookerd (HK_EV_WRITER_WAITS); hookerd clears it and wakes the
-	 * writer once the slot has room again (bpf/waker.bpf.c). */
+	 * writer once the slot has room again (on_wake_ack, src/app/inject.cpp). */
 	__u64 writer_waits;
 };
 
