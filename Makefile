@@ -37,4 +37,4 @@ bench-quick: build
 	@$(CHECK) bash bench/run.sh $(BUILD) quick
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-san
