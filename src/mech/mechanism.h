@@ -23,6 +23,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -127,6 +128,9 @@ class Mechanism {
   virtual void refuse(const PeerInfo& peer) = 0;
   // {"counters": {...}, ...}
   virtual void status(nlohmann::json& out) const = 0;
+  // What deploying it put in place (sockets, BPF objects), one line each,
+  // for `hookerctl mechanisms`.
+  virtual std::vector<std::string> loaded() const = 0;
 };
 
 // Datagrams in and out, batched, buffers owned by the I/O. The real one is
@@ -148,6 +152,8 @@ class DatagramIo {
   // One batch of datagrams; true if more may be waiting.
   using Handler = std::function<void(const sockaddr_in6&, std::span<const std::byte>)>;
   virtual Result<bool> receive(const Handler& on_datagram) = 0;
+  // One line for `hookerctl mechanisms`: what it is, where.
+  virtual std::string describe() const = 0;
 
   uint64_t datagrams_sent = 0, datagrams_received = 0, truncated = 0;
 };

@@ -123,6 +123,7 @@ class LinkIo final : public DatagramIo {
     }
     return !inbox_.empty();
   }
+  std::string describe() const override { return "in-memory link"; }
 
  private:
   Link& link_;

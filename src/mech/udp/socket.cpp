@@ -38,13 +38,17 @@ Result<std::unique_ptr<UdpSocket>> UdpSocket::open(uint16_t port) {
                    0};
     return sys_error("bind UDP port " + std::to_string(port));
   }
-  return std::unique_ptr<UdpSocket>(new UdpSocket(std::move(fd)));
+  return std::unique_ptr<UdpSocket>(new UdpSocket(std::move(fd), port));
 }
 
-UdpSocket::UdpSocket(Fd fd)
-    : fd_(std::move(fd)), tx_(kBatch), tx_iov_(kBatch), tx_msg_(kBatch), rx_(kRxMsgs),
+UdpSocket::UdpSocket(Fd fd, uint16_t port)
+    : fd_(std::move(fd)), port_(port), tx_(kBatch), tx_iov_(kBatch), tx_msg_(kBatch), rx_(kRxMsgs),
       rx_iov_(kRxMsgs), rx_msg_(kRxMsgs), rx_from_(kRxMsgs), rx_cmsg_(kRxMsgs) {
   groups_.reserve(kBatch);
+}
+
+std::string UdpSocket::describe() const {
+  return "UDP socket on port " + std::to_string(port_) + " (dual-stack, GSO and GRO)";
 }
 
 static_assert(wire::kMaxDatagram == DatagramIo::kMaxDatagram);

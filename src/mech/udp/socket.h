@@ -35,9 +35,10 @@ class UdpSocket final : public DatagramIo {
   void commit(size_t len, const sockaddr_in6& to) override;
   Result<bool> flush() override;
   Result<bool> receive(const Handler& on_datagram) override;
+  std::string describe() const override;
 
  private:
-  explicit UdpSocket(Fd fd);
+  UdpSocket(Fd fd, uint16_t port);
   using Buf = std::array<std::byte, wire::kMaxDatagram>;
   // Consecutive datagrams to one address, all of equal length but the last:
   // one sendmsg, segmented by the kernel.
@@ -48,6 +49,7 @@ class UdpSocket final : public DatagramIo {
   };
 
   Fd fd_;
+  uint16_t port_;
   std::vector<Buf> tx_;
   std::vector<iovec> tx_iov_;
   std::vector<Group> groups_;

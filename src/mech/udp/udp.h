@@ -41,6 +41,7 @@ class UdpMechanism final : public Mechanism {
   std::unique_ptr<MechConn> open(const PeerInfo& peer, AppPort& port) override;
   void refuse(const PeerInfo& peer) override { send_reset(peer.peer_token, peer.peer); }
   void status(nlohmann::json& out) const override;
+  std::vector<std::string> loaded() const override { return {io_->describe()}; }
 
   // For its connections.
   MechHost& host() { return host_; }
