@@ -28,7 +28,9 @@ std::optional<uint8_t> mech_by_name(const std::string& name) {
   return std::nullopt;
 }
 
-bool mech_implemented(uint8_t mech) { return mech == HK_MECH_UDP; }
+bool mech_implemented(uint8_t mech) {
+  return mech == HK_MECH_UDP || mech == HK_MECH_UDPLITE;
+}
 
 hk_port_rule PortRule::kernel() const {
   hk_port_rule k{};

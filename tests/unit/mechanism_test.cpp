@@ -33,10 +33,17 @@ struct Impair {
 // Datagrams in flight between two ends, in virtual time.
 class Link {
  public:
-  Link(Time& now, Impair imp, uint32_t seed) : now_(now), imp_(imp), rng_(seed) {}
+  // `mech`: the id every frame sent must carry (its mechanism's).
+  Link(Time& now, Impair imp, uint32_t seed, uint8_t mech)
+      : now_(now), imp_(imp), rng_(seed), mech_(mech) {}
 
   // From end `from` to the other; what the receiving socket would get.
   void send(int from, std::span<const std::byte> d) {
+    auto p = wire::parse(d);
+    if (!p.frame)
+      malformed++;
+    else if (p.frame->mech != mech_)
+      wrong_mech++;
     if (chance(imp_.loss)) {
       lost++;
       return;
@@ -71,6 +78,7 @@ class Link {
   void set(Impair imp) { imp_ = imp; }
 
   uint64_t lost = 0, corrupted = 0;
+  uint64_t malformed = 0, wrong_mech = 0;  // sent: each a bug of the sender
 
  private:
   bool chance(double p) { return p > 0 && std::uniform_real_distribution<>(0, 1)(rng_) < p; }
@@ -84,6 +92,7 @@ class Link {
   Time& now_;
   Impair imp_;
   std::mt19937 rng_;
+  uint8_t mech_;
   uint64_t seq_ = 0;
   std::priority_queue<InFlight, std::vector<InFlight>, std::greater<>> flight_;
 };
@@ -205,7 +214,8 @@ class Conformance : public ::testing::TestWithParam<MechKind> {
   };
 
   void open(Impair imp = {}, uint32_t seed = 1) {
-    link_ = std::make_unique<Link>(now_, imp, seed);
+    check_link();
+    link_ = std::make_unique<Link>(now_, imp, seed, GetParam().id);
     for (int e = 0; e < 2; e++) {
       End& x = end_[e];
       x.host = std::make_unique<FakeHost>(now_);
@@ -216,6 +226,14 @@ class Conformance : public ::testing::TestWithParam<MechKind> {
     }
     for (End& x : end_) x.conn->start();
   }
+
+  // Every frame a mechanism sends is well-formed and names it.
+  void check_link() {
+    if (!link_) return;
+    EXPECT_EQ(link_->malformed, 0u) << "malformed frames sent";
+    EXPECT_EQ(link_->wrong_mech, 0u) << "frames not naming mechanism " << int(GetParam().id);
+  }
+  void TearDown() override { check_link(); }
 
   bool done(const End& x) const {
     return x.app.aborted || (x.app.sent_whole && x.app.finished);
@@ -406,26 +424,35 @@ TEST_P(Conformance, BrokenApplicationSideResetsBoth) {
 INSTANTIATE_TEST_SUITE_P(Registry, Conformance, ::testing::ValuesIn(mechanisms()),
                          [](const auto& info) { return std::string(info.param.name); });
 
-// udp's own: a frame naming another mechanism is dropped and counted.
+// udp's and udplite's own: a frame naming another mechanism (the other of
+// the two, or none known) is dropped and counted, each has sockets of its own.
 TEST(Udp, FrameOfAnotherMechanismIsDropped) {
-  Time now = Time{} + 1h;
-  std::array<std::deque<std::vector<std::byte>>, 2> inbox;
-  Link link(now, {}, 1);
-  FakeHost host(now);
-  auto m = find_mechanism("udp")->over(host, std::make_unique<LinkIo>(link, 0, inbox[0]));
-  FakeApp app;
-  auto c = m->open({100, 101, address(1)}, app);
-  app.conn = c.get();
-  c->start();
-  std::vector<std::byte> d(wire::kHeader + 5);
-  std::array<std::byte, 5> payload{};
-  wire::encode_header({HK_WIRE_DATA, 99, 100, 0, 0, payload}, d.data());
-  inbox[0].push_back(d);
-  m->on_readable(-1);
-  nlohmann::json st;
-  m->status(st);
-  EXPECT_EQ(st["counters"]["rx_wrong_mech"], 1);
-  EXPECT_TRUE(app.got.empty());
+  using Case = std::pair<const char*, int>;
+  for (auto [name, other] : {Case{"udp", HK_MECH_UDPLITE}, Case{"udp", 99},
+                             Case{"udplite", HK_MECH_UDP}, Case{"udplite", 99}}) {
+    SCOPED_TRACE(std::string(name) + " gets " + std::to_string(other));
+    const MechKind* kind = find_mechanism(name);
+    ASSERT_TRUE(kind);
+    Time now = Time{} + 1h;
+    std::array<std::deque<std::vector<std::byte>>, 2> inbox;
+    Link link(now, {}, 1, kind->id);
+    FakeHost host(now);
+    auto m = kind->over(host, std::make_unique<LinkIo>(link, 0, inbox[0]));
+    FakeApp app;
+    auto c = m->open({100, 101, address(1)}, app);
+    app.conn = c.get();
+    c->start();
+    std::vector<std::byte> d(wire::kHeader + 5);
+    std::array<std::byte, 5> payload{};
+    wire::encode_header({HK_WIRE_DATA, static_cast<uint8_t>(other), 100, 0, 0, payload},
+                        d.data());
+    inbox[0].push_back(d);
+    m->on_readable(-1);
+    nlohmann::json st;
+    m->status(st);
+    EXPECT_EQ(st["counters"]["rx_wrong_mech"], 1);
+    EXPECT_TRUE(app.got.empty());
+  }
 }
 
 }  // namespace

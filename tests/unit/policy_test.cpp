@@ -25,8 +25,8 @@ TEST(Policy, BadRulesSayWhy) {
       {"", "not PORT"},                    {"=udp", "not PORT"},
       {"8080=", "unknown mechanism ''"},   {"8080=tcp", "unknown mechanism 'tcp'"},
       {"8080=udp,,udp", "unknown mechanism ''"},
-      {"8080=udplite", "udplite is not implemented yet"},
       {"8080=quic", "quic is not implemented yet"},
+      {"8080=udplite,quic", "quic is not implemented yet"},
       {"8080=udp,udp", "udp is named twice"},
   };
   for (auto& c : cases) {
@@ -34,6 +34,16 @@ TEST(Policy, BadRulesSayWhy) {
     ASSERT_FALSE(r) << c.text;
     EXPECT_NE(r.error().what.find(c.why), std::string::npos) << c.text << ": " << r.error().what;
   }
+}
+
+TEST(Policy, UdpLiteIsAMechanism) {
+  auto r = parse_rule("8080=udplite,udp");
+  ASSERT_TRUE(r) << r.error().what;
+  EXPECT_EQ(r->mechs, (std::vector<uint8_t>{HK_MECH_UDPLITE, HK_MECH_UDP}));
+  EXPECT_EQ(r->str(), "8080=udplite,udp");
+  hk_port_rule k = r->kernel();
+  EXPECT_EQ(k.accept, HK_MECH_BIT(HK_MECH_UDP) | HK_MECH_BIT(HK_MECH_UDPLITE));
+  EXPECT_EQ(k.prefer, HK_MECH_UDPLITE);
 }
 
 TEST(Policy, OneRulePerPort) {

@@ -76,7 +76,7 @@ void UdpConn::pump() {
     for (size_t left = static_cast<size_t>(n); left > 0;) {
       size_t len = std::min(left, wire::kMaxPayload);
       std::byte* b = io.tx_buffer(0);
-      wire::encode_header({HK_WIRE_DATA, HK_MECH_UDP, peer_.peer_token, sent_, 0,
+      wire::encode_header({HK_WIRE_DATA, m_.id(), peer_.peer_token, sent_, 0,
                            std::span<const std::byte>(b + wire::kHeader, len)},
                           b);
       io.commit(wire::kHeader + len, peer_.peer);
@@ -97,7 +97,7 @@ void UdpConn::pump() {
       m_.wait(*this, kWaitUdpRoom);
       return arm();
     }
-    m_.queue({HK_WIRE_END, HK_MECH_UDP, peer_.peer_token, sent_, 0, {}}, peer_.peer);
+    m_.queue({HK_WIRE_END, m_.id(), peer_.peer_token, sent_, 0, {}}, peer_.peer);
     end_sent_ = true;
     port_.sent_all();  // the application side may retire the connection
     if (retired) return;
@@ -219,7 +219,7 @@ void UdpConn::ack(uint8_t flags) {
   in_.raise_limit(limit);
   if (peer_end_ && in_.next() >= *peer_end_) flags |= HK_WIRE_F_END_SEEN;
   uint64_t next = in_.next();
-  m_.queue({HK_WIRE_ACK, HK_MECH_UDP, peer_.peer_token, next,
+  m_.queue({HK_WIRE_ACK, m_.id(), peer_.peer_token, next,
             static_cast<uint32_t>(std::min<uint64_t>(limit - next, UINT32_MAX)), {}, flags},
            peer_.peer);
   acked_ = next;

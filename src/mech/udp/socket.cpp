@@ -10,45 +10,83 @@
 #ifndef UDP_GRO
 #define UDP_GRO 104
 #endif
+// linux/udp.h's, which glibc's headers lack.
+#ifndef SOL_UDPLITE
+#define SOL_UDPLITE 136
+#endif
+#ifndef UDPLITE_SEND_CSCOV
+#define UDPLITE_SEND_CSCOV 10
+#define UDPLITE_RECV_CSCOV 11
+#endif
 
 namespace hooker {
 
-Result<std::unique_ptr<UdpSocket>> UdpSocket::open(uint16_t port) {
-  Fd fd(socket(AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return sys_error("socket for UDP");
+Result<std::unique_ptr<UdpSocket>> UdpSocket::open(uint16_t port, const DatagramProto& proto) {
+  const std::string& name = proto.name;
+  Fd fd(socket(AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, proto.protocol));
+  if (!fd.valid()) {
+    // A kernel built without the protocol (UDP-Lite is optional, and
+    // deprecated upstream): say that, not just the errno.
+    if (errno == EPROTONOSUPPORT || errno == ESOCKTNOSUPPORT)
+      return sys_error("this kernel has no " + name + " (IP protocol " +
+                       std::to_string(proto.protocol) + ")");
+    return sys_error("socket for " + name);
+  }
   int zero = 0, one = 1;
   // One socket for IPv4 (mapped) and IPv6 peers.
   if (setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)) < 0)
-    return sys_error("make the UDP socket dual-stack");
+    return sys_error("make the " + name + " socket dual-stack");
   // Large buffers: the receive window granted to peers is sized from the
   // receive buffer, so a burst never overflows it.
   int big = 64 << 20;
   setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof(big));
   setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof(big));
-  if (setsockopt(fd.get(), IPPROTO_UDP, UDP_GRO, &one, sizeof(one)) < 0)
-    return sys_error("enable UDP GRO");
+  if (proto.gro && setsockopt(fd.get(), IPPROTO_UDP, UDP_GRO, &one, sizeof(one)) < 0)
+    return sys_error("enable " + name + " GRO");
+  if (proto.coverage) {
+    int cov = proto.coverage;
+    if (setsockopt(fd.get(), SOL_UDPLITE, UDPLITE_SEND_CSCOV, &cov, sizeof(cov)) < 0)
+      return sys_error("set the " + name + " checksum coverage to " + std::to_string(cov));
+    // A datagram whose checksum covered less is dropped by the kernel: its
+    // frame header (token, offset) would be unchecked.
+    if (setsockopt(fd.get(), SOL_UDPLITE, UDPLITE_RECV_CSCOV, &cov, sizeof(cov)) < 0)
+      return sys_error("set the " + name + " minimum checksum coverage to " +
+                       std::to_string(cov));
+  }
   sockaddr_in6 a{};
   a.sin6_family = AF_INET6;
   a.sin6_addr = in6addr_any;
   a.sin6_port = htons(port);
   if (bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) < 0) {
     if (errno == EADDRINUSE)
-      return Error{"UDP port " + std::to_string(port) +
-                       " is in use: pick another with --port (ss -ulpn shows who has it)",
+      return Error{name + " port " + std::to_string(port) +
+                       " is in use: pick another with --port (" + proto.who + ")",
                    0};
-    return sys_error("bind UDP port " + std::to_string(port));
+    return sys_error("bind " + name + " port " + std::to_string(port));
   }
-  return std::unique_ptr<UdpSocket>(new UdpSocket(std::move(fd), port));
+  // Port 0 asked the kernel for one: describe() names the one it gave.
+  socklen_t alen = sizeof(a);
+  if (getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &alen) < 0)
+    return sys_error("read the " + name + " socket's port");
+  return std::unique_ptr<UdpSocket>(new UdpSocket(std::move(fd), ntohs(a.sin6_port), proto));
 }
 
-UdpSocket::UdpSocket(Fd fd, uint16_t port)
-    : fd_(std::move(fd)), port_(port), tx_(kBatch), tx_iov_(kBatch), tx_msg_(kBatch), rx_(kRxMsgs),
-      rx_iov_(kRxMsgs), rx_msg_(kRxMsgs), rx_from_(kRxMsgs), rx_cmsg_(kRxMsgs) {
+UdpSocket::UdpSocket(Fd fd, uint16_t port, const DatagramProto& proto)
+    : fd_(std::move(fd)), port_(port), proto_(proto), tx_(kBatch), tx_iov_(kBatch),
+      tx_msg_(kBatch), rx_msgs_(proto.gro ? kRxGroMsgs : kRxMsgs),
+      rx_size_(proto.gro ? kRxGroBuf : wire::kMaxDatagram), rx_(rx_msgs_ * rx_size_),
+      rx_iov_(rx_msgs_), rx_msg_(rx_msgs_), rx_from_(rx_msgs_), rx_cmsg_(rx_msgs_) {
   groups_.reserve(kBatch);
 }
 
 std::string UdpSocket::describe() const {
-  return "UDP socket on port " + std::to_string(port_) + " (dual-stack, GSO and GRO)";
+  std::string s = proto_.name + " socket on port " + std::to_string(port_) + " (dual-stack";
+  if (proto_.gso && proto_.gro) s += ", GSO and GRO";
+  else if (proto_.gso) s += ", GSO";
+  else if (proto_.gro) s += ", GRO";
+  if (proto_.coverage)
+    s += ", checksum covers the 8+" + std::to_string(proto_.coverage - 8) + " header bytes";
+  return s + ")";
 }
 
 static_assert(wire::kMaxDatagram == DatagramIo::kMaxDatagram);
@@ -62,7 +100,8 @@ void UdpSocket::commit(size_t len, const sockaddr_in6& to) {
     size_t seg = tx_iov_[g.first].iov_len;
     bool same_to = std::memcmp(&g.to, &to, sizeof(to)) == 0;
     bool last_full = tx_iov_[g.first + g.count - 1].iov_len == seg;
-    if (same_to && last_full && len <= seg && g.count < kGsoMax && g.first + g.count == i) {
+    if (proto_.gso && same_to && last_full && len <= seg && g.count < kGsoMax &&
+        g.first + g.count == i) {
       g.count++;
       return;
     }
@@ -96,7 +135,7 @@ Result<bool> UdpSocket::flush() {
     if (r < 0) {
       if (errno == EAGAIN || errno == ENOBUFS) return false;
       if (errno == EINTR) continue;
-      return sys_error("sendmmsg on the UDP socket");
+      return sys_error("sendmmsg on the " + proto_.name + " socket");
     }
     for (int k = 0; k < r; k++) datagrams_sent += groups_[sent_groups_ + k].count;
     sent_groups_ += static_cast<size_t>(r);
@@ -107,21 +146,24 @@ Result<bool> UdpSocket::flush() {
 }
 
 Result<bool> UdpSocket::receive(const Handler& on_dgram) {
-  for (size_t i = 0; i < kRxMsgs; i++) {
-    rx_iov_[i] = {rx_[i].data(), rx_[i].size()};
+  for (size_t i = 0; i < rx_msgs_; i++) {
+    rx_iov_[i] = {rx_.data() + i * rx_size_, rx_size_};
     rx_msg_[i] = {};
     msghdr& h = rx_msg_[i].msg_hdr;
     h.msg_iov = &rx_iov_[i];
     h.msg_iovlen = 1;
     h.msg_name = &rx_from_[i];
     h.msg_namelen = sizeof(sockaddr_in6);
-    h.msg_control = rx_cmsg_[i].data();
-    h.msg_controllen = rx_cmsg_[i].size();
+    if (proto_.gro) {
+      h.msg_control = rx_cmsg_[i].data();
+      h.msg_controllen = rx_cmsg_[i].size();
+    }
   }
-  int n = recvmmsg(fd_.get(), rx_msg_.data(), kRxMsgs, MSG_DONTWAIT, nullptr);
+  int n = recvmmsg(fd_.get(), rx_msg_.data(), static_cast<unsigned>(rx_msgs_), MSG_DONTWAIT,
+                   nullptr);
   if (n < 0) {
     if (errno == EAGAIN || errno == EINTR) return false;
-    return sys_error("recvmmsg on the UDP socket");
+    return sys_error("recvmmsg on the " + proto_.name + " socket");
   }
   for (int i = 0; i < n; i++) {
     msghdr& h = rx_msg_[i].msg_hdr;
@@ -138,13 +180,14 @@ Result<bool> UdpSocket::receive(const Handler& on_dgram) {
       truncated++;  // larger than any message we expect: drop it whole
       continue;
     }
+    const std::byte* buf = rx_.data() + static_cast<size_t>(i) * rx_size_;
     for (size_t off = 0; off < len; off += seg) {
       size_t l = std::min(seg, len - off);
       datagrams_received++;
-      on_dgram(rx_from_[i], std::span<const std::byte>(rx_[i].data() + off, l));
+      on_dgram(rx_from_[i], std::span<const std::byte>(buf + off, l));
     }
   }
-  return static_cast<size_t>(n) == kRxMsgs;  // a full batch: maybe more
+  return static_cast<size_t>(n) == rx_msgs_;  // a full batch: maybe more
 }
 
 }  // namespace hooker

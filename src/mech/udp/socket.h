@@ -1,7 +1,9 @@
-// The `udp` mechanism's socket: one dual-stack UDP socket. Datagrams to one
-// peer leave in GSO groups (UDP_SEGMENT: one trip through the stack for up
-// to 44 datagrams), arrive coalesced by GRO (UDP_GRO), and all buffers are
-// allocated once.
+// The datagram socket of `udp` and `udplite`: one dual-stack socket, all
+// buffers allocated once. Over UDP, datagrams to one peer leave in GSO
+// groups (UDP_SEGMENT: one trip through the stack for up to 44 datagrams)
+// and arrive coalesced by GRO (UDP_GRO). The kernel offers neither for
+// UDP-Lite: there it is one datagram per message, batched by sendmmsg and
+// recvmmsg.
 #pragma once
 
 #include <netinet/in.h>
@@ -10,6 +12,7 @@
 #include <array>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "bpf/fd.h"
@@ -19,15 +22,31 @@
 
 namespace hooker {
 
+// Which datagram protocol a UdpSocket speaks, and how.
+struct DatagramProto {
+  int protocol = IPPROTO_UDP;  // socket(AF_INET6, SOCK_DGRAM, protocol)
+  std::string name = "UDP";    // in messages: "UDP port 7000 is in use"
+  // Lists the sockets holding a port, for the "in use" message.
+  std::string who = "ss -ulpn shows who has it";
+  // UDP-Lite only: bytes its checksum covers, from its own 8-byte header
+  // on; the same is the least a received datagram must have covered. 0:
+  // the whole datagram, as UDP.
+  uint16_t coverage = 0;
+  bool gso = true, gro = true;  // UDP_SEGMENT on send, UDP_GRO on receive
+};
+
 class UdpSocket final : public DatagramIo {
  public:
   static constexpr size_t kBatch = 256;       // datagrams queued before a flush
   static constexpr size_t kGsoMax = 44;       // 44 x 1432 B fits a 64 KB IP packet
-  static constexpr size_t kRxMsgs = 16;       // GRO'd messages per receive call
-  static constexpr size_t kRxBuf = 65536;
+  static constexpr size_t kRxGroMsgs = 16;    // GRO'd messages per receive call
+  static constexpr size_t kRxGroBuf = 65536;
+  static constexpr size_t kRxMsgs = 64;       // single datagrams per receive call
 
-  static Result<std::unique_ptr<UdpSocket>> open(uint16_t port);
+  // Bound to `port` (0: one the kernel picks; port() says which).
+  static Result<std::unique_ptr<UdpSocket>> open(uint16_t port, const DatagramProto& proto = {});
   int fd() const override { return fd_.get(); }
+  uint16_t port() const { return port_; }
 
   size_t room() const override { return kBatch - queued_; }
   size_t queued() const override { return queued_; }
@@ -38,10 +57,10 @@ class UdpSocket final : public DatagramIo {
   std::string describe() const override;
 
  private:
-  UdpSocket(Fd fd, uint16_t port);
+  UdpSocket(Fd fd, uint16_t port, const DatagramProto& proto);
   using Buf = std::array<std::byte, wire::kMaxDatagram>;
   // Consecutive datagrams to one address, all of equal length but the last:
-  // one sendmsg, segmented by the kernel.
+  // one sendmsg, segmented by the kernel. Without GSO, one datagram each.
   struct Group {
     size_t first, count;
     sockaddr_in6 to;
@@ -50,13 +69,16 @@ class UdpSocket final : public DatagramIo {
 
   Fd fd_;
   uint16_t port_;
+  DatagramProto proto_;
   std::vector<Buf> tx_;
   std::vector<iovec> tx_iov_;
   std::vector<Group> groups_;
   std::vector<mmsghdr> tx_msg_;
   size_t queued_ = 0, sent_groups_ = 0;
 
-  std::vector<std::array<std::byte, kRxBuf>> rx_;
+  // Receive buffers: few large ones under GRO, many of one datagram without.
+  size_t rx_msgs_, rx_size_;
+  std::vector<std::byte> rx_;  // rx_msgs_ x rx_size_
   std::vector<iovec> rx_iov_;
   std::vector<mmsghdr> rx_msg_;
   std::vector<sockaddr_in6> rx_from_;

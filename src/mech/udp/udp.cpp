@@ -11,8 +11,8 @@
 
 namespace hooker {
 
-UdpMechanism::UdpMechanism(MechHost& host, std::unique_ptr<DatagramIo> io)
-    : host_(host), io_(std::move(io)) {}
+UdpMechanism::UdpMechanism(MechHost& host, std::unique_ptr<DatagramIo> io, uint8_t id)
+    : host_(host), io_(std::move(io)), id_(id) {}
 
 std::vector<int> UdpMechanism::fds() const {
   if (io_->fd() < 0) return {};
@@ -75,7 +75,7 @@ void UdpMechanism::send_reset(uint64_t peer_token, const sockaddr_in6& to) {
     resets_owed_.push_back({peer_token, to});  // sent once the queue drains
     return;
   }
-  queue({HK_WIRE_RESET, HK_MECH_UDP, peer_token, 0, 0, {}}, to);
+  queue({HK_WIRE_RESET, id_, peer_token, 0, 0, {}}, to);
   cnt_.resets_sent++;
 }
 
@@ -136,7 +136,7 @@ void UdpMechanism::on_datagram(const sockaddr_in6& from, std::span<const std::by
   }
   const wire::Frame& f = *p.frame;
   // Each mechanism has sockets of its own: another's frame here is an error.
-  if (f.mech != HK_MECH_UDP) {
+  if (f.mech != id_) {
     cnt_.rx_wrong_mech++;
     return;
   }
@@ -221,7 +221,7 @@ void UdpMechanism::status(nlohmann::json& out) const {
 // ---- the registry's entry --------------------------------------------------
 
 std::unique_ptr<Mechanism> udp_over(MechHost& host, std::unique_ptr<DatagramIo> io) {
-  return std::make_unique<UdpMechanism>(host, std::move(io));
+  return std::make_unique<UdpMechanism>(host, std::move(io), HK_MECH_UDP);
 }
 
 Result<std::unique_ptr<Mechanism>> udp_open(MechHost& host, uint16_t port) {

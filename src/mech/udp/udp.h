@@ -1,6 +1,8 @@
 // The `udp` mechanism: every connection's datagrams through one datagram
 // I/O (a UDP socket in hookerd, an in-memory link in the conformance
 // suite), demultiplexed by the receiver's token. It does not retransmit.
+// `udplite` is the same over a UDP-Lite socket (src/mech/udplite): one
+// class, told which mechanism id its frames carry.
 #pragma once
 
 #include <memory>
@@ -30,7 +32,8 @@ class UdpMechanism final : public Mechanism {
   static constexpr uint64_t kRxBudget = 24ull << 20;  // payload the receive buffer holds
   static constexpr size_t kStashLimit = 1 << 20;      // early datagrams, all tokens
 
-  UdpMechanism(MechHost& host, std::unique_ptr<DatagramIo> io);
+  // `id`: the enum hk_mech its frames carry, and the only one it accepts.
+  UdpMechanism(MechHost& host, std::unique_ptr<DatagramIo> io, uint8_t id);
 
   std::vector<int> fds() const override;
   void on_readable(int fd) override;
@@ -44,6 +47,7 @@ class UdpMechanism final : public Mechanism {
   std::vector<std::string> loaded() const override { return {io_->describe()}; }
 
   // For its connections.
+  uint8_t id() const { return id_; }
   MechHost& host() { return host_; }
   DatagramIo& io() { return *io_; }
   UdpCounters& counters() { return cnt_; }
@@ -62,6 +66,7 @@ class UdpMechanism final : public Mechanism {
 
   MechHost& host_;
   std::unique_ptr<DatagramIo> io_;
+  uint8_t id_;
   bool tx_blocked_ = false;  // the socket was full: waiting for room
   std::unordered_map<uint64_t, UdpConn*> conns_;  // by our token
   bool retired_some_ = false;  // reap has lists to purge

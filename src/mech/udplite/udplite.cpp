@@ -1,0 +1,42 @@
+// The `udplite` mechanism: `udp`'s framing, credit and loss handling
+// (UdpMechanism, its frames naming HK_MECH_UDPLITE) over a UDP-Lite socket
+// (IP protocol 136, RFC 3828) on the same port number as `udp`'s: UDP-Lite
+// has a port space of its own.
+//
+// Its checksum covers the UDP-Lite header and the Hooker frame header only:
+// a header bit flipped on the way could put bytes at the wrong offset of
+// another connection, so the kernel drops such a datagram (and any whose
+// sender covered less); the payload is left to the link layer's own check.
+#include "mech/udplite/udplite.h"
+
+#include "core/abi.h"
+#include "core/wire.h"
+#include "mech/udp/udp.h"
+
+namespace hooker {
+
+namespace {
+constexpr uint16_t kUdpLiteHeader = 8;
+}  // namespace
+
+DatagramProto udplite_proto() {
+  DatagramProto p;
+  p.protocol = IPPROTO_UDPLITE;
+  p.name = "UDP-Lite";
+  p.who = "/proc/net/udplite6 lists the sockets bound";
+  p.coverage = kUdpLiteHeader + wire::kHeader;
+  p.gso = p.gro = false;  // the kernel segments and coalesces UDP only
+  return p;
+}
+
+std::unique_ptr<Mechanism> udplite_over(MechHost& host, std::unique_ptr<DatagramIo> io) {
+  return std::make_unique<UdpMechanism>(host, std::move(io), HK_MECH_UDPLITE);
+}
+
+Result<std::unique_ptr<Mechanism>> udplite_open(MechHost& host, uint16_t port) {
+  auto s = UdpSocket::open(port, udplite_proto());
+  if (!s) return s.error();
+  return udplite_over(host, s.take());
+}
+
+}  // namespace hooker
