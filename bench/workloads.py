@@ -215,7 +215,7 @@ class Hookerd:
         argv = [str(binary), "--cgroup", str(host.cgroup),
                 "--iface", host.iface, "--port", str(HOOKER_PORT),
                 "--redirect", str(redirect_port), "--control", str(self.ctl_dir / "ctl.sock"),
-                "--pin-dir", str(self.pin_dir), *extra]
+                "--pin-dir", str(self.pin_dir), "--eager", *extra]
         # stderr to a file: a verbose hookerd must never block on a full pipe
         self.err_path = self.ctl_dir / "stderr"
         t0 = time.perf_counter()

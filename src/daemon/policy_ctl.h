@@ -22,6 +22,8 @@ struct PolicyTargets {
   // Whether a moved connection on this port (either end) is still alive:
   // its FINs stay held after its rule goes.
   std::function<bool(uint16_t port)> port_in_use;
+  // Runs once a rule is in place; what it returns, if anything, is a warning.
+  std::function<std::string(const PortRule&)> added;
 };
 
 // `args` is what follows "policy" in the request. Returns the JSON answer,
