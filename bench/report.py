@@ -243,6 +243,13 @@ def write(res: dict, out: Path, md_path: Path | None = None) -> Path:
     L.append(f"| this run: hookerd | 0 (built ahead, CO-RE) | "
              f"{'%.1f ms start to ready (median of %d)' % (ready['median'], len(ready['runs'])) if ready else 'not measured'}"
              f" | {op} |")
+    for dep in t1.get("deploy_ms", []):
+        cost = (f"{dep['median']:.2f} ms (median of {len(dep['runs'])}, "
+                f"{min(dep['runs']):.2f}–{max(dep['runs']):.2f}; the control request "
+                f"{dep['request_median']:.2f} ms)" if dep.get("runs") else
+                f"failed: {dep.get('error', 'no run')}")
+        L.append(f"| this run: deploy `{dep['mechanism']}` on a running hookerd | "
+                 f"0 (compiled in) | {cost} | N/A |")
     L.append("")
     if t1.get("hookerd_phases_ms"):
         L += ["hookerd's own start-up breakdown (printed with -v, whose libbpf log slows "

@@ -86,6 +86,7 @@ Status Deployments::connect(int epoll_fd, std::function<uint64_t(uint32_t)> tag,
   epoll_ = epoll_fd;
   tag_ = std::move(tag);
   kernel_ = &kernel;
+  announce_ = true;
   for (auto& e : all_)
     if (e.m)
       if (auto s = poll(e); !s) return s;
@@ -123,6 +124,7 @@ Status Deployments::deploy(const MechKind& k, std::string trigger) {
   e.trigger = std::move(trigger);
   e.at = utc_now();
   e.error.clear();
+  if (!announce_) return ok();  // at start: a failed start says one line only
   char line[256];
   snprintf(line, sizeof(line), "deployed %s in %.2f ms (%s)", std::string(k.name).c_str(),
            e.load_ms, e.trigger.c_str());

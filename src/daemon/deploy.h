@@ -79,6 +79,7 @@ class Deployments {
   int epoll_ = -1;
   std::function<uint64_t(uint32_t)> tag_;
   Kernel* kernel_ = nullptr;
+  bool announce_ = false;  // log each deployment (after start)
   // The polled sockets by the index in their epoll tag; an undeployed
   // mechanism's become {-1, null} so no tag is ever reused.
   std::vector<std::pair<int, Mechanism*>> fds_;
