@@ -6,6 +6,9 @@ figure is a ratio to plain TCP in its round, given as the median and the
 spread over rounds. Prints JSON, then a Markdown table.
 
     sudo /usr/bin/python3 bench/compare_builds.py --before BUILD --after BUILD [--rounds 3]
+        [--save bench/comparisons/NAME.json --title "what changed"]
+
+Saved comparisons are part of bench/BENCHMARKS.md (report.py renders them).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ sys.path[:0] = [str(HERE.parent / "tests"), str(HERE)]
 
 import testbed  # noqa: E402
 import workloads as wl  # noqa: E402
+from report import comparison_table  # noqa: E402
 from rr_latency import CLIENT as RR_CLIENT, SERVER as RR_SERVER  # noqa: E402
 
 PROBES = HERE / "probes.py"
@@ -29,7 +33,6 @@ IPERF = (wl.IPERF_PORT, wl.HOOKED_IPERF_PORT)
 SETUP = (9000, 9001)
 RR = (9100, 9101)
 FIGURES = ("iperf3_1", "iperf3_4", "setup_ms", "rr_us")
-HIGHER_IS_BETTER = {"iperf3_1", "iperf3_4"}
 
 
 def measure(bed, port_of, cfg) -> dict:
@@ -89,6 +92,8 @@ def main(argv=None) -> int:
     ap.add_argument("--secs", type=float, default=3, help="iperf3 seconds per run")
     ap.add_argument("--setups", type=int, default=200, help="connections per set-up run")
     ap.add_argument("--trips", type=int, default=2000, help="round trips per rr run")
+    ap.add_argument("--save", type=Path, help="also write the JSON here (bench/comparisons/)")
+    ap.add_argument("--title", default="", help="what changed between the builds")
     cfg = ap.parse_args(argv)
     reason = testbed.require_root()
     if reason:
@@ -113,7 +118,8 @@ def main(argv=None) -> int:
                     runs[name].append(hooker_round(bed, binary, cfg))
         finally:
             stop(bed, plain)
-    res = {"config": vars(cfg) | {"before": str(cfg.before), "after": str(cfg.after)},
+    res = {"title": cfg.title,
+           "config": {k: str(v) for k, v in vars(cfg).items() if k not in ("save", "title")},
            "runs": runs, "ratios": {}}
     for name in builds:
         res["ratios"][name] = {}
@@ -121,13 +127,10 @@ def main(argv=None) -> int:
             rs = [h[f] / t[f] for h, t in zip(runs[name], runs["tcp"])]
             res["ratios"][name][f] = {"median": statistics.median(rs), "min": min(rs),
                                       "max": max(rs)}
-    print(json.dumps(res, indent=2, default=str))
-    print("\n| figure (ratio Hooker / plain TCP in the same round) | before | after |")
-    print("|---|---|---|")
-    for f in FIGURES:
-        cell = lambda n: "{median:.2f} ({min:.2f}–{max:.2f})".format(**res["ratios"][n][f])  # noqa
-        better = "higher" if f in HIGHER_IS_BETTER else "lower"
-        print(f"| {f} ({better} is better) | {cell('before')} | {cell('after')} |")
+    print(json.dumps(res, indent=2))
+    if cfg.save:
+        cfg.save.write_text(json.dumps(res, indent=2) + "\n")
+    print("\n" + "\n".join(comparison_table(res)))
     return 0
 
 

@@ -139,7 +139,11 @@ void Daemon::on_control() {
         }
         return warn;
       };
-      out = policy_request(req.substr(6), {opt_.redirect, *kernel_, *fins_, in_use, added});
+      auto mechs = [this] {
+        return deployed_.json([this](uint8_t id) { return users_of(id).size(); });
+      };
+      out = policy_request(req.substr(6),
+                           {opt_.redirect, *kernel_, *fins_, in_use, added, mechs});
     } else if (req == "mechanisms" || req.starts_with("deploy ") ||
                req.starts_with("undeploy ")) {
       out = mech_request(req);

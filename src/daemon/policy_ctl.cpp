@@ -90,7 +90,8 @@ std::string policy_request(const std::string& args, const PolicyTargets& t) {
   auto w = words(args);
   json out;
   if (w.size() == 1 && w[0] == "list")
-    out = {{"policy", policy_json(t.policy)}, {"fin_hold_idling", t.fins.idling()}};
+    out = {{"policy", policy_json(t.policy)}, {"fin_hold_idling", t.fins.idling()},
+           {"mechanisms", t.mechanisms ? t.mechanisms() : json::array()}};
   else if (w.size() == 2 && w[0] == "add")
     out = add(w[1], t);
   else if (w.size() == 2 && w[0] == "del")

@@ -24,6 +24,8 @@ struct PolicyTargets {
   std::function<bool(uint16_t port)> port_in_use;
   // Runs once a rule is in place; what it returns, if anything, is a warning.
   std::function<std::string(const PortRule&)> added;
+  // What is deployed, when and at what cost (policy list shows it too).
+  std::function<nlohmann::json()> mechanisms;
 };
 
 // `args` is what follows "policy" in the request. Returns the JSON answer,

@@ -123,6 +123,8 @@ def ending(p) -> str:
 def test_eager_deploys_at_start(eager):
     _, a, _ = eager
     m = mechs(a)["udp"]
+    listed = json.loads(ctl(a, "policy", "list", "--json").stdout)["mechanisms"]
+    assert {x["name"]: x for x in listed}["udp"] == m
     assert m["state"] == "deployed" and m["trigger"] == "at start (--eager)"
     assert m["connections"] == 0 and m["load_ms"] > 0
     text = ctl(a, "mechanisms")
