@@ -136,6 +136,21 @@ def download_table(res, loss):
     return "\n".join(lines)
 
 
+def comparison_table(res) -> list[str]:
+    """Markdown: each figure's ratio to plain TCP, before and after."""
+    names = {"iperf3_1": "iperf3, 1 stream (higher is better)",
+             "iperf3_4": "iperf3, 4 streams (higher is better)",
+             "setup_ms": "connection set-up, median (lower is better)",
+             "rr_us": "1-byte request/response, median (lower is better)"}
+    L = ["| ratio to plain TCP in the same round: median (min–max) | before | after |",
+         "|---|---|---|"]
+    for f in names:
+        cell = lambda n: "{median:.2f} ({min:.2f}–{max:.2f})".format(**res["ratios"][n][f])  # noqa
+        L.append(f"| {names[f]} | {cell('before')} | {cell('after')} |")
+    return L
+
+
+
 def write(res: dict, out: Path, md_path: Path | None = None) -> Path:
     """Plots (and their data) into `out`; the report to md_path (default
     out/BENCHMARKS.md) with links relative to it."""
@@ -243,6 +258,13 @@ def write(res: dict, out: Path, md_path: Path | None = None) -> Path:
     L.append(f"| this run: hookerd | 0 (built ahead, CO-RE) | "
              f"{'%.1f ms start to ready (median of %d)' % (ready['median'], len(ready['runs'])) if ready else 'not measured'}"
              f" | {op} |")
+    for dep in t1.get("deploy_ms", []):
+        cost = (f"{dep['median']:.2f} ms (median of {len(dep['runs'])}, "
+                f"{min(dep['runs']):.2f}–{max(dep['runs']):.2f}; the control request "
+                f"{dep['request_median']:.2f} ms)" if dep.get("runs") else
+                f"failed: {dep.get('error', 'no run')}")
+        L.append(f"| this run: deploy `{dep['mechanism']}` on a running hookerd | "
+                 f"0 (compiled in) | {cost} | N/A |")
     L.append("")
     if t1.get("hookerd_phases_ms"):
         L += ["hookerd's own start-up breakdown (printed with -v, whose libbpf log slows "
@@ -257,6 +279,17 @@ def write(res: dict, out: Path, md_path: Path | None = None) -> Path:
                      f"{r['run_cnt']} | {r['ns_per_run']:.0f} |")
         L.append("")
 
+    saved = sorted((Path(__file__).resolve().parent / "comparisons").glob("*.json"))
+    if saved:
+        L += ["## Before and after a change (bench/compare_builds.py)", "",
+              "Saved comparisons, each from its own run: plain TCP and the two builds "
+              "interleaved in rounds, each figure a ratio to plain TCP in its round.", ""]
+        for f in saved:
+            c = json.loads(f.read_text())
+            L += [f"### {c['title'] or f.stem}", "",
+                  f"`{f.name}`: {c['config']['rounds']} rounds, iperf3 {c['config']['secs']} s, "
+                  f"{c['config']['setups']} set-ups and {c['config']['trips']} round trips "
+                  "per round.", ""] + comparison_table(c) + [""]
     if res["not_measured"]:
         L += ["## Not measured in this run", ""]
         L += [f"- {n['what']}: {n['why']}" for n in res["not_measured"]]

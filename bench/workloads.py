@@ -200,6 +200,19 @@ def hooker_missing(build: Path) -> str | None:
     return None
 
 
+_EAGER: dict[str, list[str]] = {}
+
+
+def eager_flag(binary: Path) -> list[str]:
+    """--eager where hookerd has it (deploy at start: the first connection
+    measured moves too); builds from before deployment on the fly do not."""
+    key = str(binary)
+    if key not in _EAGER:
+        r = subprocess.run([key, "--help"], capture_output=True, text=True, timeout=10)
+        _EAGER[key] = ["--eager"] if "--eager" in r.stdout else []
+    return _EAGER[key]
+
+
 class Hookerd:
     """hookerd on one host (outside the app cgroup), as the bench contract says:
     it prints 'hookerd: ready' once attached and stops cleanly on SIGTERM."""
@@ -215,7 +228,7 @@ class Hookerd:
         argv = [str(binary), "--cgroup", str(host.cgroup),
                 "--iface", host.iface, "--port", str(HOOKER_PORT),
                 "--redirect", str(redirect_port), "--control", str(self.ctl_dir / "ctl.sock"),
-                "--pin-dir", str(self.pin_dir), *extra]
+                "--pin-dir", str(self.pin_dir), *eager_flag(binary), *extra]
         # stderr to a file: a verbose hookerd must never block on a full pipe
         self.err_path = self.ctl_dir / "stderr"
         t0 = time.perf_counter()
@@ -242,6 +255,17 @@ class Hookerd:
         err = self.stderr().strip().splitlines()
         return (f"hookerd on {self.host.name} exited with {self.proc.returncode}: "
                 + (err[-1] if err else "(no message)"))
+
+    def control(self, request: str) -> dict:
+        """One request on hookerd's control socket (what hookerctl sends)."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(self.ctl_dir / "ctl.sock"))
+            s.sendall(request.encode() + b"\n")
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+        return json.loads(out)
 
     def stderr(self) -> str:
         try:

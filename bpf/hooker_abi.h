@@ -134,6 +134,15 @@ static inline __u8 hk_answer_mech(const struct hk_port_rule *r, __u8 mech)
 	return mech;
 }
 
+/* The first mechanism in a HK_MECH_BIT set, or HK_MECH_NONE. */
+static inline __u8 hk_first_mech(__u32 set)
+{
+	for (__u8 m = 1; m < HK_MECH__MAX; m++)
+		if (set & HK_MECH_BIT(m))
+			return m;
+	return HK_MECH_NONE;
+}
+
 /* A slot is a pair of loopback TCP sockets that hookerd keeps ready, so a
  * connection is bound to hookerd inside the kernel, in the established
  * callback, before the application can send a byte. The application's
@@ -221,6 +230,8 @@ enum hk_event_type {
 	HK_EV_CLOSED = 3, /* the application socket is gone */
 	HK_EV_BIND_FAILED = 4, /* negotiated but could not be moved */
 	HK_EV_WRITER_WAITS = 5, /* hk_lanes.writer_waits went up (slot only) */
+	HK_EV_NEED_MECH = 6, /* a connection wanted an undeployed mechanism
+			      * (mech, app); it stayed plain TCP */
 };
 
 struct hk_event {
@@ -271,6 +282,7 @@ enum hk_counter {
 	HK_CNT_WAKE_FAILED,       /* a wake ACK the kernel could not act on */
 	HK_CNT_MECH_NOT_ACCEPTED, /* server: the SYN asked for a mechanism the rule refuses */
 	HK_CNT_PEER_REFUSED_MECH, /* client: the SYN-ACK refused the mechanism asked */
+	HK_CNT_MECH_NOT_DEPLOYED, /* either side: the rule's mechanism is not deployed */
 	HK_CNT__MAX,
 };
 
@@ -282,7 +294,7 @@ enum hk_counter {
 	    "xdp_drop_bad_magic", "xdp_drop_bad_version", "xdp_drop_bad_len",  \
 	    "xdp_drop_unknown_token", "xdp_fin_ack_held", "lane_to_slow",      \
 	    "lane_to_fast", "sends_full", "writers_woken", "wake_failed",      \
-	    "mech_not_accepted", "peer_refused_mech"
+	    "mech_not_accepted", "peer_refused_mech", "mech_not_deployed"
 
 #define HK_MAX_SLOTS 65536
 #define HK_MAX_PORTS 1024

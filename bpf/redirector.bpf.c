@@ -39,6 +39,10 @@
 /* Set by hookerd before load. */
 const volatile __u16 hk_udp_port = 0;
 const volatile __u64 hk_secret[2] = {0, 0};
+/* The mechanisms hookerd has deployed (HK_MECH_BIT each). hookerd writes it
+ * through the mapped .bss as it deploys and undeploys them; a handshake
+ * names only a deployed one, so no connection ever waits for a deployment. */
+volatile __u32 hk_deployed = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
@@ -192,6 +196,11 @@ static __always_inline struct hk_port_rule *rule_of(__u16 port)
 	return bpf_map_lookup_elem(&ports, &port);
 }
 
+static __always_inline int deployed(__u8 mech)
+{
+	return hk_deployed & HK_MECH_BIT(mech);
+}
+
 static __always_inline __u64 mix64(__u64 x)
 {
 	x ^= x >> 33;
@@ -315,6 +324,25 @@ static __always_inline void emit(__u32 type, const struct hk_sk *st,
 	bpf_ringbuf_submit(ev, 0);
 }
 
+/* The rule named a mechanism hookerd has not deployed: this connection
+ * stays plain TCP and hookerd deploys it for the next ones. */
+static __always_inline void need_mech(__u8 mech, const struct hk_flow *app)
+{
+	struct hk_event *ev;
+
+	count(HK_CNT_MECH_NOT_DEPLOYED);
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		count(HK_CNT_EVENT_LOST);
+		return;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->type = HK_EV_NEED_MECH;
+	ev->app = *app;
+	ev->mech = mech;
+	bpf_ringbuf_submit(ev, 0);
+}
+
 /* Both sides agreed: put the application socket in the SOCKHASH and point
  * its sends at its slot. Runs before connect()/accept() return. */
 static __always_inline void bind_conn(struct bpf_sock_ops *skops,
@@ -374,6 +402,7 @@ static __always_inline void on_connect(struct bpf_sock_ops *skops)
 	struct hk_flow f;
 	struct hk_sk *st;
 	__u32 slot;
+	__u8 mech;
 
 	flow_of(skops, &f);
 	if (is_loopback(&f))
@@ -381,6 +410,14 @@ static __always_inline void on_connect(struct bpf_sock_ops *skops)
 	rule = rule_of(f.rport);
 	if (!rule || rule->prefer == HK_MECH_NONE)
 		return;
+	mech = rule->prefer;
+	if (!deployed(mech)) {
+		need_mech(mech, &f);
+		/* Meanwhile another mechanism of the rule will do, if deployed. */
+		mech = hk_first_mech(rule->accept & hk_deployed);
+		if (mech == HK_MECH_NONE)
+			return;
+	}
 	/* Reserve the slot now: if there is none, propose nothing. */
 	if (take_slot(&slot))
 		return;
@@ -392,7 +429,7 @@ static __always_inline void on_connect(struct bpf_sock_ops *skops)
 	st->slot = slot;
 	st->token = random_token();
 	st->state = HK_SK_SYN_SENT;
-	st->mech = rule->prefer;
+	st->mech = mech;
 	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG |
 						 BPF_SOCK_OPS_STATE_CB_FLAG);
 }
@@ -452,6 +489,7 @@ static __always_inline void on_listen(struct bpf_sock_ops *skops)
 struct synack {
 	__u64 token;
 	__u8 mech;
+	__u8 not_deployed; /* the mechanism refused only for that */
 };
 
 /* Decide whether this SYN-ACK accepts Hooker; returns 0 if it carries no
@@ -466,6 +504,7 @@ static __always_inline int synack_answer(struct bpf_sock_ops *skops,
 	struct hk_flow f;
 	struct hk_token tok = {}, *old;
 
+	ans->not_deployed = HK_MECH_NONE;
 	/* In SYN-cookie mode the SYN is not kept: stay plain. */
 	if (skops->args[0] == BPF_WRITE_HDR_TCP_SYNACK_COOKIE) {
 		count(HK_CNT_SYNCOOKIE);
@@ -489,6 +528,10 @@ static __always_inline int synack_answer(struct bpf_sock_ops *skops,
 	if (!rule)
 		return 0;
 	ans->mech = hk_answer_mech(rule, syn.mech);
+	if (ans->mech != HK_MECH_NONE && !deployed(ans->mech)) {
+		ans->not_deployed = ans->mech;
+		ans->mech = HK_MECH_NONE;
+	}
 	if (ans->mech == HK_MECH_NONE) {
 		ans->token = 0;
 		return 1;
@@ -552,12 +595,18 @@ static __always_inline void on_write_hdr_opt(struct bpf_sock_ops *skops)
 	__u8 flags = skops->skb_tcp_flags;
 	struct synack ans;
 	struct hk_sk *st;
+	struct hk_flow f;
 
 	if ((flags & (TCPHDR_SYN | TCPHDR_ACK)) == (TCPHDR_SYN | TCPHDR_ACK)) {
 		/* Only called when the length callback reserved room. */
 		if (!synack_answer(skops, &ans) ||
 		    store_opt(skops, ans.token, ans.mech))
 			return;
+		if (ans.not_deployed) {
+			flow_of(skops, &f);
+			need_mech(ans.not_deployed, &f);
+			return;
+		}
 		count(ans.mech == HK_MECH_NONE ? HK_CNT_MECH_NOT_ACCEPTED
 					       : HK_CNT_SYNACK_OPT_SENT);
 	} else if (flags & TCPHDR_SYN) {

@@ -26,8 +26,11 @@ STARTED: list["Hookerd"] = []  # every hookerd started in this process, in order
 class Hookerd:
     """One hookerd on one host, with its own control socket and pin dir."""
 
-    def __init__(self, host, redirect, udp_port=UDP_PORT, extra=()):
+    def __init__(self, host, redirect, udp_port=UDP_PORT, extra=(), eager=True):
         self.host = host
+        # Tests move the first connection already, unless they test lazy
+        # deployment (the first connection that needs a mechanism stays TCP).
+        self.eager = eager
         self.redirect = list(redirect)
         self.udp_port = udp_port
         self.control = f"/run/hooker-test/{host.netns}.sock"
@@ -42,6 +45,8 @@ class Hookerd:
              "--pin-dir", self.pin_dir]
         for p in self.redirect:
             a += ["--redirect", str(p)]
+        if self.eager:
+            a.append("--eager")
         return a + self.extra
 
     def start(self, timeout=10.0) -> "Hookerd":

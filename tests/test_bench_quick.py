@@ -29,6 +29,11 @@ def test_bench_quick_produces_json_plots_and_report(tmp_path):
     report = (tmp_path / "BENCHMARKS.md").read_text()
     assert "Hooker not available" not in report, report[:2000]
     assert "**paper**" in report
+    # Table 1's per-mechanism deploy: every mechanism deployed 20 times, timed.
+    deploys = {d["mechanism"]: d for d in res["table1"]["deploy_ms"]}
+    assert "udp" in deploys and len(deploys["udp"]["runs"]) == 20, deploys
+    assert all(0 < ms < 1000 for ms in deploys["udp"]["runs"])
+    assert "| this run: deploy `udp` on a running hookerd |" in report
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs, "no plot"
     for p in tmp_path.glob("*.png"):

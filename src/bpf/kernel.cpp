@@ -1,5 +1,6 @@
 #include "bpf/kernel.h"
 
+#include <atomic>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
@@ -243,6 +244,11 @@ Status Kernel::set_rule(const PortRule& r) {
   if (bpf_map_update_elem(bpf_map__fd(redir_->maps.ports), &r.port, &v, BPF_ANY))
     return sys_error("put the rule " + r.str() + " in the policy map");
   return ok();
+}
+
+void Kernel::set_deployed(uint32_t mechs) {
+  // The .bss is mapped into hookerd: the next handshake reads the new set.
+  std::atomic_ref(redir_->bss->hk_deployed).store(mechs, std::memory_order_release);
 }
 
 Result<Listeners::Outcome> Kernel::follow_listeners(const std::vector<uint16_t>& ports) {

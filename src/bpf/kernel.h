@@ -61,6 +61,10 @@ class Kernel {
   // reads it once, so only connections that start afterwards follow.
   Status set_rule(const PortRule& r);
   Status del_rule(uint16_t port);
+  // The mechanisms deployed (HK_MECH_BIT each): from this call on, new
+  // handshakes name only these; a rule's other mechanisms keep their
+  // connections plain and raise HK_EV_NEED_MECH.
+  void set_deployed(uint32_t mechs);
   // Listeners on these ports that were opened before their rule negotiate
   // from now on (bpf/listeners.bpf.c); loads the iterator on first use.
   Result<Listeners::Outcome> follow_listeners(const std::vector<uint16_t>& ports);

@@ -61,6 +61,21 @@ void print_status(const nlohmann::json& j) {
       if (v.get<unsigned long long>()) printf("  %s.%s %llu\n", group, k.c_str(), v.get<unsigned long long>());
 }
 
+void print_mechanisms(const nlohmann::json& mechs) {
+  printf("%-9s %-13s %5s %9s  %s\n", "NAME", "STATE", "CONNS", "LOAD_MS", "LOADED / WHY");
+  for (auto& m : mechs) {
+    std::string load = m.contains("load_ms") ? std::to_string(m["load_ms"].get<double>()) : "-";
+    printf("%-9s %-13s %5llu %9.9s  ", m["name"].get<std::string>().c_str(),
+           m["state"].get<std::string>().c_str(), m["connections"].get<unsigned long long>(),
+           load.c_str());
+    std::string what;
+    for (auto& l : m["loaded"]) what += (what.empty() ? "" : "; ") + l.get<std::string>();
+    if (m.contains("trigger")) what += (what.empty() ? "" : "; ") + m["trigger"].get<std::string>();
+    if (m.contains("last_error")) what += "; failed: " + m["last_error"].get<std::string>();
+    printf("%s\n", what.c_str());
+  }
+}
+
 void print_policy(const nlohmann::json& rules) {
   printf("%-6s %-24s %s\n", "PORT", "ACCEPTS", "ASKS");
   for (auto& r : rules) {
@@ -90,6 +105,18 @@ int main(int argc, char** argv) {
   del->add_option("port", port, "the port of a rule")->required();
   auto* list = policy->add_subcommand("list", "the rules");
   list->add_flag("--json", json, "machine-readable output");
+  auto* mechs = app.add_subcommand("mechanisms", "each mechanism: deployed or not, what it "
+                                                 "loaded, its load cost, connections on it");
+  mechs->add_flag("--json", json, "machine-readable output");
+  std::string name;
+  bool force = false;
+  auto* deploy = app.add_subcommand("deploy", "deploy a mechanism now (else the first "
+                                              "connection needing it does)");
+  deploy->add_option("name", name, "mechanism (hookerctl mechanisms lists them)")->required();
+  auto* undeploy = app.add_subcommand("undeploy", "stop carrying connections with a mechanism; "
+                                                  "new ones on its rules stay TCP until deploy");
+  undeploy->add_option("name", name, "mechanism")->required();
+  undeploy->add_flag("--force", force, "reset the connections using it (else refused)");
   app.require_subcommand(1);
   try {
     app.parse(argc, argv);
@@ -100,10 +127,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   // hookerd checks the rule and the port: one place says what is wrong.
-  std::string req = status->parsed() ? "status"
-                    : add->parsed()  ? "policy add " + rule
-                    : del->parsed()  ? "policy del " + port
-                                     : "policy list";
+  std::string req = status->parsed()   ? "status"
+                    : add->parsed()      ? "policy add " + rule
+                    : del->parsed()      ? "policy del " + port
+                    : mechs->parsed()    ? "mechanisms"
+                    : deploy->parsed()   ? "deploy " + name
+                    : undeploy->parsed() ? "undeploy " + name + (force ? " --force" : "")
+                                         : "policy list";
   std::string err;
   std::string out = ask(control, req, err);
   if (!err.empty()) {
@@ -127,6 +157,13 @@ int main(int argc, char** argv) {
     print_status(j);
   else if (list->parsed())
     print_policy(j["policy"]);
+  else if (mechs->parsed())
+    print_mechanisms(j["mechanisms"]);
+  else if (deploy->parsed())
+    printf("%s %s\n", name.c_str(), j["already"].get<bool>() ? "was already deployed" : "deployed");
+  else if (undeploy->parsed())
+    printf("undeployed %s (%llu connection(s) reset)\n", name.c_str(),
+           j["connections_reset"].get<unsigned long long>());
   else
     printf("%s %s\n", add->parsed() ? "added" : "removed",
            j[add->parsed() ? "added" : "removed"].get<std::string>().c_str());

@@ -71,12 +71,12 @@ std::string Daemon::status_json() const {
       {"slots_created", slots_->created()},
   };
   json mechs = json::object();
-  for (auto& d : mechs_) {
+  deployed_.for_each([&](const MechKind& kind, Mechanism& mech) {
     json m;
-    d.m->status(m);
+    mech.status(m);
     for (auto& [k, v] : m["counters"].items()) daemon[k] = v;
-    mechs[std::string(d.kind->name)] = m;
-  }
+    mechs[std::string(kind.name)] = m;
+  });
   json udp_queue = mechs.contains("udp") ? mechs["udp"]["queue"] : json(nullptr);
   json j = {
       {"hookerd", {{"pid", getpid()},
@@ -123,10 +123,34 @@ void Daemon::on_control() {
           if (c && (c->app.lport == port || c->app.rport == port)) return true;
         return false;
       };
-      out = policy_request(req.substr(6), {opt_.redirect, *kernel_, *fins_, in_use});
+      // With --eager a new rule's mechanisms are deployed with it.
+      auto added = [this](const PortRule& r) {
+        std::string warn;
+        for (uint8_t id : r.mechs) {
+          const MechKind* k = find_mechanism(id);
+          if (!k || deployed_.get(id)) continue;
+          std::string name(k->name);
+          if (deployed_.held_back(*k))  // an undeploy by hand stands
+            warn += name + " is undeployed: connections on this rule stay TCP until "
+                    "hookerctl deploy " + name + ". ";
+          else if (opt_.eager)
+            if (auto s = deployed_.deploy(*k, "policy add " + r.str() + " (--eager)"); !s)
+              warn += s.error().message() + ". ";
+        }
+        return warn;
+      };
+      auto mechs = [this] {
+        return deployed_.json([this](uint8_t id) { return users_of(id).size(); });
+      };
+      out = policy_request(req.substr(6),
+                           {opt_.redirect, *kernel_, *fins_, in_use, added, mechs});
+    } else if (req == "mechanisms" || req.starts_with("deploy ") ||
+               req.starts_with("undeploy ")) {
+      out = mech_request(req);
     } else {
       out = nlohmann::json({{"error", "unknown request '" + req +
-                                          "': use status or policy list|add|del"}})
+                                          "': use status, policy list|add|del, mechanisms, "
+                                          "deploy NAME or undeploy NAME [--force]"}})
                 .dump() + "\n";
     }
     for (size_t off = 0; off < out.size();) {

@@ -64,7 +64,7 @@ Status Daemon::setup() {
   set_libbpf_verbose(opt_.verbose);
   // The mechanisms' sockets first: if the port is taken nothing else is
   // touched.
-  if (auto s = open_mechanisms(); !s) return s;
+  if (auto s = prepare_mechanisms(); !s) return s;
 
   // The control socket next: a second hookerd on the same path must fail
   // before attaching anything.
@@ -163,40 +163,32 @@ Status Daemon::setup() {
                        std::pair{signal_.get(), kSignal}, std::pair{timer_.get(), kTimer},
                        std::pair{control_.get(), kControl}, std::pair{fins_->fd(), kFins}})
     if (auto s = epoll_add(epoll_.get(), fd, EPOLLIN, tag(t)); !s) return s;
-  for (uint32_t i = 0; i < mech_fds_.size(); i++)
-    if (auto s = epoll_add(epoll_.get(), mech_fds_[i].first, EPOLLIN, tag(kMech, i)); !s) return s;
-  return ok();
+  // From here the kernel hears which mechanisms are deployed: handshakes
+  // name them.
+  return deployed_.connect(epoll_.get(), [](uint32_t i) { return tag(kMech, i); }, *kernel_);
 }
 
-// Every compiled-in mechanism, each with its sockets on --port (only `udp`
-// for now: one port, one mechanism).
-Status Daemon::open_mechanisms() {
+// With --eager every mechanism the policy names is deployed now; otherwise
+// each is only checked (its port free, its protocol in the kernel) and is
+// deployed when the first connection needs it.
+Status Daemon::prepare_mechanisms() {
   for (const MechKind& k : mechanisms()) {
-    auto m = k.open(*this, opt_.port);
-    if (!m) return m.error();
-    mechs_.push_back({&k, m.take()});
-    for (int fd : mechs_.back().m->fds()) mech_fds_.emplace_back(fd, mechs_.back().m.get());
+    bool named = false;
+    for (auto& r : opt_.redirect.rules())
+      for (uint8_t m : r.mechs) named |= m == k.id;
+    if (!named) continue;
+    auto s = opt_.eager ? deployed_.deploy(k, "at start (--eager)") : deployed_.check(k);
+    if (!s) return s;
   }
   return ok();
 }
 
 Mechanism* Daemon::mechanism(uint8_t id) const {
   // HK_MECH_NONE: a kernel side that does not name one yet means udp.
-  if (id == HK_MECH_NONE) id = HK_MECH_UDP;
-  for (auto& d : mechs_)
-    if (d.kind->id == id) return d.m.get();
-  return nullptr;
+  return deployed_.get(id == HK_MECH_NONE ? uint8_t{HK_MECH_UDP} : id);
 }
 
-void Daemon::want_writable(int fd, bool on) {
-  for (uint32_t i = 0; i < mech_fds_.size(); i++) {
-    if (mech_fds_[i].first != fd) continue;
-    epoll_event e{};
-    e.events = on ? EPOLLIN | EPOLLOUT : EPOLLIN;
-    e.data.u64 = tag(kMech, i);
-    epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &e);
-  }
-}
+void Daemon::want_writable(int fd, bool on) { deployed_.want_writable(fd, on); }
 
 bool Daemon::expect_token(uint64_t token) {
   // The handshake's event may still be in the ring: read it first.
@@ -242,6 +234,7 @@ int Daemon::on_ring_event(void* self, void* data, size_t size) {
 void Daemon::on_event(const hk_event& ev) {
   if (ev.type == HK_EV_BOUND) return on_bound(ev);
   if (ev.type == HK_EV_WRITER_WAITS) return on_writer_waits(ev.slot);
+  if (ev.type == HK_EV_NEED_MECH) return on_need_mech(ev);
   if (ev.type == HK_EV_BIND_FAILED) {
     if (Mechanism* m = mechanism(ev.mech))
       m->refuse({ev.token, ev.peer_token, remote_addr(ev.app, ev.peer_port)});
@@ -418,13 +411,15 @@ void Daemon::retire(Conn& c) {
 // The end of a loop turn: nothing holds a connection retired in it any more
 // but the lists it waited in. They forget it, then it is freed.
 void Daemon::reap() {
-  for (auto& d : mechs_) d.m->reap();
-  if (graveyard_.empty()) return;
-  std::bitset<kAppWaitKinds> in;
-  for (auto& c : graveyard_) in |= c->waiting;
-  for (auto& l : waiting_)
-    if (in[l.why()]) l.purge();
-  graveyard_.clear();
+  deployed_.for_each([](const MechKind&, Mechanism& m) { m.reap(); });
+  if (!graveyard_.empty()) {
+    std::bitset<kAppWaitKinds> in;
+    for (auto& c : graveyard_) in |= c->waiting;
+    for (auto& l : waiting_)
+      if (in[l.why()]) l.purge();
+    graveyard_.clear();
+  }
+  deployed_.reap();  // undeployed mechanisms, after the connections they carried
 }
 
 Status Daemon::run() {
@@ -443,9 +438,10 @@ Status Daemon::run() {
       switch (t) {
         case kRing: break;
         case kMech:
-          if (idx >= mech_fds_.size()) break;
-          if (evs[i].events & EPOLLOUT) mech_fds_[idx].second->on_writable(mech_fds_[idx].first);
-          if (evs[i].events & EPOLLIN) mech_fds_[idx].second->on_readable(mech_fds_[idx].first);
+          if (auto [fd, m] = deployed_.polled(idx); m) {
+            if (evs[i].events & EPOLLOUT) m->on_writable(fd);
+            if (evs[i].events & EPOLLIN) m->on_readable(fd);
+          }
           break;
         case kSlot:
           if ((evs[i].events & EPOLLOUT) && idx < by_slot_.size() && by_slot_[idx])
@@ -464,7 +460,7 @@ Status Daemon::run() {
     }
     run_deadlines();
     // What waited for room in the mechanisms' queues, and what they queued.
-    for (auto& d : mechs_) d.m->flush();
+    deployed_.for_each([](const MechKind&, Mechanism& m) { m.flush(); });
     reap();
   }
   return ok();

@@ -21,6 +21,7 @@
 #include "bpf/kernel.h"
 #include "core/flow.h"
 #include "core/wait_list.h"
+#include "daemon/deploy.h"
 #include "daemon/fin_hold.h"
 #include "daemon/options.h"
 #include "daemon/slots.h"
@@ -52,9 +53,9 @@ class Daemon final : AppSide, MechHost {
   std::vector<std::pair<std::string, double>> startup_ms;
 
  private:
-  Daemon(const Options& o) : opt_(o) {}
+  Daemon(const Options& o) : opt_(o), deployed_(*this, o.port) {}
   Status setup();
-  Status open_mechanisms();
+  Status prepare_mechanisms();
   Status open_fin_hold();  // runs on a thread while the kernel programs load
   void phase(const char* name);
   std::chrono::steady_clock::time_point phase_t0_ = std::chrono::steady_clock::now();
@@ -64,6 +65,7 @@ class Daemon final : AppSide, MechHost {
   static int on_ring_event(void* self, void* data, size_t size);
   void on_event(const hk_event& ev);
   void on_bound(const hk_event& ev);
+  void on_need_mech(const hk_event& ev);
   bool on_fin(const hk_flow& local, uint32_t id);
   void on_timer();
   void on_control();
@@ -99,16 +101,15 @@ class Daemon final : AppSide, MechHost {
   static uint64_t slot_tag(uint32_t slot);
 
   std::string status_json() const;
+  // mechanisms, deploy NAME, undeploy NAME [--force] (mech_ctl.cpp)
+  std::string mech_request(const std::string& req);
+  std::vector<Conn*> users_of(uint8_t mech) const;
 
   Options opt_;
   BpffsMount bpffs_;  // outlives kernel_: its pins are removed first
   std::unique_ptr<Kernel> kernel_;
   std::optional<SlotPool> slots_;
-  // The mechanisms, opened at start; each polled socket by its index in
-  // mech_fds_ (the epoll tag).
-  struct Deployed { const MechKind* kind; std::unique_ptr<Mechanism> m; };
-  std::vector<Deployed> mechs_;
-  std::vector<std::pair<int, Mechanism*>> mech_fds_;
+  Deployments deployed_;  // the mechanisms, deployed at start or later
   std::unique_ptr<FinHold> fins_;
   ring_buffer* ring_ = nullptr;
   Fd epoll_, signal_, timer_, control_;

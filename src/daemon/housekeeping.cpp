@@ -50,7 +50,7 @@ void Daemon::gc_embryonic() {
   for (auto [tok, slot] : dead)
     if (bpf_map_delete_elem(fd, &tok) == 0) (void)slots_->offer(slot);
   // Early datagrams of a handshake that is gone: nobody will claim them.
-  for (auto& d : mechs_) d.m->housekeeping();
+  deployed_.for_each([](const MechKind&, Mechanism& m) { m.housekeeping(); });
 
   // A FIN-ACK guard older than a minute: the peer keeps its half open. Let
   // the ACK through (the reader risks one EAGAIN) rather than have TCP give

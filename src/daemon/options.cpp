@@ -47,6 +47,9 @@ Result<Options> parse_options(int argc, char** argv) {
   app.add_option("--pin-dir", o.pin_dir, "bpffs directory for pinned maps");
   auto* max_conns = app.add_option("--max-conns", o.max_conns,
                                    "most connections moved at once (default 16384)");
+  app.add_flag("--eager", o.eager,
+               "deploy every mechanism the policy names at start (default: when the first "
+               "connection needs it; that connection stays plain TCP)");
   app.add_flag("-v,--verbose", o.verbose, "log more, including libbpf");
   try {
     app.parse(argc, argv);

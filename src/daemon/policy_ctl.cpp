@@ -36,8 +36,10 @@ json add(const std::string& text, const PolicyTargets& t) {
   }
   std::string added = r->str();
   uint16_t port = r->port;
+  std::string warn = t.added ? t.added(*r) : "";
   (void)t.policy.add(r.take());  // checked above: the port had no rule
   json out = {{"added", added}, {"policy", policy_json(t.policy)}};
+  if (!warn.empty()) out["warning"] = warn;
   // Listeners opened before the rule: the rule stands either way, the
   // answer says which of them stay plain.
   auto f = t.kernel.follow_listeners({port});
@@ -88,7 +90,8 @@ std::string policy_request(const std::string& args, const PolicyTargets& t) {
   auto w = words(args);
   json out;
   if (w.size() == 1 && w[0] == "list")
-    out = {{"policy", policy_json(t.policy)}, {"fin_hold_idling", t.fins.idling()}};
+    out = {{"policy", policy_json(t.policy)}, {"fin_hold_idling", t.fins.idling()},
+           {"mechanisms", t.mechanisms ? t.mechanisms() : json::array()}};
   else if (w.size() == 2 && w[0] == "add")
     out = add(w[1], t);
   else if (w.size() == 2 && w[0] == "del")

@@ -22,6 +22,10 @@ struct PolicyTargets {
   // Whether a moved connection on this port (either end) is still alive:
   // its FINs stay held after its rule goes.
   std::function<bool(uint16_t port)> port_in_use;
+  // Runs once a rule is in place; what it returns, if anything, is a warning.
+  std::function<std::string(const PortRule&)> added;
+  // What is deployed, when and at what cost (policy list shows it too).
+  std::function<nlohmann::json()> mechanisms;
 };
 
 // `args` is what follows "policy" in the request. Returns the JSON answer,

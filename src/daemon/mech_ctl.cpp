@@ -1,0 +1,90 @@
+// `mechanisms`, `deploy NAME`, `undeploy NAME [--force]` on the control
+// socket, and deployment at a connection's first need.
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "daemon/daemon.h"
+
+namespace hooker {
+
+namespace {
+using nlohmann::json;
+
+json refused(const std::string& why) { return {{"error", why}}; }
+
+std::string known_list() {
+  std::string s;
+  for (const MechKind& k : mechanisms()) s += (s.empty() ? "" : ", ") + std::string(k.name);
+  return s;
+}
+
+std::string endpoint(const hk_flow& f, bool local) {
+  std::string a = addr_str(f, local);
+  if (f.family != AF_INET) a = "[" + a + "]";
+  return a + ":" + std::to_string(local ? f.lport : f.rport);
+}
+}  // namespace
+
+std::vector<Conn*> Daemon::users_of(uint8_t mech) const {
+  std::vector<Conn*> v;
+  for (auto& c : by_slot_)
+    if (c && !c->retired && c->mech_id == mech) v.push_back(c.get());
+  return v;
+}
+
+// The kernel kept a connection plain because its rule names a mechanism
+// not deployed here: deploy it for the connections after it.
+void Daemon::on_need_mech(const hk_event& ev) {
+  const MechKind* k = find_mechanism(ev.mech);
+  if (!k || deployed_.get(k->id) || deployed_.held_back(*k) || !deployed_.retry_due(*k)) return;
+  std::string why = "first needed by " + endpoint(ev.app, true) + " - " + endpoint(ev.app, false);
+  if (auto s = deployed_.deploy(*k, why); !s) log(s.error().message());
+}
+
+std::string Daemon::mech_request(const std::string& req) {
+  std::istringstream in(req);
+  std::vector<std::string> w;
+  for (std::string x; in >> x;) w.push_back(x);
+  auto users = [this](uint8_t id) { return users_of(id).size(); };
+  json out;
+  const MechKind* k = w.size() >= 2 ? find_mechanism(w[1]) : nullptr;
+  bool force = w.size() == 3 && w[2] == "--force";
+  if (w.size() == 1 && w[0] == "mechanisms") {
+    out = {{"mechanisms", deployed_.json(users)}};
+  } else if (w.size() >= 2 && !k && (w[0] == "deploy" || w[0] == "undeploy")) {
+    out = refused(w[0] + " " + w[1] + ": unknown mechanism: use " + known_list());
+  } else if (w.size() == 2 && w[0] == "deploy") {
+    bool was = deployed_.get(k->id) != nullptr;
+    if (auto s = deployed_.deploy(*k, "hookerctl deploy"); !s)
+      out = refused(s.error().message());
+    else
+      out = {{"deployed", k->name}, {"already", was}, {"mechanisms", deployed_.json(users)}};
+  } else if (w[0] == "undeploy" && (w.size() == 2 || force)) {
+    auto live = users_of(k->id);
+    if (!live.empty() && !force) {
+      std::string list;
+      for (size_t i = 0; i < live.size() && i < 5; i++)
+        list += (i ? ", " : "") + endpoint(live[i]->app, true) + " - " +
+                endpoint(live[i]->app, false);
+      if (live.size() > 5) list += ", ...";
+      out = refused("undeploy " + w[1] + ": " + std::to_string(live.size()) +
+                    " connection(s) use it (" + list + "): undeploy " + w[1] +
+                    " --force resets them");
+    } else {
+      // Each peer is told and both applications get ECONNRESET; then the
+      // mechanism goes (its sockets at the end of this loop turn).
+      for (Conn* c : live) c->mech->reset("mechanism " + w[1] + " undeployed");
+      deployed_.undeploy(*k);
+      out = {{"undeployed", k->name},
+             {"connections_reset", live.size()},
+             {"mechanisms", deployed_.json(users)}};
+    }
+  } else {
+    out = refused("malformed request '" + req +
+                  "': use mechanisms, deploy NAME or undeploy NAME [--force]");
+  }
+  return out.dump(2) + "\n";
+}
+
+}  // namespace hooker
