@@ -55,7 +55,7 @@ std::string Daemon::status_json() const {
   json kernel;
   auto k = kernel_->counters();
   for (int i = 0; i < HK_CNT__MAX; i++) kernel[kCounterNames[i]] = k[i];
-  // The application side's counters, then each mechanism's (their names
+  // The application side's counters, then the mechanisms' (their names
   // stay flat here, as before the split, and also under "mechanisms").
   json daemon = {
       {"rst_injected", cnt_.rst_injected},
@@ -74,7 +74,9 @@ std::string Daemon::status_json() const {
   deployed_.for_each([&](const MechKind& kind, Mechanism& mech) {
     json m;
     mech.status(m);
-    for (auto& [k, v] : m["counters"].items()) daemon[k] = v;
+    // Flat: summed over the mechanisms (each one's own are under "mechanisms").
+    for (auto& [k, v] : m["counters"].items())
+      daemon[k] = daemon.value(k, uint64_t{0}) + v.get<uint64_t>();
     mechs[std::string(kind.name)] = m;
   });
   json udp_queue = mechs.contains("udp") ? mechs["udp"]["queue"] : json(nullptr);

@@ -14,12 +14,9 @@ Result<std::unique_ptr<Mechanism>> udplite_open(MechHost& host, uint16_t port);
 std::unique_ptr<Mechanism> udplite_over(MechHost& host, std::unique_ptr<DatagramIo> io);
 
 namespace {
-// udp last: hookerctl status's flat counters ("daemon") are each
-// mechanism's in turn, the last one's winning, and they meant udp's before
-// there were more (src/daemon/control.cpp).
 const std::array kMechanisms = {
-    MechKind{"udplite", HK_MECH_UDPLITE, /*reliable=*/false, udplite_open, udplite_over},
     MechKind{"udp", HK_MECH_UDP, /*reliable=*/false, udp_open, udp_over},
+    MechKind{"udplite", HK_MECH_UDPLITE, /*reliable=*/false, udplite_open, udplite_over},
 };
 }  // namespace
 

@@ -94,8 +94,8 @@ def test_first_need_deploys_on_each_host(bed, tmp_path):
 
 @pytest.fixture
 def eager(bed):
-    a = Hookerd(bed.a, [5201]).start()
-    b = Hookerd(bed.b, [5201]).start()
+    a = Hookerd(bed.a, [5201, "5203=udplite"]).start()
+    b = Hookerd(bed.b, [5201, "5203=udplite"]).start()
     yield bed, a, b
     assert a.stop() == 0, a.stderr()
     assert b.stop() == 0, b.stderr()
@@ -120,6 +120,13 @@ def ending(p) -> str:
     return how
 
 
+def closed_cleanly(srv, cli) -> bool:
+    """The client closes; the server must see the end of the stream."""
+    cli.stdin.write("close\n")
+    cli.stdin.flush()
+    return cli.wait(timeout=15) == 0 and ending(srv) == "eof"
+
+
 def test_eager_deploys_at_start(eager):
     _, a, _ = eager
     m = mechs(a)["udp"]
@@ -127,6 +134,7 @@ def test_eager_deploys_at_start(eager):
     assert {x["name"]: x for x in listed}["udp"] == m
     assert m["state"] == "deployed" and m["trigger"] == "at start (--eager)"
     assert m["connections"] == 0 and m["load_ms"] > 0
+    assert mechs(a)["udplite"]["state"] == "deployed"
     text = ctl(a, "mechanisms")
     assert text.returncode == 0
     assert text.stdout.splitlines()[1].split()[:3] == ["udp", "deployed", "0"]
@@ -134,56 +142,57 @@ def test_eager_deploys_at_start(eager):
 
 def test_undeploy_refused_in_use_then_forced_resets_exactly_its_connections(eager, tmp_path):
     bed, a, b = eager
-    moved_srv, moved_cli = hold(bed, 5201)
-    plain_srv, plain_cli = hold(bed, 5202)  # outside the policy: plain TCP
-    assert a.counter("moved_active") == 1
-    assert mechs(a)["udp"]["connections"] == 1
+    udp = hold(bed, 5201)
+    lite = hold(bed, 5203)
+    plain = hold(bed, 5202)  # outside the policy: plain TCP
+    assert a.counter("moved_active") == 2
+    assert mechs(a)["udp"]["connections"] == 1 and mechs(a)["udplite"]["connections"] == 1
 
-    r = ctl(a, "undeploy", "udp")
+    r = ctl(a, "undeploy", "udplite")
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r
-    assert "undeploy udp: 1 connection(s) use it (" in r.stderr
-    assert f"{bed.b.ip4}:5201" in r.stderr and "--force resets them" in r.stderr
-    assert mechs(a)["udp"]["state"] == "deployed"
+    assert "undeploy udplite: 1 connection(s) use it (" in r.stderr
+    assert f"{bed.b.ip4}:5203" in r.stderr and "--force resets them" in r.stderr
+    assert mechs(a)["udplite"]["state"] == "deployed"
 
-    r = ctl(a, "undeploy", "udp", "--force")
-    assert r.returncode == 0 and r.stdout.strip() == "undeployed udp (1 connection(s) reset)", r
-    # Both applications of the moved connection see ECONNRESET; the plain
-    # one is untouched and ends as its applications end it.
-    assert ending(moved_cli) == "reset" and ending(moved_srv) == "reset"
-    plain_cli.stdin.write("close\n")
-    plain_cli.stdin.flush()
-    assert plain_cli.wait(timeout=15) == 0
-    assert ending(plain_srv) == "eof"
-    m = mechs(a)["udp"]
+    r = ctl(a, "undeploy", "udplite", "--force")
+    assert r.returncode == 0, r
+    assert r.stdout.strip() == "undeployed udplite (1 connection(s) reset)", r
+    # Both applications of the udplite connection see ECONNRESET; the udp
+    # and the plain one are untouched and end as their applications end them.
+    lite_srv, lite_cli = lite
+    assert ending(lite_cli) == "reset" and ending(lite_srv) == "reset"
+    assert closed_cleanly(*udp) and closed_cleanly(*plain)
+    m = mechs(a)["udplite"]
     assert (m["state"], m["connections"], m["loaded"]) == ("undeployed", 0, [])
+    assert mechs(a)["udp"]["state"] == "deployed"
 
     # Undeployed stays undeployed: new connections on its rule stay TCP and
     # work, and do not deploy it again.
     sums = make_files(tmp_path, {"f": 510_000})
     http_server(bed.b, tmp_path, 5301)
-    r = ctl(a, "policy", "add", "5301")
-    assert r.returncode == 0 and ctl(b, "policy", "add", "5301").returncode == 0
-    assert "warning: udp is undeployed: connections on this rule stay TCP until " \
-        "hookerctl deploy udp" in r.stderr
-    with bed.a.capture("tcp or udp") as cap:
+    r = ctl(a, "policy", "add", "5301=udplite")
+    assert r.returncode == 0 and ctl(b, "policy", "add", "5301=udplite").returncode == 0
+    assert "warning: udplite is undeployed: connections on this rule stay TCP until " \
+        "hookerctl deploy udplite" in r.stderr
+    with bed.a.capture("tcp or udp or ip proto 136") as cap:
         assert fetch(bed.a, url(bed.b, 5301, "f"), tmp_path / "g1") == sums["f"]
     assert cap.tcp_payload_bytes(5301) >= 510_000
     assert a.counter("mech_not_deployed") >= 1
-    assert mechs(a)["udp"]["state"] == "undeployed"
+    assert mechs(a)["udplite"]["state"] == "undeployed"
 
     # Deployed again by hand: the next connection moves.
-    r = ctl(a, "deploy", "udp")
-    assert r.returncode == 0 and r.stdout.strip() == "udp deployed", r
-    with bed.a.capture("tcp or udp") as cap:
+    r = ctl(a, "deploy", "udplite")
+    assert r.returncode == 0 and r.stdout.strip() == "udplite deployed", r
+    with bed.a.capture("tcp or udp or ip proto 136") as cap:
         assert fetch(bed.a, url(bed.b, 5301, "f"), tmp_path / "g2") == sums["f"]
     assert cap.tcp_payload_bytes(5301) == 0
-    m = mechs(a)["udp"]
+    m = mechs(a)["udplite"]
     assert m["deploys"] == 2 and m["trigger"] == "hookerctl deploy"
 
 
 BAD = [
-    (["deploy", "frob"], "deploy frob: unknown mechanism: use udp"),
-    (["undeploy", "tcp"], "undeploy tcp: unknown mechanism: use udp"),
+    (["deploy", "frob"], "deploy frob: unknown mechanism: use udp, udplite"),
+    (["undeploy", "tcp"], "undeploy tcp: unknown mechanism: use udp, udplite"),
 ]
 
 
