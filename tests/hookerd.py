@@ -7,6 +7,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -79,6 +80,18 @@ class Hookerd:
                            capture_output=True, text=True, timeout=10)
         assert r.returncode == 0, f"hookerctl status: rc={r.returncode} {r.stderr}"
         return json.loads(r.stdout)
+
+    def raw_request(self, line: bytes) -> dict:
+        """One request on the control socket, as a client other than
+        hookerctl could send it; the JSON answer."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(self.control)
+            s.sendall(line)
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+        return json.loads(out)
 
     def counter(self, name: str) -> int:
         c = self.status()["counters"]

@@ -1,9 +1,7 @@
 """Issue 9's live policy: `hookerctl policy add|del|list` changes which ports
 move while hookerd runs; new connections follow, established ones do not
 notice, and bad input changes nothing."""
-import hashlib
 import json
-import socket
 import subprocess
 
 import pytest
@@ -123,19 +121,6 @@ def test_policy_list_shows_the_rules(hooked):
     assert a.status()["hookerd"]["redirect"] == policy(a)
 
 
-def _raw(hd, line: bytes) -> dict:
-    """One request on the control socket, as a client other than hookerctl
-    could send it."""
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(5)
-        s.connect(hd.control)
-        s.sendall(line)
-        out = b""
-        while chunk := s.recv(65536):
-            out += chunk
-    return json.loads(out)
-
-
 BAD = [
     (["add", "0"], "policy add 0: port out of range: use 1..65535"),
     (["add", "70000"], "policy add 70000: port out of range"),
@@ -167,7 +152,7 @@ def test_bad_policy_input_changes_nothing(hooked, args, want):
 def test_malformed_control_requests_are_refused(hooked, line):
     bed, a, _ = hooked
     before = policy(a)
-    answer = _raw(a, line)
+    answer = a.raw_request(line)
     assert list(answer) == ["error"] and "\n" not in answer["error"], answer
     assert policy(a) == before
 

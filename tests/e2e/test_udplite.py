@@ -10,7 +10,7 @@ import pytest
 
 from apps import CLIENT, PY, SINK, fetch, http_server, listening, make_files, url
 from hookerd import HOOKERCTL, UDP_PORT, Hookerd, wait_for
-from testbed import Capture, parse_pcap
+from testbed import Capture
 
 PORT = 8000
 # The checksum coverage Hooker sets: the 8-byte UDP-Lite header and the
