@@ -160,7 +160,7 @@ int main(int argc, char** argv) {
   else if (mechs->parsed())
     print_mechanisms(j["mechanisms"]);
   else if (deploy->parsed())
-    printf("%s %s\n", name.c_str(), j["already"].get<bool>() ? "was already deployed" : "deployed");
+    printf("%s deployed\n", name.c_str());
   else if (undeploy->parsed())
     printf("undeployed %s (%llu connection(s) reset)\n", name.c_str(),
            j["connections_reset"].get<unsigned long long>());

@@ -267,11 +267,20 @@ void Daemon::on_bound(const hk_event& ev) {
   PeerInfo peer{ev.token, ev.peer_token, remote_addr(ev.app, ev.peer_port)};
   Mechanism* m = mechanism(ev.mech);
   if (!m) {
-    // The kernel agreed on a mechanism this hookerd does not have: nothing
-    // can carry the bytes. Its slot goes back with it.
+    // The kernel agreed on a mechanism this hookerd does not have (any
+    // more: undeployed between the handshake and now). Nothing can carry
+    // the bytes: both applications are reset as TCP would, the slot goes back.
     cnt_.conns_unknown_mech++;
-    fprintf(stderr, "hookerd: %s negotiated unknown mechanism %u\n", to_string(ev.app).c_str(),
-            ev.mech);
+    fprintf(stderr, "hookerd: reset %s: it negotiated mechanism %u, which is not deployed\n",
+            to_string(ev.app).c_str(), ev.mech);
+    Conn c(static_cast<AppSide&>(*this));
+    c.app = ev.app;
+    c.snd_nxt = ev.snd_nxt;
+    c.rcv_nxt = ev.rcv_nxt;
+    cnt_.rst_injected += inject_->reset(c);
+    bpf_map_delete_elem(kernel_->tokens_fd(), &ev.token);
+    if (auto st = slots_->recycle(ev.slot); !st)
+      fprintf(stderr, "hookerd: slot %u lost: %s\n", ev.slot, st.error().message().c_str());
     return;
   }
   auto c = std::make_unique<Conn>(static_cast<AppSide&>(*this));

@@ -54,12 +54,13 @@ std::string Daemon::mech_request(const std::string& req) {
     out = {{"mechanisms", deployed_.json(users)}};
   } else if (w.size() >= 2 && !k && (w[0] == "deploy" || w[0] == "undeploy")) {
     out = refused(w[0] + " " + w[1] + ": unknown mechanism: use " + known_list());
+  } else if (w.size() == 2 && w[0] == "deploy" && deployed_.get(k->id)) {
+    out = refused("deploy " + w[1] + ": already deployed (hookerctl mechanisms shows it)");
   } else if (w.size() == 2 && w[0] == "deploy") {
-    bool was = deployed_.get(k->id) != nullptr;
     if (auto s = deployed_.deploy(*k, "hookerctl deploy"); !s)
       out = refused(s.error().message());
     else
-      out = {{"deployed", k->name}, {"already", was}, {"mechanisms", deployed_.json(users)}};
+      out = {{"deployed", k->name}, {"mechanisms", deployed_.json(users)}};
   } else if (w[0] == "undeploy" && (w.size() == 2 || force)) {
     auto live = users_of(k->id);
     if (!live.empty() && !force) {

@@ -193,6 +193,7 @@ def test_undeploy_refused_in_use_then_forced_resets_exactly_its_connections(eage
 BAD = [
     (["deploy", "frob"], "deploy frob: unknown mechanism: use udp, udplite"),
     (["undeploy", "tcp"], "undeploy tcp: unknown mechanism: use udp, udplite"),
+    (["deploy", "udp"], "deploy udp: already deployed (hookerctl mechanisms shows it)"),
 ]
 
 
