@@ -53,7 +53,7 @@ class Daemon final : AppSide, MechHost {
   std::vector<std::pair<std::string, double>> startup_ms;
 
  private:
-  Daemon(const Options& o) : opt_(o), deployed_(*this, o.port) {}
+  Daemon(const Options& o) : opt_(o), deployed_(*this, MechConfig{o.port, o.ifaces, o.udplite_impl}) {}
   Status setup();
   Status prepare_mechanisms();
   Status open_fin_hold();  // runs on a thread while the kernel programs load

@@ -24,7 +24,7 @@ std::string utc_now() {
 constexpr auto kRetryAfter = std::chrono::seconds(1);
 }  // namespace
 
-Deployments::Deployments(MechHost& host, uint16_t port) : host_(host), port_(port) {
+Deployments::Deployments(MechHost& host, MechConfig cfg) : host_(host), cfg_(std::move(cfg)) {
   for (const MechKind& k : mechanisms()) {
     Entry e;
     e.kind = &k;
@@ -99,7 +99,7 @@ Status Deployments::deploy(const MechKind& k, std::string trigger) {
   e.held_back = false;
   if (e.m) return ok();
   auto t0 = std::chrono::steady_clock::now();
-  auto m = k.open(host_, port_);
+  auto m = k.open(host_, cfg_);
   if (!m) {
     e.error = m.error().message();
     e.failed_at = std::chrono::steady_clock::now();
@@ -157,7 +157,7 @@ bool Deployments::retry_due(const MechKind& k) const {
 
 Status Deployments::check(const MechKind& k) {
   if (entry(k).m) return ok();
-  auto m = k.open(host_, port_);
+  auto m = k.open(host_, cfg_);
   if (!m) return m.error();
   return ok();  // closed again: deployed when needed
 }

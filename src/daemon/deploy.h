@@ -21,8 +21,8 @@ namespace hooker {
 
 class Deployments {
  public:
-  // One entry per compiled-in mechanism, none deployed, sockets on `port`.
-  Deployments(MechHost& host, uint16_t port);
+  // One entry per compiled-in mechanism, none deployed.
+  Deployments(MechHost& host, MechConfig cfg);
 
   // Where deployed mechanisms' sockets are polled (under tag(i), i an index
   // for polled()) and which kernel hears what is deployed. Mechanisms
@@ -74,7 +74,7 @@ class Deployments {
   void tell_kernel();
 
   MechHost& host_;
-  uint16_t port_;
+  MechConfig cfg_;
   std::vector<Entry> all_;
   int epoll_ = -1;
   std::function<uint64_t(uint32_t)> tag_;

@@ -47,6 +47,10 @@ Result<Options> parse_options(int argc, char** argv) {
   app.add_option("--pin-dir", o.pin_dir, "bpffs directory for pinned maps");
   auto* max_conns = app.add_option("--max-conns", o.max_conns,
                                    "most connections moved at once (default 16384)");
+  app.add_option("--udplite-impl", o.udplite_impl,
+                 "who makes udplite's datagrams: kernel (UDP-Lite sockets), ebpf (UDP "
+                 "sockets whose datagrams BPF programs turn into UDP-Lite and back) or auto "
+                 "(default: kernel where it has UDP-Lite, else ebpf)");
   app.add_flag("--eager", o.eager,
                "deploy every mechanism the policy names at start (default: when the first "
                "connection needs it; that connection stays plain TCP)");
@@ -63,6 +67,8 @@ Result<Options> parse_options(int argc, char** argv) {
   if (xdp_mode != "auto" && xdp_mode != "native" && xdp_mode != "generic" && xdp_mode != "tc")
     return Error{"--xdp-mode " + xdp_mode + ": use auto, native, generic or tc", 0};
   o.xdp_mode = xdp_mode;
+  if (o.udplite_impl != "auto" && o.udplite_impl != "kernel" && o.udplite_impl != "ebpf")
+    return Error{"--udplite-impl " + o.udplite_impl + ": use kernel, ebpf or auto", 0};
   if (port < 1 || port > 65535)
     return Error{"--port " + std::to_string(port) + " is out of range: use 1..65535", 0};
   o.port = static_cast<uint16_t>(port);

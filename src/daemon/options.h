@@ -20,6 +20,7 @@ struct Options {
   std::string pin_dir = "/sys/fs/bpf/hooker";
   uint32_t max_conns = 16384;
   bool max_conns_given = false;  // else fitted to the open-files limit
+  std::string udplite_impl = "auto";  // kernel, ebpf or auto (kernel where it has UDP-Lite)
   bool eager = false;  // deploy the policy's mechanisms at start, not at first need
   bool verbose = false;
 };

@@ -158,13 +158,20 @@ class DatagramIo {
   uint64_t datagrams_sent = 0, datagrams_received = 0, truncated = 0;
 };
 
+// What hookerd tells a mechanism it deploys.
+struct MechConfig {
+  uint16_t port = 0;                // its sockets' port (the one the TCP option names)
+  std::vector<std::string> ifaces;  // where kernel programs of its own attach
+  std::string udplite_impl = "auto";  // udplite: kernel, ebpf, or auto (probe)
+};
+
 // The compiled-in mechanisms, by name and by the id the handshake names.
 struct MechKind {
   std::string_view name;
   uint8_t id;      // enum hk_mech
   bool reliable;   // every byte arrives; else an exact prefix, then a reset
-  // With its own sockets on `port` (hookerd).
-  Result<std::unique_ptr<Mechanism>> (*open)(MechHost& host, uint16_t port);
+  // With its own sockets (hookerd).
+  Result<std::unique_ptr<Mechanism>> (*open)(MechHost& host, const MechConfig& cfg);
   // Over a given datagram I/O (the conformance suite).
   std::unique_ptr<Mechanism> (*over)(MechHost& host, std::unique_ptr<DatagramIo> io);
 };

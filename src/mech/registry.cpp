@@ -8,9 +8,9 @@
 
 namespace hooker {
 
-Result<std::unique_ptr<Mechanism>> udp_open(MechHost& host, uint16_t port);
+Result<std::unique_ptr<Mechanism>> udp_open(MechHost& host, const MechConfig& cfg);
 std::unique_ptr<Mechanism> udp_over(MechHost& host, std::unique_ptr<DatagramIo> io);
-Result<std::unique_ptr<Mechanism>> udplite_open(MechHost& host, uint16_t port);
+Result<std::unique_ptr<Mechanism>> udplite_open(MechHost& host, const MechConfig& cfg);
 std::unique_ptr<Mechanism> udplite_over(MechHost& host, std::unique_ptr<DatagramIo> io);
 
 namespace {

@@ -224,8 +224,8 @@ std::unique_ptr<Mechanism> udp_over(MechHost& host, std::unique_ptr<DatagramIo> 
   return std::make_unique<UdpMechanism>(host, std::move(io), HK_MECH_UDP);
 }
 
-Result<std::unique_ptr<Mechanism>> udp_open(MechHost& host, uint16_t port) {
-  auto s = UdpSocket::open(port);
+Result<std::unique_ptr<Mechanism>> udp_open(MechHost& host, const MechConfig& cfg) {
+  auto s = UdpSocket::open(cfg.port);
   if (!s) return s.error();
   return udp_over(host, s.take());
 }

@@ -33,8 +33,8 @@ std::unique_ptr<Mechanism> udplite_over(MechHost& host, std::unique_ptr<Datagram
   return std::make_unique<UdpMechanism>(host, std::move(io), HK_MECH_UDPLITE);
 }
 
-Result<std::unique_ptr<Mechanism>> udplite_open(MechHost& host, uint16_t port) {
-  auto s = UdpSocket::open(port, udplite_proto());
+Result<std::unique_ptr<Mechanism>> udplite_open(MechHost& host, const MechConfig& cfg) {
+  auto s = UdpSocket::open(cfg.port, udplite_proto());
   if (!s) return s.error();
   return udplite_over(host, s.take());
 }
