@@ -25,6 +25,11 @@ enum hk_mech {
 	HK_MECH_UDP = 1,
 	HK_MECH_UDPLITE = 2,
 	HK_MECH_QUIC = 3,
+	/* Not a transport: the connection stays TCP, with the congestion
+	 * control its rule names (hk_port_rule.cc). It has a deployed bit like
+	 * the others (hookerd registers its BPF algorithms), but no handshake
+	 * ever names it: its rules accept and ask for nothing. */
+	HK_MECH_TCP_CC = 4,
 	HK_MECH__MAX,
 };
 
@@ -117,10 +122,16 @@ struct hk_sk {
 
 /* One rule: what this host accepts as a server on the port and what it asks
  * for as a client, in one value so each handshake step is one lookup. */
+#define HK_CC_NAME_MAX 16 /* TCP_CA_NAME_MAX, with the NUL */
+
 struct hk_port_rule {
 	__u8 accept; /* HK_MECH_BIT of each mechanism accepted */
 	__u8 prefer; /* the mechanism asked for: the rule's first */
 	__u16 pad;
+	/* A tcp-cc rule: the TCP congestion control set on the port's
+	 * connections, client and server side, NUL-padded; accept and prefer
+	 * are then 0 (it moves nothing). Empty in every other rule. */
+	char cc[HK_CC_NAME_MAX];
 };
 
 /* The server's answer to a SYN asking for `mech`: the mechanism it
@@ -283,6 +294,8 @@ enum hk_counter {
 	HK_CNT_MECH_NOT_ACCEPTED, /* server: the SYN asked for a mechanism the rule refuses */
 	HK_CNT_PEER_REFUSED_MECH, /* client: the SYN-ACK refused the mechanism asked */
 	HK_CNT_MECH_NOT_DEPLOYED, /* either side: the rule's mechanism is not deployed */
+	HK_CNT_CC_SET,            /* tcp-cc: connections given their rule's congestion control */
+	HK_CNT_CC_FAILED,         /* tcp-cc: the kernel refused it (not registered, not allowed) */
 	HK_CNT__MAX,
 };
 
@@ -294,7 +307,8 @@ enum hk_counter {
 	    "xdp_drop_bad_magic", "xdp_drop_bad_version", "xdp_drop_bad_len",  \
 	    "xdp_drop_unknown_token", "xdp_fin_ack_held", "lane_to_slow",      \
 	    "lane_to_fast", "sends_full", "writers_woken", "wake_failed",      \
-	    "mech_not_accepted", "peer_refused_mech", "mech_not_deployed"
+	    "mech_not_accepted", "peer_refused_mech", "mech_not_deployed",   \
+	    "cc_set", "cc_failed"
 
 #define HK_MAX_SLOTS 65536
 #define HK_MAX_PORTS 1024

@@ -23,6 +23,7 @@
 #define SOL_TCP 6
 #define TCP_SAVE_SYN 27
 #define TCP_NOTSENT_LOWAT 25
+#define TCP_CONGESTION 13
 #define TCPHDR_SYN 0x02
 #define TCPHDR_ACK 0x10
 #define ENOMSG 42
@@ -394,6 +395,33 @@ fail:
 	bpf_sock_ops_cb_flags_set(skops, 0);
 }
 
+/* ---- tcp-cc ----------------------------------------------------------- */
+
+/* A tcp-cc rule: this connection stays TCP (no option, no slot) and runs
+ * the rule's congestion control, set here, before its first segment
+ * (client) or its first data (server). Only while hookerd has tcp-cc
+ * deployed, so the algorithm it names is registered: otherwise the
+ * connection keeps the namespace's default and hookerd deploys it for the
+ * next ones. A name the kernel does not know (an object undeployed since)
+ * leaves the default too, counted. */
+static __always_inline void set_cc(struct bpf_sock_ops *skops,
+				   const struct hk_port_rule *rule,
+				   const struct hk_flow *f)
+{
+	char name[HK_CC_NAME_MAX];
+
+	if (!deployed(HK_MECH_TCP_CC)) {
+		need_mech(HK_MECH_TCP_CC, f);
+		return;
+	}
+	__builtin_memcpy(name, rule->cc, sizeof(name));
+	name[HK_CC_NAME_MAX - 1] = 0;
+	if (bpf_setsockopt(skops, SOL_TCP, TCP_CONGESTION, name, sizeof(name)))
+		count(HK_CNT_CC_FAILED);
+	else
+		count(HK_CNT_CC_SET);
+}
+
 /* ---- active side ------------------------------------------------------ */
 
 static __always_inline void on_connect(struct bpf_sock_ops *skops)
@@ -408,7 +436,13 @@ static __always_inline void on_connect(struct bpf_sock_ops *skops)
 	if (is_loopback(&f))
 		return;
 	rule = rule_of(f.rport);
-	if (!rule || rule->prefer == HK_MECH_NONE)
+	if (!rule)
+		return;
+	if (rule->cc[0]) {
+		set_cc(skops, rule, &f);
+		return;
+	}
+	if (rule->prefer == HK_MECH_NONE)
 		return;
 	mech = rule->prefer;
 	if (!deployed(mech)) {
@@ -549,6 +583,7 @@ static __always_inline int synack_answer(struct bpf_sock_ops *skops,
 
 static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 {
+	struct hk_port_rule *rule;
 	struct hk_tcp_opt syn;
 	struct hk_token *tok;
 	struct hk_flow f;
@@ -557,9 +592,16 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 
 	/* Children inherit the listener's option callbacks; stop them. */
 	bpf_sock_ops_cb_flags_set(skops, 0);
+	flow_of(skops, &f);
+	/* Called for every accepted connection: a tcp-cc rule needs no option
+	 * (and its SYN carries none from a client whose rule is tcp-cc too). */
+	rule = rule_of(f.lport);
+	if (rule && rule->cc[0] && !is_loopback(&f)) {
+		set_cc(skops, rule, &f);
+		return;
+	}
 	if (load_opt(skops, &syn, BPF_LOAD_HDR_OPT_TCP_SYN))
 		return;
-	flow_of(skops, &f);
 	token = passive_token(bpf_be64_to_cpu(syn.token), &f);
 	tok = bpf_map_lookup_elem(&tokens, &token);
 	if (!tok || tok->state != HK_TOKEN_EMBRYONIC)

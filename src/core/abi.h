@@ -17,4 +17,4 @@ static_assert(sizeof(hk_token) == 16);
 static_assert(sizeof(hk_event) == 88);
 static_assert(sizeof(hk_lanes) == 96);
 static_assert(sizeof(hk_send) == 32);
-static_assert(sizeof(hk_port_rule) == 4);
+static_assert(sizeof(hk_port_rule) == 4 + HK_CC_NAME_MAX);

@@ -1,22 +1,65 @@
 #include "core/policy.h"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
+#include <cstring>
 
 namespace hooker {
 
 namespace {
 // Indexed by enum hk_mech.
-constexpr const char* kMechNames[] = {"none", "udp", "udplite", "quic"};
+constexpr const char* kMechNames[] = {"none", "udp", "udplite", "quic", "tcp-cc"};
 static_assert(sizeof(kMechNames) / sizeof(kMechNames[0]) == HK_MECH__MAX);
+
+// What a mechanism takes after its colon. A mechanism that gets options
+// (udplite:cov=N) gives its syntax here and checks them in check_opts.
+struct OptSpec {
+  const char* syntax;  // "" : takes none
+  bool required;
+  bool alone;  // no other mechanism in its rule (it moves nothing)
+};
+OptSpec opt_spec(uint8_t mech) {
+  if (mech == HK_MECH_TCP_CC) return {"NAME", true, true};
+  return {"", false, false};
+}
+
+// The options' meaning, once the syntax says some are there.
+std::optional<std::string> check_opts(uint8_t mech, const std::string& opts) {
+  if (mech == HK_MECH_TCP_CC && !cc_name_valid(opts))
+    return "tcp-cc:" + opts + ": a congestion control's name is 1 to " +
+           std::to_string(HK_CC_NAME_MAX - 1) + " letters, digits, '_' or '-' (tcp-cc:hk_vegas)";
+  return std::nullopt;
+}
 
 std::string implemented_list() {
   std::string s;
-  for (uint8_t m = 1; m < HK_MECH__MAX; m++)
-    if (mech_implemented(m)) s += (s.empty() ? "" : ", ") + std::string(kMechNames[m]);
+  for (uint8_t m = 1; m < HK_MECH__MAX; m++) {
+    if (!mech_implemented(m)) continue;
+    OptSpec o = opt_spec(m);
+    s += (s.empty() ? "" : ", ") + std::string(kMechNames[m]) +
+         (o.required ? std::string(":") + o.syntax : "");
+  }
   return s;
 }
 }  // namespace
+
+bool cc_name_valid(const std::string& name) {
+  if (name.empty() || name.size() >= HK_CC_NAME_MAX) return false;
+  for (char c : name)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') return false;
+  return true;
+}
+
+std::string PortRule::opt(uint8_t mech) const {
+  auto it = opts.find(mech);
+  return it == opts.end() ? "" : it->second;
+}
+
+std::string PortRule::mech_str(uint8_t mech) const {
+  auto it = opts.find(mech);
+  return mech_name(mech) + (it == opts.end() ? "" : ":" + it->second);
+}
 
 std::string mech_name(uint8_t mech) {
   return mech < HK_MECH__MAX ? kMechNames[mech] : "mech " + std::to_string(mech);
@@ -29,11 +72,16 @@ std::optional<uint8_t> mech_by_name(const std::string& name) {
 }
 
 bool mech_implemented(uint8_t mech) {
-  return mech == HK_MECH_UDP || mech == HK_MECH_UDPLITE;
+  return mech == HK_MECH_UDP || mech == HK_MECH_UDPLITE || mech == HK_MECH_TCP_CC;
 }
 
 hk_port_rule PortRule::kernel() const {
   hk_port_rule k{};
+  if (std::string name = cc(); !name.empty()) {
+    // Moves nothing: no handshake asks for or accepts a mechanism here.
+    std::memcpy(k.cc, name.data(), std::min(name.size(), sizeof(k.cc) - 1));
+    return k;
+  }
   for (uint8_t m : mechs) k.accept |= static_cast<__u8>(HK_MECH_BIT(m));
   k.prefer = mechs.front();
   return k;
@@ -41,7 +89,7 @@ hk_port_rule PortRule::kernel() const {
 
 std::string PortRule::str() const {
   std::string s = std::to_string(port);
-  for (size_t i = 0; i < mechs.size(); i++) s += (i ? "," : "=") + mech_name(mechs[i]);
+  for (size_t i = 0; i < mechs.size(); i++) s += (i ? "," : "=") + mech_str(mechs[i]);
   return s;
 }
 
@@ -51,10 +99,11 @@ Result<PortRule> parse_rule(const std::string& text) {
   int port = -1;
   auto [end, ec] = std::from_chars(port_s.data(), port_s.data() + port_s.size(), port);
   if (port_s.empty() || ec != std::errc() || end != port_s.data() + port_s.size())
-    return Error{"not PORT[=MECH[,MECH...]] (for example 8080=udp)", 0};
+    return Error{"not PORT[=MECH[,MECH...]], MECH[:OPTS] (for example 8080=udp or "
+                 "8080=tcp-cc:hk_vegas)", 0};
   if (port < 1 || port > 65535)
     return Error{"port out of range: use 1..65535", 0};
-  PortRule r{static_cast<uint16_t>(port), {}};
+  PortRule r{static_cast<uint16_t>(port), {}, {}};
   if (eq == std::string::npos) {
     r.mechs.push_back(HK_MECH_UDP);  // PORT alone: what it always meant
     return r;
@@ -62,7 +111,9 @@ Result<PortRule> parse_rule(const std::string& text) {
   std::string list = text.substr(eq + 1);
   for (size_t at = 0;;) {
     size_t comma = list.find(',', at);
-    std::string name = list.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+    std::string item = list.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+    size_t colon = item.find(':');
+    std::string name = item.substr(0, colon);
     auto m = mech_by_name(name);
     if (!m)
       return Error{"unknown mechanism '" + name + "': use " + implemented_list(), 0};
@@ -70,10 +121,30 @@ Result<PortRule> parse_rule(const std::string& text) {
       return Error{"mechanism " + name + " is not implemented yet: use " + implemented_list(), 0};
     if (std::find(r.mechs.begin(), r.mechs.end(), *m) != r.mechs.end())
       return Error{"mechanism " + name + " is named twice", 0};
+    OptSpec spec = opt_spec(*m);
+    if (colon == std::string::npos && spec.required)
+      return Error{"mechanism " + name + " needs its options: " + name + ":" + spec.syntax, 0};
+    if (colon != std::string::npos) {
+      std::string opts = item.substr(colon + 1);
+      if (!*spec.syntax)
+        return Error{"mechanism " + name + " takes no options (" + item + ")", 0};
+      if (auto why = check_opts(*m, opts)) return Error{*why, 0};
+      r.opts[*m] = opts;
+    }
     r.mechs.push_back(*m);
     if (comma == std::string::npos) break;
     at = comma + 1;
   }
+  // A mechanism that moves nothing cannot share a rule with one that moves:
+  // the connection either stays TCP or it does not.
+  for (uint8_t m : r.mechs)
+    if (opt_spec(m).alone && r.mechs.size() > 1)
+      return Error{"mechanism " + mech_name(m) + " stands alone in a rule: the connection stays "
+                   "TCP, so it cannot be moved onto " +
+                       mech_name(r.mechs[r.mechs.front() == m ? 1 : 0]) +
+                       " too (one rule per port: " + std::to_string(r.port) + "=" +
+                       r.mech_str(m) + ")",
+                   0};
   return r;
 }
 

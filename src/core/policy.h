@@ -1,10 +1,15 @@
 // The policy: which server TCP ports move, and onto which mechanisms. One
-// grammar for `--redirect` and `hookerctl policy add`: PORT[=MECH[,MECH...]],
-// PORT alone meaning udp. The first mechanism is what this host asks for as
-// a client; all of them are what it accepts as a server (hk_port_rule).
+// grammar for `--redirect` and `hookerctl policy add`:
+// PORT[=MECH[:OPTS][,MECH[:OPTS]...]], PORT alone meaning udp. The first
+// mechanism is what this host asks for as a client; all of them are what it
+// accepts as a server (hk_port_rule). OPTS are the mechanism's own, checked
+// by its entry in policy.cpp: `tcp-cc:NAME` (the connection stays TCP, with
+// congestion control NAME) needs one and stands alone in its rule; udp and
+// udplite take none yet.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,9 +22,16 @@ namespace hooker {
 struct PortRule {
   uint16_t port = 0;
   std::vector<uint8_t> mechs;  // enum hk_mech, in the order given; never empty
+  // Each mechanism's options as given after its colon, by enum hk_mech (a
+  // rule names a mechanism once); absent: none.
+  std::map<uint8_t, std::string> opts;
 
+  std::string opt(uint8_t mech) const;  // "" if none
+  // The congestion control of a tcp-cc rule, "" for a rule that moves.
+  std::string cc() const { return opt(HK_MECH_TCP_CC); }
   hk_port_rule kernel() const;  // the `ports` map's value
-  std::string str() const;      // "8080=udp,udplite"
+  std::string str() const;      // "8080=udp,udplite", "8080=tcp-cc:hk_vegas"
+  std::string mech_str(uint8_t mech) const;  // "tcp-cc:hk_vegas", "udp"
 };
 
 // The mechanism's name ("udp"), or "mech N" for one this build does not know.
@@ -28,6 +40,9 @@ std::string mech_name(uint8_t mech);
 std::optional<uint8_t> mech_by_name(const std::string& name);
 // What hookerd can carry today; a rule naming another is refused.
 bool mech_implemented(uint8_t mech);
+// Whether NAME can be a TCP congestion control's name (TCP_CA_NAME_MAX);
+// whether one is registered is the kernel's to say.
+bool cc_name_valid(const std::string& name);
 
 // Parses one rule; the error names what is wrong and what to give instead
 // (the caller says where the text came from).

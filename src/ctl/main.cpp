@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -99,8 +100,10 @@ int main(int argc, char** argv) {
   policy->require_subcommand(1);
   std::string rule, port;
   auto* add = policy->add_subcommand("add", "move new connections on PORT (default mechanism: udp)");
-  add->add_option("rule", rule, "PORT[=MECH[,MECH...]]: the first mechanism is asked for as a "
-                                "client, all are accepted as a server")->required();
+  add->add_option("rule", rule, "PORT[=MECH[:OPTS][,MECH...]]: the first mechanism is asked for "
+                                "as a client, all are accepted as a server; PORT=tcp-cc:NAME "
+                                "keeps the port's connections TCP with congestion control NAME")
+      ->required();
   auto* del = policy->add_subcommand("del", "new connections on PORT stay TCP");
   del->add_option("port", port, "the port of a rule")->required();
   auto* list = policy->add_subcommand("list", "the rules");
@@ -108,11 +111,14 @@ int main(int argc, char** argv) {
   auto* mechs = app.add_subcommand("mechanisms", "each mechanism: deployed or not, what it "
                                                  "loaded, its load cost, connections on it");
   mechs->add_flag("--json", json, "machine-readable output");
-  std::string name;
+  std::string name, object;
   bool force = false;
   auto* deploy = app.add_subcommand("deploy", "deploy a mechanism now (else the first "
                                               "connection needing it does)");
   deploy->add_option("name", name, "mechanism (hookerctl mechanisms lists them)")->required();
+  deploy->add_option("--object", object,
+                     "tcp-cc: a BPF object with your congestion control(s) (struct_ops "
+                     "tcp_congestion_ops), loaded and registered; rules may then name them");
   auto* undeploy = app.add_subcommand("undeploy", "stop carrying connections with a mechanism; "
                                                   "new ones on its rules stay TCP until deploy");
   undeploy->add_option("name", name, "mechanism")->required();
@@ -127,11 +133,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   // hookerd checks the rule and the port: one place says what is wrong.
+  // hookerd opens the object: the path must not depend on our directory.
+  if (!object.empty()) object = std::filesystem::absolute(object).lexically_normal().string();
   std::string req = status->parsed()   ? "status"
                     : add->parsed()      ? "policy add " + rule
                     : del->parsed()      ? "policy del " + port
                     : mechs->parsed()    ? "mechanisms"
-                    : deploy->parsed()   ? "deploy " + name
+                    : deploy->parsed()   ? "deploy " + name + (object.empty() ? "" : " --object " + object)
                     : undeploy->parsed() ? "undeploy " + name + (force ? " --force" : "")
                                          : "policy list";
   std::string err;
@@ -159,7 +167,11 @@ int main(int argc, char** argv) {
     print_policy(j["policy"]);
   else if (mechs->parsed())
     print_mechanisms(j["mechanisms"]);
-  else if (deploy->parsed())
+  else if (deploy->parsed() && !object.empty()) {
+    std::string what;
+    for (auto& l : j["added"]) what += (what.empty() ? "" : "; ") + l.get<std::string>();
+    printf("%s: registered %s\n", name.c_str(), what.c_str());
+  } else if (deploy->parsed())
     printf("%s deployed\n", name.c_str());
   else if (undeploy->parsed())
     printf("undeployed %s (%llu connection(s) reset)\n", name.c_str(),

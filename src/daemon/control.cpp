@@ -109,7 +109,7 @@ void Daemon::on_control() {
     timeval tv{1, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    char buf[256];
+    char buf[4352];  // deploy NAME --object FILE: a path up to PATH_MAX
     ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
     if (n <= 0) continue;
     std::string req(buf, static_cast<size_t>(n));
@@ -144,15 +144,16 @@ void Daemon::on_control() {
       auto mechs = [this] {
         return deployed_.json([this](uint8_t id) { return users_of(id).size(); });
       };
-      out = policy_request(req.substr(6),
-                           {opt_.redirect, *kernel_, *fins_, in_use, added, mechs});
+      out = policy_request(req.substr(6), {opt_.redirect, *kernel_, *fins_, in_use,
+                                           check_rule, added, mechs});
     } else if (req == "mechanisms" || req.starts_with("deploy ") ||
                req.starts_with("undeploy ")) {
       out = mech_request(req);
     } else {
       out = nlohmann::json({{"error", "unknown request '" + req +
                                           "': use status, policy list|add|del, mechanisms, "
-                                          "deploy NAME or undeploy NAME [--force]"}})
+                                          "deploy NAME [--object FILE] or undeploy NAME "
+                                          "[--force]"}})
                 .dump() + "\n";
     }
     for (size_t off = 0; off < out.size();) {

@@ -1,4 +1,5 @@
 #include "daemon/daemon.h"
+#include "daemon/policy_ctl.h"
 
 #include "daemon/tuning.h"
 
@@ -172,6 +173,9 @@ Status Daemon::setup() {
 // each is only checked (its port free, its protocol in the kernel) and is
 // deployed when the first connection needs it.
 Status Daemon::prepare_mechanisms() {
+  for (auto& r : opt_.redirect.rules())
+    if (std::string why = check_rule(r); !why.empty())
+      return Error{"--redirect " + r.str() + ": " + why, 0};
   for (const MechKind& k : mechanisms()) {
     bool named = false;
     for (auto& r : opt_.redirect.rules())

@@ -94,28 +94,40 @@ Status Deployments::connect(int epoll_fd, std::function<uint64_t(uint32_t)> tag,
   return ok();
 }
 
-Status Deployments::deploy(const MechKind& k, std::string trigger) {
+Status Deployments::deploy(const MechKind& k, std::string trigger, const std::string& object) {
   Entry& e = entry(k);
+  bool held_back = e.held_back;
   e.held_back = false;
-  if (e.m) return ok();
+  if (e.m && object.empty()) return ok();
   auto t0 = std::chrono::steady_clock::now();
-  auto m = k.open(host_, cfg_);
-  if (!m) {
-    e.error = m.error().message();
-    e.failed_at = std::chrono::steady_clock::now();
-    return Error{"deploy " + std::string(k.name) + ": " + e.error, 0};
+  bool fresh = !e.m;
+  if (fresh) {
+    auto m = k.open(host_, cfg_);
+    if (!m) {
+      e.error = m.error().message();
+      e.failed_at = std::chrono::steady_clock::now();
+      return Error{"deploy " + std::string(k.name) + ": " + e.error, 0};
+    }
+    e.m = m.take();
+    if (epoll_ >= 0)
+      if (auto s = poll(e); !s) {
+        unpoll(e.m.get());
+        e.m.reset();
+        e.error = s.error().message();
+        return s;
+      }
   }
-  e.m = m.take();
-  if (epoll_ >= 0)
-    if (auto s = poll(e); !s) {
-      for (auto& [fd, mech] : fds_)
-        if (mech == e.m.get()) {
-          epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr);
-          fd = -1, mech = nullptr;
-        }
-      e.m.reset();
-      e.error = s.error().message();
-      return s;
+  if (!object.empty())
+    if (auto s = e.m->load_object(object); !s) {
+      // The request failed, not the mechanism: as it was before it.
+      if (fresh) {
+        unpoll(e.m.get());
+        e.m.reset();
+      }
+      e.held_back = held_back;
+      return Error{"deploy " + std::string(k.name) + " --object " + object + ": " +
+                       s.error().message(),
+                   0};
     }
   tell_kernel();
   e.load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
@@ -125,11 +137,19 @@ Status Deployments::deploy(const MechKind& k, std::string trigger) {
   e.at = utc_now();
   e.error.clear();
   if (!announce_) return ok();  // at start: a failed start says one line only
-  char line[256];
-  snprintf(line, sizeof(line), "deployed %s in %.2f ms (%s)", std::string(k.name).c_str(),
-           e.load_ms, e.trigger.c_str());
+  char line[512];
+  snprintf(line, sizeof(line), "deployed %s%s%s in %.2f ms (%s)", std::string(k.name).c_str(),
+           object.empty() ? "" : " --object ", object.c_str(), e.load_ms, e.trigger.c_str());
   host_.log(line);
   return ok();
+}
+
+void Deployments::unpoll(Mechanism* m) {
+  for (auto& [fd, mech] : fds_)
+    if (mech == m) {
+      epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr);
+      fd = -1, mech = nullptr;
+    }
 }
 
 void Deployments::undeploy(const MechKind& k) {
@@ -139,11 +159,7 @@ void Deployments::undeploy(const MechKind& k) {
   std::unique_ptr<Mechanism> m = std::move(e.m);
   tell_kernel();  // first: no new handshake names it
   m->flush();     // the resets of its connections leave
-  for (auto& [fd, mech] : fds_)
-    if (mech == m.get()) {
-      epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr);
-      fd = -1, mech = nullptr;
-    }
+  unpoll(m.get());
   // Its connections were retired this turn and are freed at its end: the
   // mechanism outlives them.
   retired_.push_back(std::move(m));

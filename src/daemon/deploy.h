@@ -40,8 +40,10 @@ class Deployments {
   }
 
   // Opens its sockets (and whatever else it loads), polls them, then tells
-  // the kernel: from then on handshakes may name it.
-  Status deploy(const MechKind& k, std::string trigger);
+  // the kernel: from then on handshakes may name it. With `object`, a
+  // user's BPF object goes into it too (MechKind::takes_objects), deployed
+  // first if it was not; if the object fails, nothing changes.
+  Status deploy(const MechKind& k, std::string trigger, const std::string& object = "");
   // Tells the kernel first (no new connection names it), then closes it at
   // the end of the loop turn (reap): its connections must have been reset.
   // Until deploy() it is held back: a connection needing it stays TCP.
@@ -71,6 +73,7 @@ class Deployments {
   Entry& entry(const MechKind& k);
   const Entry& entry(const MechKind& k) const;
   Status poll(Entry& e);
+  void unpoll(Mechanism* m);  // its sockets' tags become {-1, null}
   void tell_kernel();
 
   MechHost& host_;

@@ -1,5 +1,6 @@
-// `mechanisms`, `deploy NAME`, `undeploy NAME [--force]` on the control
-// socket, and deployment at a connection's first need.
+// `mechanisms`, `deploy NAME [--object FILE]`, `undeploy NAME [--force]` on
+// the control socket, and deployment at a connection's first need.
+#include <algorithm>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -43,9 +44,17 @@ void Daemon::on_need_mech(const hk_event& ev) {
 }
 
 std::string Daemon::mech_request(const std::string& req) {
-  std::istringstream in(req);
+  // FILE is the rest of the line (a path may hold spaces); hookerctl sends
+  // it absolute.
+  constexpr std::string_view kObject = " --object ";
+  size_t at = req.find(kObject);
+  std::string object = at == std::string::npos ? "" : req.substr(at + kObject.size());
+  std::istringstream in(req.substr(0, at));
   std::vector<std::string> w;
   for (std::string x; in >> x;) w.push_back(x);
+  if (at != std::string::npos && (w.size() != 2 || w[0] != "deploy" || object.empty()))
+    return json(refused("malformed request '" + req + "': --object FILE goes with deploy NAME"))
+               .dump(2) + "\n";
   auto users = [this](uint8_t id) { return users_of(id).size(); };
   json out;
   const MechKind* k = w.size() >= 2 ? find_mechanism(w[1]) : nullptr;
@@ -54,6 +63,25 @@ std::string Daemon::mech_request(const std::string& req) {
     out = {{"mechanisms", deployed_.json(users)}};
   } else if (w.size() >= 2 && !k && (w[0] == "deploy" || w[0] == "undeploy")) {
     out = refused(w[0] + " " + w[1] + ": unknown mechanism: use " + known_list());
+  } else if (!object.empty() && !k->takes_objects) {
+    out = refused("deploy " + w[1] + " --object " + object + ": " + w[1] +
+                  " takes no BPF object (tcp-cc does)");
+  } else if (!object.empty()) {
+    auto before = deployed_.json(users);
+    if (auto s = deployed_.deploy(*k, "hookerctl deploy --object " + object, object); !s) {
+      out = refused(s.error().message());
+    } else {
+      // What the object registered: the lines it added to `loaded`.
+      json added = json::array(), was;
+      for (auto& m : before)
+        if (m["name"] == k->name) was = m["loaded"];
+      for (auto& m : deployed_.json(users))
+        if (m["name"] == k->name)
+          for (auto& l : m["loaded"])
+            if (std::find(was.begin(), was.end(), l) == was.end()) added.push_back(l);
+      out = {{"deployed", k->name}, {"object", object}, {"added", added},
+             {"mechanisms", deployed_.json(users)}};
+    }
   } else if (w.size() == 2 && w[0] == "deploy" && deployed_.get(k->id)) {
     out = refused("deploy " + w[1] + ": already deployed (hookerctl mechanisms shows it)");
   } else if (w.size() == 2 && w[0] == "deploy") {
@@ -83,7 +111,7 @@ std::string Daemon::mech_request(const std::string& req) {
     }
   } else {
     out = refused("malformed request '" + req +
-                  "': use mechanisms, deploy NAME or undeploy NAME [--force]");
+                  "': use mechanisms, deploy NAME [--object FILE] or undeploy NAME [--force]");
   }
   return out.dump(2) + "\n";
 }

@@ -1,5 +1,7 @@
 #include "daemon/policy_ctl.h"
 
+#include "mech/tcp_cc/tcp_cc.h"
+
 #include <charconv>
 #include <sstream>
 #include <vector>
@@ -29,6 +31,8 @@ json add(const std::string& text, const PolicyTargets& t) {
     return refused("policy add " + text + ": port " + std::to_string(r->port) +
                    " already has a rule (" + old->str() + "): policy del " +
                    std::to_string(r->port) + " first");
+  if (std::string why = t.check ? t.check(*r) : ""; !why.empty())
+    return refused("policy add " + text + ": " + why);
   if (auto s = t.fins.add_ports({r->port}); !s) return refused("policy add " + text + ": " + s.error().message());
   if (auto s = t.kernel.set_rule(*r); !s) {
     (void)t.fins.remove_port(r->port);
@@ -76,11 +80,18 @@ json policy_json(const Policy& p) {
   json rules = json::array();
   for (auto& r : p.rules()) {
     json accept = json::array();
-    for (uint8_t m : r.mechs) accept.push_back(mech_name(m));
-    rules.push_back({{"port", r.port}, {"accept", accept}, {"ask", mech_name(r.mechs.front())},
+    // With each mechanism's options (tcp-cc:hk_vegas).
+    for (uint8_t m : r.mechs) accept.push_back(r.mech_str(m));
+    rules.push_back({{"port", r.port}, {"accept", accept}, {"ask", r.mech_str(r.mechs.front())},
                      {"rule", r.str()}});
   }
   return rules;
+}
+
+std::string check_rule(const PortRule& r) {
+  if (std::string cc = r.cc(); !cc.empty())
+    if (auto s = tcp_cc_known(cc); !s) return s.error().message();
+  return "";
 }
 
 void sweep_fin_rules(const PolicyTargets& t) { t.fins.sweep(t.port_in_use); }
@@ -98,7 +109,7 @@ std::string policy_request(const std::string& args, const PolicyTargets& t) {
     out = del(w[1], t);
   else
     out = refused("malformed policy request 'policy" + args +
-                  "': use policy list, policy add PORT[=MECH[,MECH...]] or policy del PORT");
+                  "': use policy list, policy add PORT[=MECH[:OPTS][,MECH...]] or policy del PORT");
   return out.dump(2) + "\n";
 }
 

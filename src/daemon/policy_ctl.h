@@ -22,6 +22,9 @@ struct PolicyTargets {
   // Whether a moved connection on this port (either end) is still alive:
   // its FINs stay held after its rule goes.
   std::function<bool(uint16_t port)> port_in_use;
+  // Runs before anything changes: what it returns, if anything, refuses the
+  // rule (a tcp-cc rule naming an algorithm the kernel does not know).
+  std::function<std::string(const PortRule&)> check;
   // Runs once a rule is in place; what it returns, if anything, is a warning.
   std::function<std::string(const PortRule&)> added;
   // What is deployed, when and at what cost (policy list shows it too).
@@ -31,6 +34,11 @@ struct PolicyTargets {
 // `args` is what follows "policy" in the request. Returns the JSON answer,
 // {"error": "..."} with nothing changed when the request is refused.
 std::string policy_request(const std::string& args, const PolicyTargets& t);
+
+// What parse_rule cannot know: whether a tcp-cc rule's algorithm exists
+// (built in here, or registered in the kernel now). "" if the rule may go
+// in, else why not (PolicyTargets::check; --redirect at start).
+std::string check_rule(const PortRule& r);
 
 // The rules as JSON (policy list, hookerctl status).
 nlohmann::json policy_json(const Policy& p);

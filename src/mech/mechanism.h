@@ -131,6 +131,12 @@ class Mechanism {
   // What deploying it put in place (sockets, BPF objects), one line each,
   // for `hookerctl mechanisms`.
   virtual std::vector<std::string> loaded() const = 0;
+  // A user's BPF object added to it (`hookerctl deploy NAME --object FILE`),
+  // for mechanisms made of BPF objects (MechKind::takes_objects); on error
+  // nothing of it stays.
+  virtual Status load_object(const std::string& path) {
+    return Error{"takes no --object (" + path + ")", 0};
+  }
 };
 
 // Datagrams in and out, batched, buffers owned by the I/O. The real one is
@@ -172,10 +178,15 @@ struct MechKind {
   bool reliable;   // every byte arrives; else an exact prefix, then a reset
   // With its own sockets (hookerd).
   Result<std::unique_ptr<Mechanism>> (*open)(MechHost& host, const MechConfig& cfg);
-  // Over a given datagram I/O (the conformance suite).
+  // Over a given datagram I/O (the conformance suite). Null for one that
+  // carries no bytes (tcp-cc: the connection stays TCP).
   std::unique_ptr<Mechanism> (*over)(MechHost& host, std::unique_ptr<DatagramIo> io);
+  bool takes_objects = false;  // deploy NAME --object FILE (Mechanism::load_object)
 };
+// Every compiled-in mechanism, deployable.
 std::span<const MechKind> mechanisms();
+// Those that carry a connection's bytes (`over`): the conformance suite's.
+std::span<const MechKind> carriers();
 const MechKind* find_mechanism(std::string_view name);
 const MechKind* find_mechanism(uint8_t id);
 

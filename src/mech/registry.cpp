@@ -12,15 +12,21 @@ Result<std::unique_ptr<Mechanism>> udp_open(MechHost& host, const MechConfig& cf
 std::unique_ptr<Mechanism> udp_over(MechHost& host, std::unique_ptr<DatagramIo> io);
 Result<std::unique_ptr<Mechanism>> udplite_open(MechHost& host, const MechConfig& cfg);
 std::unique_ptr<Mechanism> udplite_over(MechHost& host, std::unique_ptr<DatagramIo> io);
+Result<std::unique_ptr<Mechanism>> tcp_cc_open(MechHost& host, const MechConfig& cfg);
 
 namespace {
 const std::array kMechanisms = {
     MechKind{"udp", HK_MECH_UDP, /*reliable=*/false, udp_open, udp_over},
     MechKind{"udplite", HK_MECH_UDPLITE, /*reliable=*/false, udplite_open, udplite_over},
+    // Carries nothing (the connection stays TCP): after every carrier.
+    MechKind{"tcp-cc", HK_MECH_TCP_CC, /*reliable=*/true, tcp_cc_open, nullptr,
+             /*takes_objects=*/true},
 };
+constexpr size_t kCarriers = 2;  // the entries with `over`, first
 }  // namespace
 
 std::span<const MechKind> mechanisms() { return kMechanisms; }
+std::span<const MechKind> carriers() { return std::span(kMechanisms).first(kCarriers); }
 
 const MechKind* find_mechanism(std::string_view name) {
   for (const MechKind& k : kMechanisms)

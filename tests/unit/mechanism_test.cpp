@@ -421,7 +421,7 @@ TEST_P(Conformance, BrokenApplicationSideResetsBoth) {
   expect_exact_or_loud();
 }
 
-INSTANTIATE_TEST_SUITE_P(Registry, Conformance, ::testing::ValuesIn(mechanisms()),
+INSTANTIATE_TEST_SUITE_P(Registry, Conformance, ::testing::ValuesIn(carriers()),
                          [](const auto& info) { return std::string(info.param.name); });
 
 // udp's and udplite's own: a frame naming another mechanism (the other of

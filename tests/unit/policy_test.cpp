@@ -28,6 +28,15 @@ TEST(Policy, BadRulesSayWhy) {
       {"8080=quic", "quic is not implemented yet"},
       {"8080=udplite,quic", "quic is not implemented yet"},
       {"8080=udp,udp", "udp is named twice"},
+      {"8080=tcp-cc", "tcp-cc needs its options: tcp-cc:NAME"},
+      {"8080=tcp-cc:", "a congestion control's name is 1 to 15"},
+      {"8080=tcp-cc:sixteen_chars_xx", "a congestion control's name is 1 to 15"},
+      {"8080=tcp-cc:bad/name", "a congestion control's name"},
+      {"8080=tcp-cc:hk_vegas,udp", "tcp-cc stands alone in a rule"},
+      {"8080=udplite,tcp-cc:hk_vegas", "tcp-cc stands alone in a rule"},
+      {"8080=tcp-cc:a,tcp-cc:b", "tcp-cc is named twice"},
+      {"8080=udp:cov=8", "udp takes no options (udp:cov=8)"},
+      {"8080=frob:x", "unknown mechanism 'frob': use udp, udplite, tcp-cc:NAME"},
   };
   for (auto& c : cases) {
     auto r = parse_rule(c.text);
@@ -44,6 +53,34 @@ TEST(Policy, UdpLiteIsAMechanism) {
   hk_port_rule k = r->kernel();
   EXPECT_EQ(k.accept, HK_MECH_BIT(HK_MECH_UDP) | HK_MECH_BIT(HK_MECH_UDPLITE));
   EXPECT_EQ(k.prefer, HK_MECH_UDPLITE);
+}
+
+// tcp-cc:NAME keeps the connection TCP: the kernel's rule asks for and
+// accepts no mechanism, and carries the name for bpf_setsockopt.
+TEST(Policy, TcpCcCarriesItsAlgorithmName) {
+  auto r = parse_rule("8080=tcp-cc:hk_vegas");
+  ASSERT_TRUE(r) << r.error().what;
+  EXPECT_EQ(r->mechs, std::vector<uint8_t>{HK_MECH_TCP_CC});
+  EXPECT_EQ(r->cc(), "hk_vegas");
+  EXPECT_EQ(r->opt(HK_MECH_UDP), "");
+  EXPECT_EQ(r->str(), "8080=tcp-cc:hk_vegas");
+  EXPECT_EQ(parse_rule(r->str())->str(), r->str());
+  hk_port_rule k = r->kernel();
+  EXPECT_EQ(k.accept, 0);
+  EXPECT_EQ(k.prefer, HK_MECH_NONE);
+  EXPECT_STREQ(k.cc, "hk_vegas");
+  // A SYN asking this port for any mechanism, even "tcp-cc", is refused.
+  for (uint8_t m = 0; m < HK_MECH__MAX + 2; m++) EXPECT_EQ(hk_answer_mech(&k, m), HK_MECH_NONE);
+  // The longest name fits with its NUL.
+  auto longest = parse_rule("1=tcp-cc:fifteen_chars_x");
+  ASSERT_TRUE(longest);
+  EXPECT_STREQ(longest->kernel().cc, "fifteen_chars_x");
+}
+
+TEST(Policy, RulesThatMoveCarryNoAlgorithm) {
+  hk_port_rule k = parse_rule("8080=udp,udplite")->kernel();
+  EXPECT_EQ(k.cc[0], '\0');
+  EXPECT_TRUE(parse_rule("8080=udp")->opts.empty());
 }
 
 TEST(Policy, OneRulePerPort) {
@@ -63,9 +100,9 @@ TEST(Policy, OneRulePerPort) {
 // answers HK_MECH_NONE (a refusal the client counts) otherwise, including
 // for mechanisms it has never heard of.
 TEST(Policy, ServerConfirmsOnlyWhatItsRuleAccepts) {
-  hk_port_rule udp_only{static_cast<__u8>(HK_MECH_BIT(HK_MECH_UDP)), HK_MECH_UDP, 0};
+  hk_port_rule udp_only{static_cast<__u8>(HK_MECH_BIT(HK_MECH_UDP)), HK_MECH_UDP, 0, {}};
   hk_port_rule both{static_cast<__u8>(HK_MECH_BIT(HK_MECH_UDP) | HK_MECH_BIT(HK_MECH_UDPLITE)),
-                    HK_MECH_UDP, 0};
+                    HK_MECH_UDP, 0, {}};
   EXPECT_EQ(hk_answer_mech(&udp_only, HK_MECH_UDP), HK_MECH_UDP);
   EXPECT_EQ(hk_answer_mech(&udp_only, HK_MECH_UDPLITE), HK_MECH_NONE);
   EXPECT_EQ(hk_answer_mech(&udp_only, HK_MECH_QUIC), HK_MECH_NONE);
