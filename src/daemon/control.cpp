@@ -100,7 +100,12 @@ std::string Daemon::status_json() const {
 }
 
 void Daemon::on_control() {
-  for (;;) {
+  // One request per loop turn: what a request retires (an undeployed
+  // mechanism, with its sockets and BPF objects) is freed at the end of the
+  // turn, before the next request may need it again (deploy right after
+  // undeploy: the port, the algorithm's name). The listening socket stays
+  // readable for the requests waiting (level-triggered).
+  for (bool once = true; once; once = false) {
     int fd = accept4(control_.get(), nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) return;
     Fd client(fd);
