@@ -418,26 +418,40 @@ class Suite:
             d = wl.Hookerd(self.hookerd, bed.a, wl.HTTP_PORT)
             try:
                 for m in d.control("mechanisms")["mechanisms"]:
-                    name, row = m["name"], {"mechanism": m["name"], "runs": [], "request_ms": []}
-                    self.log(f"deploy cost: {name} x{self.cfg['deploy_runs']}")
-                    for _ in range(self.cfg["deploy_runs"]):
-                        d.control(f"undeploy {name}")
-                        t0 = time.perf_counter()
-                        ans = d.control(f"deploy {name}")
-                        row["request_ms"].append((time.perf_counter() - t0) * 1000)
-                        if "error" in ans:
-                            row["error"] = ans["error"]
-                            break
-                        got = next(x for x in ans["mechanisms"] if x["name"] == name)
-                        row["runs"].append(got["load_ms"])
-                        row["loaded"] = got["loaded"]
-                    if row["runs"]:
-                        row["median"] = median(row["runs"])
-                        row["request_median"] = median(row["request_ms"])
-                    rows.append(row)
+                    rows.append(self.deploy_row(d, m["name"], m["name"]))
             finally:
                 d.close()
+            # udplite's other implementation (BPF programs instead of the
+            # kernel's UDP-Lite, --udplite-impl ebpf), where hookerd has it.
+            if "--udplite-impl" in subprocess.run([str(self.hookerd), "--help"],
+                                                  capture_output=True, text=True,
+                                                  timeout=10).stdout:
+                d = wl.Hookerd(self.hookerd, bed.a, wl.HTTP_PORT, ["--udplite-impl", "ebpf"])
+                try:
+                    rows.append(self.deploy_row(d, "udplite", "udplite (ebpf)"))
+                finally:
+                    d.close()
         self.res["table1"]["deploy_ms"] = rows
+
+    def deploy_row(self, d, name, label):
+        """Undeploys and deploys `name` on hookerd `d` deploy_runs times."""
+        row = {"mechanism": label, "runs": [], "request_ms": []}
+        self.log(f"deploy cost: {label} x{self.cfg['deploy_runs']}")
+        for _ in range(self.cfg["deploy_runs"]):
+            d.control(f"undeploy {name}")
+            t0 = time.perf_counter()
+            ans = d.control(f"deploy {name}")
+            row["request_ms"].append((time.perf_counter() - t0) * 1000)
+            if "error" in ans:
+                row["error"] = ans["error"]
+                break
+            got = next(x for x in ans["mechanisms"] if x["name"] == name)
+            row["runs"].append(got["load_ms"])
+            row["loaded"] = got["loaded"]
+        if row["runs"]:
+            row["median"] = median(row["runs"])
+            row["request_median"] = median(row["request_ms"])
+        return row
 
     # -------------------------------------------------------------- set-up, scale
     def probe_server(self, bed, port):

@@ -14,6 +14,10 @@
 #ifndef SOL_UDPLITE
 #define SOL_UDPLITE 136
 #endif
+#ifndef UDP_NO_CHECK6_TX
+#define UDP_NO_CHECK6_TX 101
+#define UDP_NO_CHECK6_RX 102
+#endif
 #ifndef UDPLITE_SEND_CSCOV
 #define UDPLITE_SEND_CSCOV 10
 #define UDPLITE_RECV_CSCOV 11
@@ -43,6 +47,15 @@ Result<std::unique_ptr<UdpSocket>> UdpSocket::open(uint16_t port, const Datagram
   setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof(big));
   if (proto.gro && setsockopt(fd.get(), IPPROTO_UDP, UDP_GRO, &one, sizeof(one)) < 0)
     return sys_error("enable " + name + " GRO");
+  if (proto.no_check) {
+    // IPv4 (mapped) peers go through udp_sendmsg, which reads SO_NO_CHECK;
+    // IPv6 ones through udpv6_sendmsg, which reads UDP_NO_CHECK6_TX. On
+    // receive only IPv6 refuses a zero checksum unless told.
+    if (setsockopt(fd.get(), SOL_SOCKET, SO_NO_CHECK, &one, sizeof(one)) < 0 ||
+        setsockopt(fd.get(), IPPROTO_UDP, UDP_NO_CHECK6_TX, &one, sizeof(one)) < 0 ||
+        setsockopt(fd.get(), IPPROTO_UDP, UDP_NO_CHECK6_RX, &one, sizeof(one)) < 0)
+      return sys_error("turn the " + name + " socket's checksums off");
+  }
   if (proto.coverage) {
     int cov = proto.coverage;
     if (setsockopt(fd.get(), SOL_UDPLITE, UDPLITE_SEND_CSCOV, &cov, sizeof(cov)) < 0)
@@ -84,6 +97,7 @@ std::string UdpSocket::describe() const {
   if (proto_.gso && proto_.gro) s += ", GSO and GRO";
   else if (proto_.gso) s += ", GSO";
   else if (proto_.gro) s += ", GRO";
+  if (proto_.no_check) s += ", no checksum";
   if (proto_.coverage)
     s += ", checksum covers the 8+" + std::to_string(proto_.coverage - 8) + " header bytes";
   return s + ")";

@@ -33,6 +33,11 @@ struct DatagramProto {
   // the whole datagram, as UDP.
   uint16_t coverage = 0;
   bool gso = true, gro = true;  // UDP_SEGMENT on send, UDP_GRO on receive
+  // UDP checksums off both ways (SO_NO_CHECK, UDP_NO_CHECK6_TX/RX): datagrams
+  // leave with checksum 0 and nothing for the stack to fill in, and arrive
+  // with 0 accepted. For udplite's BPF implementation, whose programs write
+  // and check the UDP-Lite checksum on the wire (bpf/udplite.bpf.c).
+  bool no_check = false;
 };
 
 class UdpSocket final : public DatagramIo {
