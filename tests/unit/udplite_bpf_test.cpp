@@ -247,6 +247,9 @@ TEST_P(LiteBpfTest, IngressChecksCoverageAndChecksum) {
   Pkt header_only = lite(v6, 32 + 300, 8);
   EXPECT_EQ(ingress(header_only), kTcxDrop);
   EXPECT_EQ(counter(HK_LITE_IN_LOW_COVERAGE), 1u);
+  Pkt jumbo = lite(v6, 32 + 1600, 0);  // past what the program sums
+  EXPECT_EQ(ingress(jumbo), kTcxDrop);
+  EXPECT_EQ(counter(HK_LITE_IN_TOO_LONG), 1u);
   EXPECT_EQ(counter(HK_LITE_IN), 4u);
 }
 
