@@ -229,3 +229,17 @@ def test_unknown_algorithm_at_start_is_refused(bed):
     assert p.returncode != 0 and len(lines) == 1, p
     assert "--redirect 8080=tcp-cc:nosuch: unknown congestion control 'nosuch'" in lines[0]
     assert "hk_vegas" not in available()
+
+
+def test_a_killed_hookerd_leaves_no_algorithm_registered(bed):
+    """The registrations are BPF links: they end with hookerd's fds, even
+    when it cannot clean up (a plain struct_ops map would stay registered)."""
+    a = Hookerd(bed.a, ["8080=tcp-cc:hk_vegas"]).start()
+    assert "hk_vegas" in available()
+    links = subprocess.run(["bpftool", "link", "show"], capture_output=True, text=True,
+                           timeout=10).stdout
+    assert "struct_ops" in links, links
+    a.proc.kill()
+    a.proc.wait(timeout=10)
+    wait_for(lambda: "hk_vegas" not in available() and "hk_vegas" not in struct_ops(), 10,
+             "hk_vegas unregistered after SIGKILL")

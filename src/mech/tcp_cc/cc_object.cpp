@@ -1,5 +1,6 @@
 #include "mech/tcp_cc/cc_object.h"
 
+#include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <sys/stat.h>
@@ -12,6 +13,9 @@ namespace hooker {
 
 namespace {
 constexpr size_t kLogSize = 1 << 20;
+// Newer than the UAPI headers libbpf 1.1 builds against (Linux 6.4).
+constexpr __u32 kBpfFLink = 1u << 13;  // BPF_F_LINK
+constexpr auto kBpfStructOps = static_cast<bpf_attach_type>(44);  // BPF_STRUCT_OPS
 
 // The verifier's reason: the last lines of its log (the source line, the
 // instruction, the refusal), minus its statistics, in one line.
@@ -103,6 +107,11 @@ Status CcObject::load_and_register(bool adopt) {
     return Error{origin_ + " holds no congestion control: no struct tcp_congestion_ops in "
                            "SEC(\".struct_ops\") (libbpf 1.1 skips SEC(\".struct_ops.link\"))",
                  0};
+  // Registered through BPF links (Linux 6.4): the registration is the link
+  // fd's, so it ends with hookerd even when hookerd is killed. (A plain
+  // struct_ops map stays registered after its owner dies.) libbpf 1.1 has
+  // no SEC(".struct_ops.link"): the flag is set here.
+  for (bpf_map* m : ops) bpf_map__set_map_flags(m, bpf_map__map_flags(m) | kBpfFLink);
   if (int r = bpf_object__load(obj_)) {
     std::string why = verifier_reason(log_);
     return Error{"the kernel refused to load " + origin_ +
@@ -115,8 +124,13 @@ Status CcObject::load_and_register(bool adopt) {
     // The name the kernel lists is the struct's .name, which libbpf 1.1
     // does not show: it is what appears in the list on registration.
     auto before = registered_ccs();
-    bpf_link* l = bpf_map__attach_struct_ops(m);
-    if (!l) {
+    // A BPF_F_LINK map: libbpf fills it with the programs (no registration
+    // yet), and the link created on it registers it.
+    bpf_link* filled = bpf_map__attach_struct_ops(m);
+    if (!filled) return sys_error("fill the struct_ops map " + std::string(bpf_map__name(m)));
+    std::unique_ptr<bpf_link, int (*)(bpf_link*)> filled_owned(filled, bpf_link__destroy);
+    Fd l(bpf_link_create(bpf_map__fd(m), 0, kBpfStructOps, nullptr));
+    if (!l.valid()) {
       int err = errno;
       if (err == EEXIST && adopt) {
         algos_.push_back({bpf_map__name(m), false});
@@ -129,7 +143,7 @@ Status CcObject::load_and_register(bool adopt) {
                                       : ""),
                    err == EEXIST ? 0 : err};
     }
-    links_.push_back(l);
+    links_.push_back(std::move(l));
     auto after = registered_ccs();
     std::string name = bpf_map__name(m);
     for (auto& n : after)
@@ -148,7 +162,7 @@ Status CcObject::load_and_register(bool adopt) {
 CcObject::~CcObject() {
   // Links first: the algorithms leave the kernel's list before their
   // programs can go.
-  for (auto it = links_.rbegin(); it != links_.rend(); ++it) bpf_link__destroy(*it);
+  while (!links_.empty()) links_.pop_back();
   if (obj_) bpf_object__close(obj_);
 }
 

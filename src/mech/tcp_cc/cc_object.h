@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "bpf/fd.h"
 #include "core/result.h"
 
 struct bpf_object;
@@ -44,7 +45,7 @@ class CcObject {
   Status load_and_register(bool adopt);
 
   bpf_object* obj_ = nullptr;
-  std::vector<bpf_link*> links_;
+  std::vector<Fd> links_;  // struct_ops links: each one's registration
   std::vector<Algo> algos_;
   std::string origin_;
   std::vector<char> log_;  // the verifier's log of a failed load
