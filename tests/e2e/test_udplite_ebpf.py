@@ -533,3 +533,35 @@ def test_deploy_undeploy_ebpf_while_udp_runs(bed):
         net = h.run(["bpftool", "net", "show", "dev", h.iface], timeout=10, cgroup=False).stdout
         assert not any(p in net for p in PROGS), net
     assert a.stop() == 0 and b.stop() == 0
+
+
+def test_lazy_deployment_loads_it_at_first_need(bed, tmp_path):
+    """Without --eager, hookerd only checks at start that udplite (ebpf)
+    would open (its object loads and links, and is closed again: nothing of
+    it stays); the first connection needing it deploys it on each host in
+    turn, as for any mechanism, and the third moves over it."""
+    hds = [Hookerd(h, [f"{PORT}=udplite"], extra=["--udplite-impl", "ebpf"], eager=False).start()
+           for h in (bed.a, bed.b)]
+    for hd in hds:
+        assert mech(hd)["state"] == "not deployed"
+        assert not [n for n in hookerd_prog_ids(hd).values() if n in PROGS]
+    a, b = hds
+    sums = make_files(tmp_path, {"f": 510_000})
+    http_server(bed.b, tmp_path, PORT)
+    tcp = []
+    for i in range(3):
+        cap = Capture(bed.a, FILTER, tmp_path / f"cap{i}.pcap")
+        cap.start()
+        try:
+            assert fetch(bed.a, url(bed.b, PORT, "f"), tmp_path / f"got{i}") == sums["f"]
+        finally:
+            cap.stop()
+        tcp.append(cap.tcp_payload_bytes(PORT))
+        wait_for(lambda: mech(a if i == 0 else b)["state"] == "deployed", 10, f"deployed ({i})")
+    assert tcp[0] >= 510_000 and tcp[1] >= 510_000 and tcp[2] == 0, tcp
+    assert_wire_is_udplite(cap, 510_000)
+    for hd in hds:
+        m = mech(hd)
+        assert m["trigger"].startswith("first needed by ") and m["loaded"][0].startswith("BPF")
+        assert len([n for n in hookerd_prog_ids(hd).values() if n in PROGS]) == 2
+    assert a.stop() == 0 and b.stop() == 0
