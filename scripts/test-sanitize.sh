@@ -31,6 +31,6 @@ lifetimes="thousand_connections or hundred_connections or first_bytes_close_and_
 paths="nonblocking_writer or threads_sending or epoll-et-sendmsg or duplicated_or_reordered"
 /usr/bin/python3 -m pytest -q -p no:cacheprovider \
   tests/e2e/test_lifetime.py tests/e2e/test_stream.py tests/e2e/test_core.py \
-  tests/e2e/test_deploy.py \
-  -k "test_lifetime or paper_files or first_need or undeploy or (ipv4 and ($lifetimes or $paths))" || rc=1
+  tests/e2e/test_deploy.py tests/e2e/test_tcp_cc.py tests/e2e/test_udplite_ebpf.py \
+  -k "test_lifetime or paper_files or first_need or undeploy or lazy or killed or (ipv4 and ($lifetimes or $paths))" || rc=1
 exit $rc

@@ -6,7 +6,6 @@ the checksum covers the 40 header bytes (a flipped payload bit reaches the
 application, a flipped header bit drops the datagram and resets loudly);
 and deploying or undeploying it leaves the rest running and nothing of it
 in the kernel."""
-import hashlib
 import json
 import shutil
 import socket
