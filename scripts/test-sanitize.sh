@@ -9,7 +9,8 @@ set -uo pipefail
 BUILD=${1:-build-san}
 cd "$(dirname "$0")/.."
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHOOKER_SANITIZE=ON >/dev/null || exit 1
-cmake --build "$BUILD" -j2 --target hookerd hookerctl unit_tests bpf_tests test_bpf_objects || exit 1
+cmake --build "$BUILD" -j2 --target hookerd hookerctl unit_tests bpf_tests test_bpf_objects \
+  test_cc_objects test_flip_objects || exit 1
 
 # A report ends the process at once with a non-zero status (halt_on_error;
 # UBSan too, built with -fno-sanitize-recover=all), and the leak check runs
