@@ -105,67 +105,65 @@ void Daemon::on_control() {
   // turn, before the next request may need it again (deploy right after
   // undeploy: the port, the algorithm's name). The listening socket stays
   // readable for the requests waiting (level-triggered).
-  for (bool once = true; once; once = false) {
-    int fd = accept4(control_.get(), nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) return;
-    Fd client(fd);
-    // The request is one short line; a client that does not send it within
-    // the timeout gets nothing, and hookerd moves on.
-    timeval tv{1, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    char buf[4352];  // deploy NAME --object FILE: a path up to PATH_MAX
-    ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
-    if (n <= 0) continue;
-    std::string req(buf, static_cast<size_t>(n));
-    while (!req.empty() && (req.back() == '\n' || req.back() == '\r')) req.pop_back();
-    std::string out;
-    if (req == "status") {
-      out = status_json();
-    } else if (req == "policy" || req.starts_with("policy ")) {
-      // Moved connections on a port keep their FINs held after its rule
-      // goes (FinHold::keep_until_idle).
-      auto in_use = [this](uint16_t port) {
-        for (auto& c : by_slot_)
-          if (c && (c->app.lport == port || c->app.rport == port)) return true;
-        return false;
-      };
-      // With --eager a new rule's mechanisms are deployed with it.
-      auto added = [this](const PortRule& r) {
-        std::string warn;
-        for (uint8_t id : r.mechs) {
-          const MechKind* k = find_mechanism(id);
-          if (!k || deployed_.get(id)) continue;
-          std::string name(k->name);
-          if (deployed_.held_back(*k))  // an undeploy by hand stands
-            warn += name + " is undeployed: connections on this rule stay TCP until "
-                    "hookerctl deploy " + name + ". ";
-          else if (opt_.eager)
-            if (auto s = deployed_.deploy(*k, "policy add " + r.str() + " (--eager)"); !s)
-              warn += s.error().message() + ". ";
-        }
-        return warn;
-      };
-      auto mechs = [this] {
-        return deployed_.json([this](uint8_t id) { return users_of(id).size(); });
-      };
-      out = policy_request(req.substr(6), {opt_.redirect, *kernel_, *fins_, in_use,
-                                           check_rule, added, mechs});
-    } else if (req == "mechanisms" || req.starts_with("deploy ") ||
-               req.starts_with("undeploy ")) {
-      out = mech_request(req);
-    } else {
-      out = nlohmann::json({{"error", "unknown request '" + req +
-                                          "': use status, policy list|add|del, mechanisms, "
-                                          "deploy NAME [--object FILE] or undeploy NAME "
-                                          "[--force]"}})
-                .dump() + "\n";
-    }
-    for (size_t off = 0; off < out.size();) {
-      ssize_t w = send(fd, out.data() + off, out.size() - off, MSG_NOSIGNAL);
-      if (w <= 0) break;
-      off += static_cast<size_t>(w);
-    }
+  int fd = accept4(control_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+  if (fd < 0) return;
+  Fd client(fd);
+  // The request is one short line; a client that does not send it within
+  // the timeout gets nothing, and hookerd moves on.
+  timeval tv{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  char buf[4352];  // deploy NAME --object FILE: a path up to PATH_MAX
+  ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
+  if (n <= 0) return;
+  std::string req(buf, static_cast<size_t>(n));
+  while (!req.empty() && (req.back() == '\n' || req.back() == '\r')) req.pop_back();
+  std::string out;
+  if (req == "status") {
+    out = status_json();
+  } else if (req == "policy" || req.starts_with("policy ")) {
+    // Moved connections on a port keep their FINs held after its rule
+    // goes (FinHold::keep_until_idle).
+    auto in_use = [this](uint16_t port) {
+      for (auto& c : by_slot_)
+        if (c && (c->app.lport == port || c->app.rport == port)) return true;
+      return false;
+    };
+    // With --eager a new rule's mechanisms are deployed with it.
+    auto added = [this](const PortRule& r) {
+      std::string warn;
+      for (uint8_t id : r.mechs) {
+        const MechKind* k = find_mechanism(id);
+        if (!k || deployed_.get(id)) continue;
+        std::string name(k->name);
+        if (deployed_.held_back(*k))  // an undeploy by hand stands
+          warn += name + " is undeployed: connections on this rule stay TCP until "
+                  "hookerctl deploy " + name + ". ";
+        else if (opt_.eager)
+          if (auto s = deployed_.deploy(*k, "policy add " + r.str() + " (--eager)"); !s)
+            warn += s.error().message() + ". ";
+      }
+      return warn;
+    };
+    auto mechs = [this] {
+      return deployed_.json([this](uint8_t id) { return users_of(id).size(); });
+    };
+    out = policy_request(req.substr(6), {opt_.redirect, *kernel_, *fins_, in_use,
+                                         check_rule, added, mechs});
+  } else if (req == "mechanisms" || req.starts_with("deploy ") ||
+             req.starts_with("undeploy ")) {
+    out = mech_request(req);
+  } else {
+    out = nlohmann::json({{"error", "unknown request '" + req +
+                                        "': use status, policy list|add|del, mechanisms, "
+                                        "deploy NAME [--object FILE] or undeploy NAME "
+                                        "[--force]"}})
+              .dump() + "\n";
+  }
+  for (size_t off = 0; off < out.size();) {
+    ssize_t w = send(fd, out.data() + off, out.size() - off, MSG_NOSIGNAL);
+    if (w <= 0) break;
+    off += static_cast<size_t>(w);
   }
 }
 

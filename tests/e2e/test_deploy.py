@@ -19,9 +19,10 @@ HOLDER = r"""
 import socket, sys
 if len(sys.argv) == 2:
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1)
+    s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1); s.settimeout(10)
     print("listening", flush=True)
     c, _ = s.accept()
+    c.settimeout(10)
     assert c.recv(5) == b"hello"
     c.sendall(b"world")
 else:

@@ -161,9 +161,10 @@ HOLD = r"""
 import socket, sys, time
 if sys.argv[1] == "serve":
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", int(sys.argv[2]))); s.listen(1)
+    s.bind(("0.0.0.0", int(sys.argv[2]))); s.listen(1); s.settimeout(10)
     print("listening", flush=True)
     c, _ = s.accept()
+    c.settimeout(10)
     c.sendall(b"world" if c.recv(5) == b"hello" else b"wrong")
     print("up", flush=True)
     c.settimeout(30)
