@@ -9,8 +9,9 @@
  *
  *   hk_lite_egress: UDP from the internal port becomes UDP-Lite from --port
  *     (the port the TCP option advertised): IP protocol 17 -> 136, the
- *     length field -> the checksum coverage (UDP-Lite and frame headers),
- *     the checksum over the pseudo-header and the covered bytes.
+ *     length field -> the checksum coverage (the UDP-Lite and frame headers,
+ *     or what the connection's rule says: lite_coverage), the checksum over
+ *     the pseudo-header and the covered bytes.
  *   hk_lite_ingress: UDP-Lite to --port is checked (coverage, checksum),
  *     the bad dropped and counted, the good made UDP to the internal port
  *     (length field = length, checksum 0, which the socket accepts). tcx
@@ -42,6 +43,18 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } lite_counters SEC(".maps");
+
+/* Connections whose rule covers more than the headers (udplite:cov=N), by
+ * the receiver's token as their frames carry it (network order); hookerd
+ * adds one as the connection opens and removes it as it ends. Allocated as
+ * filled: most connections take the default and have no entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HK_LITE_COVERED_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, __u16);
+} lite_coverage SEC(".maps");
 
 static __always_inline void count(__u32 idx)
 {
@@ -175,49 +188,11 @@ static __always_inline int rewrite(struct __sk_buff *skb, const struct where *w,
 	return bpf_skb_store_bytes(skb, w->l4, h, sizeof(*h), BPF_F_RECOMPUTE_CSUM);
 }
 
-SEC("tc")
-int hk_lite_egress(struct __sk_buff *skb)
-{
-	struct where w;
-	__u8 cov[HK_LITE_COVERAGE];
-	struct udphdr *h = (void *)cov;
-	__s64 sum, body;
-	__u16 check;
-
-	if (locate(skb, IPPROTO_UDP, &w) || bpf_skb_load_bytes(skb, w.l4, h, sizeof(*h)) ||
-	    h->source != bpf_htons(hk_inner_port))
-		return TCX_NEXT; /* not hookerd's udplite socket */
-	/* From here on it is ours: it leaves as UDP-Lite or not at all. */
-	if (w.frag)
-		return drop(HK_LITE_OUT_FRAGMENT);
-	/* A GSO packet would be segmented after this hook, every segment
-	 * carrying this header: the socket has GSO off, so this never is. */
-	if (skb->gso_segs > 1)
-		return drop(HK_LITE_OUT_GSO);
-	if (w.l4_len < HK_LITE_COVERAGE ||
-	    bpf_skb_load_bytes(skb, w.l4, cov, HK_LITE_COVERAGE))
-		return drop(HK_LITE_OUT_SHORT);
-	h->source = bpf_htons(hk_port);
-	h->len = bpf_htons(HK_LITE_COVERAGE); /* UDP-Lite: the coverage */
-	h->check = 0;
-	sum = pseudo_sum(skb, &w);
-	if (sum < 0)
-		return drop(HK_LITE_OUT_SHORT);
-	body = bpf_csum_diff(NULL, 0, (__be32 *)cov, HK_LITE_COVERAGE, (__u32)sum);
-	if (body < 0)
-		return drop(HK_LITE_OUT_SHORT);
-	check = ~fold((__u64)body);
-	h->check = check ? check : 0xffff; /* 0 would mean "none": RFC 3828 3.1 */
-	if (rewrite(skb, &w, HK_LITE_PROTO, h))
-		return drop(HK_LITE_OUT_SHORT);
-	count(HK_LITE_OUT);
-	return TCX_NEXT;
-}
-
 /* Covered bytes summed per call, and calls: up to 1536 bytes, all of a
  * datagram in a 1500-byte frame, are checked; more (jumbo frames covered
  * whole) is dropped and counted. The verifier walks every iteration at each
- * deployment: 36 for 9 KB cost 20 ms more of it; Hooker covers 40. */
+ * deployment: 36 for 9 KB cost 20 ms more of it; Hooker covers 40 unless a
+ * rule says more, 1440 at most (a whole datagram). */
 #define CHUNK 256
 #define MAX_CHUNKS 6
 
@@ -250,6 +225,67 @@ static __always_inline __s64 sum_covered(struct __sk_buff *skb, __u32 off, __u32
 			return -1;
 	}
 	return sum;
+}
+
+SEC("tc")
+int hk_lite_egress(struct __sk_buff *skb)
+{
+	struct where w;
+	__u8 hdrs[HK_LITE_COVERAGE];
+	struct udphdr *h = (void *)hdrs;
+	__u64 token;
+	__u16 *rule, check;
+	__u32 cov = HK_LITE_COVERAGE;
+	__s64 sum;
+
+	if (locate(skb, IPPROTO_UDP, &w) || bpf_skb_load_bytes(skb, w.l4, h, sizeof(*h)) ||
+	    h->source != bpf_htons(hk_inner_port))
+		return TCX_NEXT; /* not hookerd's udplite socket */
+	/* From here on it is ours: it leaves as UDP-Lite or not at all. */
+	if (w.frag)
+		return drop(HK_LITE_OUT_FRAGMENT);
+	/* A GSO packet would be segmented after this hook, every segment
+	 * carrying this header: the socket has GSO off, so this never is. */
+	if (skb->gso_segs > 1)
+		return drop(HK_LITE_OUT_GSO);
+	if (w.l4_len < HK_LITE_COVERAGE ||
+	    bpf_skb_load_bytes(skb, w.l4, hdrs, HK_LITE_COVERAGE))
+		return drop(HK_LITE_OUT_SHORT);
+	__builtin_memcpy(&token, hdrs + HK_LITE_HEADER + HK_LITE_TOKEN_AT, sizeof(token));
+	rule = bpf_map_lookup_elem(&lite_coverage, &token);
+	if (rule && *rule > HK_LITE_COVERAGE)
+		cov = *rule < w.l4_len ? *rule : w.l4_len; /* all of it: the length, as the kernel */
+	h->source = bpf_htons(hk_port);
+	h->len = bpf_htons(cov); /* UDP-Lite: the coverage */
+	h->check = 0;
+	sum = pseudo_sum(skb, &w);
+	if (sum < 0)
+		return drop(HK_LITE_OUT_SHORT);
+	if (cov == HK_LITE_COVERAGE) {
+		/* The headers only: summed from here, stored with them. */
+		sum = bpf_csum_diff(NULL, 0, (__be32 *)hdrs, HK_LITE_COVERAGE, (__u32)sum);
+		if (sum < 0)
+			return drop(HK_LITE_OUT_SHORT);
+		check = ~fold((__u64)sum);
+		h->check = check ? check : 0xffff; /* 0 would mean "none": RFC 3828 3.1 */
+		if (rewrite(skb, &w, HK_LITE_PROTO, h))
+			return drop(HK_LITE_OUT_SHORT);
+	} else {
+		/* More: the new header goes in first, then the sum reads it
+		 * and the payload from the packet, then the checksum. */
+		if (rewrite(skb, &w, HK_LITE_PROTO, h))
+			return drop(HK_LITE_OUT_SHORT);
+		sum = sum_covered(skb, w.l4, cov, sum);
+		if (sum < 0)
+			return drop(HK_LITE_OUT_SHORT);
+		check = ~fold((__u64)sum);
+		check = check ? check : 0xffff;
+		if (bpf_skb_store_bytes(skb, w.l4 + offsetof(struct udphdr, check), &check,
+					sizeof(check), BPF_F_RECOMPUTE_CSUM))
+			return drop(HK_LITE_OUT_SHORT);
+	}
+	count(HK_LITE_OUT);
+	return TCX_NEXT;
 }
 
 SEC("tc")

@@ -12,6 +12,11 @@
 /* What the checksum covers on the way out, and the least accepted on the
  * way in: the UDP-Lite header and the frame header (token, offset). */
 #define HK_LITE_COVERAGE (HK_LITE_HEADER + HK_LITE_FRAME)
+/* The receiver's token in the frame header (hk_wire_hdr.token). */
+#define HK_LITE_TOKEN_AT 8
+/* Connections with a coverage of their own (udplite:cov=N) at once; more
+ * are reset as they open, loudly. */
+#define HK_LITE_COVERED_MAX 65536
 
 /* One PERCPU_ARRAY slot each, summed by hookerd (its status counters, under
  * the names in src/mech/udplite/ebpf.cpp). Every drop has its reason. */

@@ -5,6 +5,8 @@
 #include <charconv>
 #include <cstring>
 
+#include "core/wire.h"
+
 namespace hooker {
 
 namespace {
@@ -21,6 +23,7 @@ struct OptSpec {
 };
 OptSpec opt_spec(uint8_t mech) {
   if (mech == HK_MECH_TCP_CC) return {"NAME", true, true};
+  if (mech == HK_MECH_UDPLITE) return {"cov=N", false, false};
   return {"", false, false};
 }
 
@@ -29,6 +32,10 @@ std::optional<std::string> check_opts(uint8_t mech, const std::string& opts) {
   if (mech == HK_MECH_TCP_CC && !cc_name_valid(opts))
     return "tcp-cc:" + opts + ": a congestion control's name is 1 to " +
            std::to_string(HK_CC_NAME_MAX - 1) + " letters, digits, '_' or '-' (tcp-cc:hk_vegas)";
+  if (mech == HK_MECH_UDPLITE && (opts.empty() || !udplite_coverage(opts)))
+    return "udplite:" + opts + ": the checksum coverage is cov=N, N bytes from the UDP-Lite " +
+           "header on, " + std::to_string(kLiteMinCoverage) + " (its header and Hooker's) to " +
+           std::to_string(kLiteMaxCoverage) + " (a whole datagram) (udplite:cov=200)";
   return std::nullopt;
 }
 
@@ -49,6 +56,22 @@ bool cc_name_valid(const std::string& name) {
   for (char c : name)
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') return false;
   return true;
+}
+
+static_assert(kLiteMinCoverage == 8 + wire::kHeader && kLiteMaxCoverage == 8 + wire::kMaxDatagram);
+
+std::optional<uint16_t> udplite_coverage(const std::string& opts) {
+  if (opts.empty()) return kLiteMinCoverage;
+  constexpr std::string_view key = "cov=";
+  if (!opts.starts_with(key)) return std::nullopt;
+  const char* first = opts.data() + key.size();
+  const char* last = opts.data() + opts.size();
+  unsigned n = 0;
+  auto [end, ec] = std::from_chars(first, last, n);
+  if (first == last || ec != std::errc() || end != last || n < kLiteMinCoverage ||
+      n > kLiteMaxCoverage)
+    return std::nullopt;
+  return static_cast<uint16_t>(n);
 }
 
 std::string PortRule::opt(uint8_t mech) const {

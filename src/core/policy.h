@@ -4,8 +4,8 @@
 // mechanism is what this host asks for as a client; all of them are what it
 // accepts as a server (hk_port_rule). OPTS are the mechanism's own, checked
 // by its entry in policy.cpp: `tcp-cc:NAME` (the connection stays TCP, with
-// congestion control NAME) needs one and stands alone in its rule; udp and
-// udplite take none yet.
+// congestion control NAME) needs one and stands alone in its rule;
+// `udplite:cov=N` sets the bytes its checksum covers; udp takes none.
 #pragma once
 
 #include <cstdint>
@@ -43,6 +43,15 @@ bool mech_implemented(uint8_t mech);
 // Whether NAME can be a TCP congestion control's name (TCP_CA_NAME_MAX);
 // whether one is registered is the kernel's to say.
 bool cc_name_valid(const std::string& name);
+
+// udplite's checksum coverage: bytes from the UDP-Lite header on. At least
+// its 8-byte header and Hooker's 32-byte frame header (token, offset: a bit
+// error there would put bytes at a wrong place), at most a whole datagram
+// (8 + wire::kMaxDatagram: more would cover it whole anyway).
+constexpr uint16_t kLiteMinCoverage = 8 + 32;
+constexpr uint16_t kLiteMaxCoverage = 8 + 1432;
+// From udplite's options: "" is the least, "cov=N" N; nullopt if not one.
+std::optional<uint16_t> udplite_coverage(const std::string& opts);
 
 // Parses one rule; the error names what is wrong and what to give instead
 // (the caller says where the text came from).

@@ -241,7 +241,7 @@ void Daemon::on_event(const hk_event& ev) {
   if (ev.type == HK_EV_NEED_MECH) return on_need_mech(ev);
   if (ev.type == HK_EV_BIND_FAILED) {
     if (Mechanism* m = mechanism(ev.mech))
-      m->refuse({ev.token, ev.peer_token, remote_addr(ev.app, ev.peer_port)});
+      m->refuse({ev.token, ev.peer_token, remote_addr(ev.app, ev.peer_port), {}});
     return;
   }
   if (ev.slot >= by_slot_.size() || !by_slot_[ev.slot]) return;
@@ -268,7 +268,7 @@ void Daemon::on_bound(const hk_event& ev) {
   Slot* s = slots_->get(ev.slot);
   if (!s || ev.slot >= by_slot_.size()) return;
   if (by_slot_[ev.slot]) retire(*by_slot_[ev.slot]);  // cannot happen: slots are recycled
-  PeerInfo peer{ev.token, ev.peer_token, remote_addr(ev.app, ev.peer_port)};
+  PeerInfo peer{ev.token, ev.peer_token, remote_addr(ev.app, ev.peer_port), {}};
   Mechanism* m = mechanism(ev.mech);
   if (!m) {
     // The kernel agreed on a mechanism this hookerd does not have (any
@@ -307,6 +307,10 @@ void Daemon::on_bound(const hk_event& ev) {
     return;
   }
   c->mech_id = ev.mech == HK_MECH_NONE ? uint8_t{HK_MECH_UDP} : ev.mech;
+  // The rule of the server's port, as this host has it now (a rule deleted
+  // since the handshake leaves the mechanism's defaults).
+  uint16_t server_port = ev.active ? ev.app.rport : ev.app.lport;
+  if (const PortRule* r = opt_.redirect.find(server_port)) peer.opts = r->opt(c->mech_id);
   c->mech = m->open(peer, *c);
   Conn* cp = c.get();
   by_token_[cp->token] = cp;

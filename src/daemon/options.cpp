@@ -40,9 +40,9 @@ Result<Options> parse_options(int argc, char** argv) {
                  "packet) or tc (a tcx ingress program, same checks)");
   app.add_option("--port", port, "UDP port of this hookerd (default 7000)");
   app.add_option("--redirect", redirect,
-                 "PORT[=MECH[,MECH...]]: server TCP port whose connections move, and the "
+                 "PORT[=MECH[:OPTS][,MECH...]]: server TCP port whose connections move, and the "
                  "mechanisms accepted there, the first asked for as a client (default udp; "
-                 "repeatable)");
+                 "udplite:cov=N, tcp-cc:NAME; repeatable)");
   app.add_option("--control", o.control, "control socket path");
   app.add_option("--pin-dir", o.pin_dir, "bpffs directory for pinned maps");
   auto* max_conns = app.add_option("--max-conns", o.max_conns,

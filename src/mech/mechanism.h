@@ -95,6 +95,10 @@ struct PeerInfo {
   uint64_t token = 0;       // ours: the peer names the connection by it
   uint64_t peer_token = 0;  // theirs
   sockaddr_in6 peer{};      // the peer hookerd
+  // This host's rule's options for the mechanism ("cov=200" of
+  // `8080=udplite:cov=200`), checked by the policy; "" for none. Each host
+  // applies its own to what it sends.
+  std::string opts;
 };
 
 // What a mechanism asks of hookerd (or of a test).
@@ -151,8 +155,10 @@ class DatagramIo {
   virtual size_t queued() const = 0;  // waiting for flush()
   // The k-th free buffer (k < room()), kMaxDatagram bytes, written in place.
   virtual std::byte* tx_buffer(size_t k) = 0;
-  // Queues the first free buffer, `len` bytes, to `to`.
-  virtual void commit(size_t len, const sockaddr_in6& to) = 0;
+  // Queues the first free buffer, `len` bytes, to `to`. `coverage`: for
+  // UDP-Lite, the bytes its checksum covers (0: the socket's own); other
+  // protocols have no choice and ignore it.
+  virtual void commit(size_t len, const sockaddr_in6& to, uint16_t coverage = 0) = 0;
   // Sends what is queued; false: the socket is full (wait for writable).
   virtual Result<bool> flush() = 0;
   // One batch of datagrams; true if more may be waiting.

@@ -115,7 +115,10 @@ class LinkIo final : public DatagramIo {
   size_t room() const override { return kBatch - queued_; }
   size_t queued() const override { return queued_; }
   std::byte* tx_buffer(size_t k) override { return tx_[queued_ + k].data(); }
-  void commit(size_t len, const sockaddr_in6&) override { len_[queued_++] = len; }
+  void commit(size_t len, const sockaddr_in6&, uint16_t coverage) override {
+    len_[queued_++] = len;
+    coverages.push_back(coverage);
+  }
   Result<bool> flush() override {
     for (size_t i = 0; i < queued_; i++) link_.send(end_, {tx_[i].data(), len_[i]});
     datagrams_sent += queued_;
@@ -133,6 +136,8 @@ class LinkIo final : public DatagramIo {
     return !inbox_.empty();
   }
   std::string describe() const override { return "in-memory link"; }
+
+  std::vector<uint16_t> coverages;  // each datagram's, as committed
 
  private:
   Link& link_;
@@ -220,7 +225,7 @@ class Conformance : public ::testing::TestWithParam<MechKind> {
       End& x = end_[e];
       x.host = std::make_unique<FakeHost>(now_);
       x.mech = GetParam().over(*x.host, std::make_unique<LinkIo>(*link_, e, inbox_[e]));
-      PeerInfo p{uint64_t(100 + e), uint64_t(100 + (1 - e)), address(1 - e)};
+      PeerInfo p{uint64_t(100 + e), uint64_t(100 + (1 - e)), address(1 - e), {}};
       x.conn = x.mech->open(p, x.app);
       x.app.conn = x.conn.get();
     }
@@ -439,7 +444,7 @@ TEST(Udp, FrameOfAnotherMechanismIsDropped) {
     FakeHost host(now);
     auto m = kind->over(host, std::make_unique<LinkIo>(link, 0, inbox[0]));
     FakeApp app;
-    auto c = m->open({100, 101, address(1)}, app);
+    auto c = m->open({100, 101, address(1), {}}, app);
     app.conn = c.get();
     c->start();
     std::vector<std::byte> d(wire::kHeader + 5);
@@ -452,6 +457,36 @@ TEST(Udp, FrameOfAnotherMechanismIsDropped) {
     m->status(st);
     EXPECT_EQ(st["counters"]["rx_wrong_mech"], 1);
     EXPECT_TRUE(app.got.empty());
+  }
+}
+
+// udplite:cov=N reaches the socket with each DATA datagram (the kernel's
+// UDP-Lite sets it per send, the eBPF one per connection); the headers-only
+// default and udp commit 0: the socket's own.
+TEST(Udp, RuleCoverageGoesWithEveryDataDatagram) {
+  struct Case { const char* mech; const char* opts; uint16_t want; };
+  for (auto [name, opts, want] : {Case{"udplite", "cov=200", 200}, Case{"udplite", "", 0},
+                                  Case{"udplite", "cov=40", 0}, Case{"udp", "", 0}}) {
+    SCOPED_TRACE(std::string(name) + ":" + opts);
+    const MechKind* kind = find_mechanism(name);
+    ASSERT_TRUE(kind);
+    Time now = Time{} + 1h;
+    std::array<std::deque<std::vector<std::byte>>, 2> inbox;
+    Link link(now, {}, 1, kind->id);
+    FakeHost host(now);
+    auto io = std::make_unique<LinkIo>(link, 0, inbox[0]);
+    LinkIo& seen = *io;
+    auto m = kind->over(host, std::move(io));
+    FakeApp app;
+    app.out.assign(3 * wire::kMaxPayload, std::byte{7});
+    app.writable = app.out.size();
+    auto c = m->open({100, 101, address(1), opts}, app);
+    app.conn = c.get();
+    c->start();
+    m->flush();
+    EXPECT_EQ(app.taken, app.out.size());
+    ASSERT_EQ(seen.coverages.size(), 3u);
+    for (uint16_t cov : seen.coverages) EXPECT_EQ(cov, want);
   }
 }
 

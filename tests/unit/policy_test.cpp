@@ -36,6 +36,14 @@ TEST(Policy, BadRulesSayWhy) {
       {"8080=udplite,tcp-cc:hk_vegas", "tcp-cc stands alone in a rule"},
       {"8080=tcp-cc:a,tcp-cc:b", "tcp-cc is named twice"},
       {"8080=udp:cov=8", "udp takes no options (udp:cov=8)"},
+      {"8080=udplite:cov=39", "udplite:cov=39: the checksum coverage is cov=N"},
+      {"8080=udplite:cov=1441", "40 (its header and Hooker's) to 1440"},
+      {"8080=udplite:cov=", "udplite:cov=: the checksum coverage is cov=N"},
+      {"8080=udplite:cov=2OO", "the checksum coverage is cov=N"},
+      {"8080=udplite:cov=-200", "the checksum coverage is cov=N"},
+      {"8080=udplite:cov=99999999999", "the checksum coverage is cov=N"},
+      {"8080=udplite:coverage=200", "the checksum coverage is cov=N"},
+      {"8080=udplite:", "the checksum coverage is cov=N"},
       {"8080=frob:x", "unknown mechanism 'frob': use udp, udplite, tcp-cc:NAME"},
   };
   for (auto& c : cases) {
@@ -53,6 +61,22 @@ TEST(Policy, UdpLiteIsAMechanism) {
   hk_port_rule k = r->kernel();
   EXPECT_EQ(k.accept, HK_MECH_BIT(HK_MECH_UDP) | HK_MECH_BIT(HK_MECH_UDPLITE));
   EXPECT_EQ(k.prefer, HK_MECH_UDPLITE);
+}
+
+// udplite:cov=N: the bytes its checksum covers, per rule; the kernel's
+// rule is the same as without (the coverage is the sender's business).
+TEST(Policy, UdpLiteCoverageIsPerRule) {
+  auto r = parse_rule("8080=udplite:cov=200,udp");
+  ASSERT_TRUE(r) << r.error().what;
+  EXPECT_EQ(r->opt(HK_MECH_UDPLITE), "cov=200");
+  EXPECT_EQ(r->str(), "8080=udplite:cov=200,udp");
+  EXPECT_EQ(parse_rule(r->str())->str(), r->str());
+  EXPECT_EQ(r->kernel().prefer, HK_MECH_UDPLITE);
+  EXPECT_EQ(udplite_coverage(r->opt(HK_MECH_UDPLITE)), 200);
+  EXPECT_EQ(udplite_coverage(""), kLiteMinCoverage);  // the headers only
+  EXPECT_EQ(udplite_coverage("cov=40"), 40);
+  EXPECT_EQ(udplite_coverage("cov=1440"), 1440);
+  EXPECT_EQ(udplite_coverage("cov=39"), std::nullopt);
 }
 
 // tcp-cc:NAME keeps the connection TCP: the kernel's rule asks for and

@@ -176,6 +176,43 @@ TEST_P(LiteBpfTest, EgressMakesUdpLiteWithItsChecksum) {
   EXPECT_EQ(counter(HK_LITE_OUT), 1u);
 }
 
+// udplite:cov=N: a connection with an entry in lite_coverage (by the token
+// its frames carry) leaves covered that far, or whole when its datagram is
+// shorter; the ingress takes it; without the entry, the headers again.
+TEST_P(LiteBpfTest, EgressCoversWhatTheConnectionsRuleSays) {
+  bool v6 = GetParam();
+  int map = bpf_map__fd(skel_.s->maps.lite_coverage);
+  auto token_of = [](const Pkt& p) {
+    uint64_t t;
+    std::memcpy(&t, &p.b[p.l4() + 8 + HK_LITE_TOKEN_AT], sizeof(t));
+    return t;
+  };
+  struct Case { size_t payload; uint16_t rule, want_len; };
+  for (auto [payload, rule, want_len] : {Case{32 + 1000, 200, 200}, Case{32 + 1000, 201, 201},
+                                         Case{32 + 300, 1440, 8 + 32 + 300},
+                                         Case{32 + 1400, 1440, 1440}}) {
+    SCOPED_TRACE("cov=" + std::to_string(rule) + ", " + std::to_string(payload) + " bytes");
+    Pkt p = packet(v6, IPPROTO_UDP, kInner, kPort, payload);
+    uint64_t token = token_of(p);
+    ASSERT_EQ(bpf_map_update_elem(map, &token, &rule, BPF_ANY), 0);
+    ASSERT_EQ(egress(p), kTcxNext);
+    EXPECT_EQ(p.proto(), HK_LITE_PROTO);
+    EXPECT_TRUE(ipv4_header_ok(p));
+    EXPECT_EQ(p.len_field(), want_len);
+    EXPECT_EQ(lite_sum(p, want_len), 0xffff);
+    Pkt flipped = p;
+    flipped.b[flipped.l4() + want_len - 1] ^= 0x04;  // the last byte covered
+    EXPECT_EQ(ingress(flipped), kTcxDrop);
+    EXPECT_EQ(ingress(p), kTcxNext);
+    ASSERT_EQ(bpf_map_delete_elem(map, &token), 0);
+  }
+  Pkt p = packet(v6, IPPROTO_UDP, kInner, kPort, 32 + 1000);
+  ASSERT_EQ(egress(p), kTcxNext);
+  EXPECT_EQ(p.len_field(), HK_LITE_COVERAGE);
+  EXPECT_EQ(counter(HK_LITE_OUT), 5u);
+  EXPECT_EQ(counter(HK_LITE_IN_BAD_CHECKSUM), 4u);
+}
+
 TEST_P(LiteBpfTest, IngressTakesEgressOutputBackAsUdp) {
   Pkt p = packet(GetParam(), IPPROTO_UDP, kInner, kPort, 32 + 500);
   std::vector<uint8_t> payload(p.b.begin() + static_cast<long>(p.l4() + 8), p.b.end());

@@ -153,6 +153,28 @@ TEST_F(UdpLiteSocket, SendsExactlyTheHeaderCoverage) {
   EXPECT_EQ(exact.receive(), ack);
 }
 
+// A datagram committed with a coverage of its own (udplite:cov=N) leaves
+// with it, and the ones around it with the socket's: peers demanding 200
+// take the 200 one only, even with all three in one flush, in any order.
+TEST_F(UdpLiteSocket, SendsEachDatagramWithItsCoverage) {
+  Peer strict(0, 200), exact(0, kCoverage);
+  auto before = pattern(1000, 9), covered = pattern(1000, 10), after = pattern(1000, 11);
+  for (uint16_t to : {strict.port, exact.port}) {
+    send(before, to);
+    std::memcpy(io->tx_buffer(0), covered.data(), covered.size());
+    io->commit(covered.size(), loopback(to), 200);
+    send(after, to);
+  }
+  ASSERT_TRUE(*io->flush());
+  EXPECT_EQ(io->datagrams_sent, 6u);
+  EXPECT_EQ(strict.receive(), covered);
+  EXPECT_EQ(strict.receive(), std::vector<std::byte>{}) << "one covered 40 got through";
+  EXPECT_EQ(exact.receive(), before);
+  EXPECT_EQ(exact.receive(), covered);
+  EXPECT_EQ(exact.receive(), after);
+  EXPECT_EQ(get_int(io->fd(), kSolUdpLite, kSendCscov), kCoverage);  // back to its own
+}
+
 // What a peer covered less than the frame header of is dropped by the
 // kernel: Hooker sees only the next, properly covered datagram.
 TEST_F(UdpLiteSocket, DropsDatagramsCoveredLess) {

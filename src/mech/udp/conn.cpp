@@ -12,7 +12,8 @@
 namespace hooker {
 
 UdpConn::UdpConn(UdpMechanism& m, const PeerInfo& peer, AppPort& port)
-    : m_(m), peer_(peer), port_(port), progress_at_(m.host().now()) {}
+    : m_(m), peer_(peer), port_(port), coverage_(m.coverage(peer)),
+      progress_at_(m.host().now()) {}
 
 UdpConn::~UdpConn() = default;
 
@@ -79,7 +80,7 @@ void UdpConn::pump() {
       wire::encode_header({HK_WIRE_DATA, m_.id(), peer_.peer_token, sent_, 0,
                            std::span<const std::byte>(b + wire::kHeader, len)},
                           b);
-      io.commit(wire::kHeader + len, peer_.peer);
+      io.commit(wire::kHeader + len, peer_.peer, coverage_);
       sent_ += len;
       left -= len;
     }

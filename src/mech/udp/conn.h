@@ -75,6 +75,7 @@ class UdpConn final : public MechConn {
   UdpMechanism& m_;
   PeerInfo peer_;
   AppPort& port_;
+  uint16_t coverage_;  // of its DATA datagrams (udplite:cov=N), 0: the socket's
   Time armed_ = kNever;  // the earliest on_deadline asked for
 
   // application -> peer

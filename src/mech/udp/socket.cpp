@@ -86,7 +86,7 @@ Result<std::unique_ptr<UdpSocket>> UdpSocket::open(uint16_t port, const Datagram
 
 UdpSocket::UdpSocket(Fd fd, uint16_t port, const DatagramProto& proto)
     : fd_(std::move(fd)), port_(port), proto_(proto), tx_(kBatch), tx_iov_(kBatch),
-      tx_msg_(kBatch), rx_msgs_(proto.gro ? kRxGroMsgs : kRxMsgs),
+      tx_msg_(kBatch), send_coverage_(proto.coverage), rx_msgs_(proto.gro ? kRxGroMsgs : kRxMsgs),
       rx_size_(proto.gro ? kRxGroBuf : wire::kMaxDatagram), rx_(rx_msgs_ * rx_size_),
       rx_iov_(rx_msgs_), rx_msg_(rx_msgs_), rx_from_(rx_msgs_), rx_cmsg_(rx_msgs_) {
   groups_.reserve(kBatch);
@@ -105,9 +105,10 @@ std::string UdpSocket::describe() const {
 
 static_assert(wire::kMaxDatagram == DatagramIo::kMaxDatagram);
 
-void UdpSocket::commit(size_t len, const sockaddr_in6& to) {
+void UdpSocket::commit(size_t len, const sockaddr_in6& to, uint16_t coverage) {
   size_t i = queued_++;
   tx_iov_[i] = {tx_[i].data(), len};
+  coverage = proto_.coverage && coverage ? coverage : proto_.coverage;
   // Extend the last group if the kernel can segment this datagram with it.
   if (!groups_.empty()) {
     Group& g = groups_.back();
@@ -115,12 +116,12 @@ void UdpSocket::commit(size_t len, const sockaddr_in6& to) {
     bool same_to = std::memcmp(&g.to, &to, sizeof(to)) == 0;
     bool last_full = tx_iov_[g.first + g.count - 1].iov_len == seg;
     if (proto_.gso && same_to && last_full && len <= seg && g.count < kGsoMax &&
-        g.first + g.count == i) {
+        g.first + g.count == i && g.coverage == coverage) {
       g.count++;
       return;
     }
   }
-  groups_.push_back(Group{i, 1, to, {}});
+  groups_.push_back(Group{i, 1, to, coverage, {}});
 }
 
 Result<bool> UdpSocket::flush() {
@@ -145,7 +146,19 @@ Result<bool> UdpSocket::flush() {
     }
   }
   while (sent_groups_ < n) {
-    int r = sendmmsg(fd_.get(), &tx_msg_[sent_groups_], static_cast<unsigned>(n - sent_groups_), 0);
+    // UDP-Lite's coverage is the socket's: groups of another coverage go
+    // in a sendmmsg of their own, the option set before it. Most rules
+    // share one coverage, so this is rare.
+    size_t run = sent_groups_ + 1;
+    while (run < n && groups_[run].coverage == groups_[sent_groups_].coverage) run++;
+    if (uint16_t cov = groups_[sent_groups_].coverage; cov != send_coverage_) {
+      int v = cov;
+      if (setsockopt(fd_.get(), SOL_UDPLITE, UDPLITE_SEND_CSCOV, &v, sizeof(v)) < 0)
+        return sys_error("set the " + proto_.name + " checksum coverage to " + std::to_string(v));
+      send_coverage_ = cov;
+    }
+    int r = sendmmsg(fd_.get(), &tx_msg_[sent_groups_],
+                     static_cast<unsigned>(run - sent_groups_), 0);
     if (r < 0) {
       if (errno == EAGAIN || errno == ENOBUFS) return false;
       if (errno == EINTR) continue;

@@ -56,7 +56,7 @@ class UdpSocket final : public DatagramIo {
   size_t room() const override { return kBatch - queued_; }
   size_t queued() const override { return queued_; }
   std::byte* tx_buffer(size_t k) override { return tx_[queued_ + k].data(); }
-  void commit(size_t len, const sockaddr_in6& to) override;
+  void commit(size_t len, const sockaddr_in6& to, uint16_t coverage = 0) override;
   Result<bool> flush() override;
   Result<bool> receive(const Handler& on_datagram) override;
   std::string describe() const override;
@@ -69,6 +69,7 @@ class UdpSocket final : public DatagramIo {
   struct Group {
     size_t first, count;
     sockaddr_in6 to;
+    uint16_t coverage;  // UDP-Lite: what the checksum covers
     alignas(cmsghdr) char cmsg[CMSG_SPACE(sizeof(uint16_t))];
   };
 
@@ -80,6 +81,7 @@ class UdpSocket final : public DatagramIo {
   std::vector<Group> groups_;
   std::vector<mmsghdr> tx_msg_;
   size_t queued_ = 0, sent_groups_ = 0;
+  uint16_t send_coverage_;  // UDPLITE_SEND_CSCOV as last set
 
   // Receive buffers: few large ones under GRO, many of one datagram without.
   size_t rx_msgs_, rx_size_;

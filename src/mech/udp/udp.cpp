@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/policy.h"
 #include "mech/udp/socket.h"  // udp_open
 
 namespace hooker {
@@ -35,6 +36,12 @@ void UdpMechanism::reap() {
   if (!retired_some_) return;
   retired_some_ = false;
   for (auto& l : lists_) l.purge();
+}
+
+uint16_t UdpMechanism::coverage(const PeerInfo& peer) const {
+  if (id_ != HK_MECH_UDPLITE) return 0;
+  uint16_t cov = udplite_coverage(peer.opts).value_or(kLiteMinCoverage);
+  return cov == kLiteMinCoverage ? 0 : cov;
 }
 
 uint32_t UdpMechanism::window() const {

@@ -56,6 +56,10 @@ class UdpMechanism final : public Mechanism {
   void queue(const wire::Frame& f, const sockaddr_in6& to);
   void send_reset(uint64_t peer_token, const sockaddr_in6& to);
   uint32_t window() const;
+  // The UDP-Lite checksum coverage of a connection's DATA datagrams, from
+  // its rule's options (udplite:cov=N); 0 for the socket's own (the
+  // headers only), and always for udp.
+  uint16_t coverage(const PeerInfo& peer) const;
   void wait(UdpConn& c, UdpWait why) { lists_[why].add(c); }
   void replay_early(UdpConn& c);
   void forget(UdpConn& c);

@@ -30,6 +30,35 @@ DatagramProto inner_proto() {
   return p;
 }
 
+// A connection whose rule covers more than the headers (udplite:cov=N):
+// the egress program finds its coverage by the token its datagrams carry,
+// from the moment it opens until it is gone.
+class CoveredConn final : public MechConn {
+ public:
+  CoveredConn(std::unique_ptr<MechConn> c, LiteBpf& bpf, uint64_t peer_token, Status set)
+      : c_(std::move(c)), bpf_(bpf), peer_token_(peer_token), set_(std::move(set)) {}
+  ~CoveredConn() override { bpf_.uncover(peer_token_); }
+
+  void start() override {
+    // Without its coverage, its bytes would leave less protected than its
+    // rule asks: reset, loudly, instead.
+    if (!set_) return c_->reset("udplite (ebpf): " + set_.error().message());
+    c_->start();
+  }
+  void on_app_readable() override { c_->on_app_readable(); }
+  void on_app_room() override { c_->on_app_room(); }
+  void on_deadline(Time now) override { c_->on_deadline(now); }
+  void reset(std::string_view why) override { c_->reset(why); }
+  void retire() override { c_->retire(); }
+  StreamStatus status() const override { return c_->status(); }
+
+ private:
+  std::unique_ptr<MechConn> c_;
+  LiteBpf& bpf_;
+  uint64_t peer_token_;
+  Status set_;
+};
+
 // UdpMechanism, plus the BPF object it needs and its counters.
 class EbpfLite final : public Mechanism {
  public:
@@ -43,7 +72,11 @@ class EbpfLite final : public Mechanism {
   void reap() override { m_->reap(); }
   void housekeeping() override { m_->housekeeping(); }
   std::unique_ptr<MechConn> open(const PeerInfo& peer, AppPort& port) override {
-    return m_->open(peer, port);
+    auto c = m_->open(peer, port);
+    uint16_t cov = m_->coverage(peer);
+    if (!cov) return c;  // the headers: the program's default
+    Status set = bpf_->cover(peer.peer_token, cov);
+    return std::make_unique<CoveredConn>(std::move(c), *bpf_, peer.peer_token, std::move(set));
   }
   void refuse(const PeerInfo& peer) override { m_->refuse(peer); }
 

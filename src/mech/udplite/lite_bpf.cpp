@@ -2,6 +2,7 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <endian.h>
 #include <net/if.h>
 
 #include <linux/types.h>
@@ -72,6 +73,23 @@ Status LiteBpf::link(const std::string& iface) {
 LiteBpf::~LiteBpf() {
   links_.clear();  // detach first: no packet runs a program being freed
   if (skel_) udplite_bpf__destroy(skel_);
+}
+
+// Keyed as the egress program reads the token: from the frame, network order.
+Status LiteBpf::cover(uint64_t peer_token, uint16_t coverage) {
+  uint64_t key = htobe64(peer_token);
+  if (int r = bpf_map_update_elem(bpf_map__fd(skel_->maps.lite_coverage), &key, &coverage,
+                                  BPF_ANY))
+    return bpf_error("set a connection's checksum coverage to " + std::to_string(coverage) +
+                         " (" + std::to_string(HK_LITE_COVERED_MAX) +
+                         " connections with a coverage of their own at most)",
+                     r);
+  return ok();
+}
+
+void LiteBpf::uncover(uint64_t peer_token) {
+  uint64_t key = htobe64(peer_token);
+  bpf_map_delete_elem(bpf_map__fd(skel_->maps.lite_coverage), &key);
 }
 
 std::vector<std::pair<const char*, uint64_t>> LiteBpf::counters() const {

@@ -28,6 +28,11 @@ class LiteBpf {
   LiteBpf(const LiteBpf&) = delete;
   LiteBpf& operator=(const LiteBpf&) = delete;
 
+  // The checksum of DATA datagrams to the peer's `peer_token` covers
+  // `coverage` bytes (udplite:cov=N), until uncover().
+  Status cover(uint64_t peer_token, uint16_t coverage);
+  void uncover(uint64_t peer_token);
+
   // Its counters summed over the CPUs, by name (ebpf_out, ebpf_in,
   // ebpf_drop_...), in the order of enum hk_lite_counter.
   std::vector<std::pair<const char*, uint64_t>> counters() const;
