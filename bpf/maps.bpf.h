@@ -26,4 +26,16 @@ struct {
 	__type(value, struct hk_fin_guard);
 } fin_guards SEC(".maps");
 
+/* At least as many as fin_guards holds (one more while one is being added):
+ * the ingress program skips its lookup of each pure ACK while it is 0,
+ * which is nearly always. Added to before an insert, taken from after a
+ * delete, by the redirector and by hookerd (through an mmap). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, __u64);
+} fin_guards_live SEC(".maps");
+
 #endif

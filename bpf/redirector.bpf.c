@@ -658,6 +658,33 @@ static __always_inline void on_write_hdr_opt(struct bpf_sock_ops *skops)
 	}
 }
 
+/* fin_guards and its count (maps.bpf.h): counted up before the entry can
+ * be seen, down only after it is gone, so the ingress program never skips
+ * a guard that is there. */
+static __always_inline void add_fin_guard(struct hk_flow *w, struct hk_fin_guard *g)
+{
+	__u32 zero = 0;
+	__u64 *live = bpf_map_lookup_elem(&fin_guards_live, &zero);
+
+	if (!live)
+		return;
+	__sync_fetch_and_add(live, 1);
+	if (bpf_map_update_elem(&fin_guards, w, g, BPF_NOEXIST)) {
+		/* There already (a FIN again), or the map is full. */
+		bpf_map_update_elem(&fin_guards, w, g, BPF_EXIST);
+		__sync_fetch_and_add(live, -1);
+	}
+}
+
+static __always_inline void del_fin_guard(struct hk_flow *w)
+{
+	__u32 zero = 0;
+	__u64 *live = bpf_map_lookup_elem(&fin_guards_live, &zero);
+
+	if (bpf_map_delete_elem(&fin_guards, w) == 0 && live)
+		__sync_fetch_and_add(live, -1);
+}
+
 static __always_inline void on_state(struct bpf_sock_ops *skops)
 {
 	__u32 new_state = skops->args[1];
@@ -686,7 +713,7 @@ static __always_inline void on_state(struct bpf_sock_ops *skops)
 		struct hk_flow w = f;
 
 		wire_flow(&w);
-		bpf_map_update_elem(&fin_guards, &w, &g, BPF_ANY);
+		add_fin_guard(&w, &g);
 	}
 	if (new_state == HK_TCP_FIN_WAIT1 || new_state == HK_TCP_LAST_ACK) {
 		emit(HK_EV_SHUT_WR, st, &f, 0, 0, 0, 0, skops);
@@ -694,7 +721,7 @@ static __always_inline void on_state(struct bpf_sock_ops *skops)
 		struct hk_flow w = f;
 
 		wire_flow(&w);
-		bpf_map_delete_elem(&fin_guards, &w);
+		del_fin_guard(&w);
 		__u64 sk_addr = (__u64)(long)skops->sk;
 
 		st->state = HK_SK_PLAIN;

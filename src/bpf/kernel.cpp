@@ -94,6 +94,9 @@ Result<std::unique_ptr<Kernel>> Kernel::load(const KernelConfig& cfg) {
   auto lanes = Mapping<hk_lanes>::of(bpf_map__fd(k->redir_->maps.lanes), cfg.max_slots);
   if (!lanes) return lanes.error();
   k->lanes_ = lanes.take();
+  auto live = Mapping<uint64_t>::of(bpf_map__fd(k->redir_->maps.fin_guards_live), 1);
+  if (!live) return live.error();
+  k->fin_guards_live_ = live.take();
 
   k->ingress_ = ingress_bpf__open();
   if (!k->ingress_) return sys_error("open the ingress BPF object");
@@ -108,6 +111,9 @@ Result<std::unique_ptr<Kernel>> Kernel::load(const KernelConfig& cfg) {
   if (int r = bpf_map__reuse_fd(k->ingress_->maps.fin_guards,
                                 bpf_map__fd(k->redir_->maps.fin_guards)))
     return bpf_error("share the FIN-ACK guards with the ingress program", r);
+  if (int r = bpf_map__reuse_fd(k->ingress_->maps.fin_guards_live,
+                                bpf_map__fd(k->redir_->maps.fin_guards_live)))
+    return bpf_error("share the FIN-ACK guard count with the ingress program", r);
   if (int r = ingress_bpf__load(k->ingress_))
     return bpf_error("load the ingress (XDP) program into the kernel", r);
 
@@ -238,6 +244,12 @@ int Kernel::counters_fd() const { return bpf_map__fd(redir_->maps.counters); }
 int Kernel::events_fd() const { return bpf_map__fd(redir_->maps.events); }
 int Kernel::consumed_fd() const { return bpf_map__fd(redir_->maps.consumed); }
 int Kernel::fin_guards_fd() const { return bpf_map__fd(redir_->maps.fin_guards); }
+
+bool Kernel::del_fin_guard(const hk_flow& wire) {
+  if (bpf_map_delete_elem(fin_guards_fd(), &wire) != 0) return false;
+  std::atomic_ref(*fin_guards_live_.at(0)).fetch_sub(1);
+  return true;
+}
 
 Status Kernel::set_rule(const PortRule& r) {
   hk_port_rule v = r.kernel();

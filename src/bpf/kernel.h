@@ -52,6 +52,10 @@ class Kernel {
   int counters_fd() const;
   int events_fd() const;
   int consumed_fd() const;  // bytes each slot's application has read
+  // Removes the FIN-ACK guard of a connection (its wire flow), keeping the
+  // count the ingress program reads in step (bpf/maps.bpf.h). Whether one
+  // was there.
+  bool del_fin_guard(const hk_flow& wire);
   int fin_guards_fd() const;
   // Each slot's two lanes into hookerd, shared with the sk_msg program.
   hk_lanes* lanes(uint32_t slot) const { return lanes_.at(slot); }
@@ -87,6 +91,7 @@ class Kernel {
   bool sk_msg_attached_ = false;
   std::vector<Fd> ingress_links_;  // XDP or tcx links
   Mapping<hk_lanes> lanes_;
+  Mapping<uint64_t> fin_guards_live_;
   std::vector<std::string> pins_;
   std::string cgroup_;
   std::unique_ptr<Listeners> listeners_;

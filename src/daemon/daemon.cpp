@@ -391,8 +391,7 @@ void Daemon::release_fins(Conn& c) {
 }
 
 void Daemon::drop_guard(const Conn& c) {
-  hk_flow w = wire_flow(c.app);
-  bpf_map_delete_elem(kernel_->fin_guards_fd(), &w);
+  kernel_->del_fin_guard(wire_flow(c.app));
 }
 
 bool Daemon::maybe_retire(Conn& c) {

@@ -64,7 +64,7 @@ void Daemon::gc_embryonic() {
     if (bpf_map_lookup_elem(gfd, &fk, &g) == 0 && now - g.since_ns > kGuardNs)
       stale.push_back(fk);
   }
-  for (auto& k : stale) bpf_map_delete_elem(gfd, &k);
+  for (auto& k : stale) kernel_->del_fin_guard(k);
 }
 
 void Daemon::on_timer() {

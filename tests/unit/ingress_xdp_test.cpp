@@ -9,6 +9,7 @@
 #include <linux/if_ether.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
+#include <linux/tcp.h>
 #include <linux/udp.h>
 #include <unistd.h>
 
@@ -152,6 +153,53 @@ TEST_P(Ingress, LeavesOtherTrafficAlone) {
   EXPECT_EQ(run(packet(false, kPort + 1, hooker(42))), XDP_PASS);           // other UDP port
   EXPECT_EQ(run(packet(true, kPort, hooker(42), IPPROTO_TCP)), XDP_PASS);   // not UDP
   EXPECT_EQ(counter(HK_CNT_XDP_PASS), 0u);  // nothing counted as Hooker's
+}
+
+// The peer's pure ACK of a moved application's FIN is held while hookerd
+// still owes that application bytes (a fin_guards entry). The lookup runs
+// only while fin_guards_live counts a guard: traffic of other connections
+// pays for no hash lookup the rest of the time.
+TEST_P(Ingress, HoldsTheGuardedFinAckWhileGuardsAreCounted) {
+  in_addr_t local = inet_addr("10.77.0.1"), remote = inet_addr("10.77.0.2");
+  auto ack = [&](uint32_t ack_seq, uint8_t extra_flag = 0) {
+    auto p = packet(false, 0, {}, IPPROTO_TCP);
+    p.resize(sizeof(ethhdr) + sizeof(iphdr));
+    auto* ip = reinterpret_cast<iphdr*>(p.data() + sizeof(ethhdr));
+    ip->saddr = remote;
+    ip->daddr = local;
+    ip->tot_len = htons(sizeof(iphdr) + sizeof(tcphdr));
+    tcphdr th{};
+    th.source = htons(8080);
+    th.dest = htons(40000);
+    th.doff = sizeof(tcphdr) / 4;
+    th.ack = 1;
+    th.fin = extra_flag;
+    th.ack_seq = htonl(ack_seq);
+    auto* b = reinterpret_cast<const uint8_t*>(&th);
+    p.insert(p.end(), b, b + sizeof(th));
+    return p;
+  };
+  hk_flow f{};
+  f.family = AF_INET;
+  f.lport = 40000;
+  f.rport = 8080;
+  f.laddr[0] = local;
+  f.raddr[0] = remote;
+  hk_fin_guard g{};
+  g.ack_seq = 1001;
+  ASSERT_EQ(bpf_map_update_elem(bpf_map__fd(skel_.s->maps.fin_guards), &f, &g, BPF_ANY), 0);
+  // Not counted (hookerd and the redirector always count one first): not
+  // looked up.
+  EXPECT_EQ(run(ack(1001)), XDP_PASS);
+  uint32_t zero = 0;
+  uint64_t one = 1;
+  ASSERT_EQ(bpf_map_update_elem(bpf_map__fd(skel_.s->maps.fin_guards_live), &zero, &one,
+                                BPF_ANY), 0);
+  EXPECT_EQ(run(ack(1001)), XDP_DROP);
+  EXPECT_EQ(counter(HK_CNT_XDP_FIN_ACK_HELD), 1u);
+  EXPECT_EQ(run(ack(1000)), XDP_PASS);     // another ACK of the flow
+  EXPECT_EQ(run(ack(1001, 1)), XDP_PASS);  // the peer's own FIN goes through
+  EXPECT_EQ(counter(HK_CNT_XDP_FIN_ACK_HELD), 1u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Hooks, Ingress, ::testing::Values(false, true),
