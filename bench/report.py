@@ -210,11 +210,19 @@ def udplite_impls_section(c: dict, name: str) -> list[str]:
     return L + [""]
 
 
+def saved_base(c: dict) -> str | None:
+    """The plain TCP variant ratios are taken to: the system default congestion
+    control if it was measured, else the first plain TCP variant."""
+    vs = variants_of(c)
+    default = f"tcp-{c['machine'].get('cc_default')}"
+    return default if default in vs else next((v for v in vs if v.startswith("tcp-")), None)
+
+
 def saved_download_table(c: dict, loss: float) -> list[str]:
     """Rows: file sizes; columns: variants; median (min–max) and the ratio of
     medians to plain TCP with the default congestion control."""
     vs = variants_of(c)
-    base = f"tcp-{c['machine'].get('cc_default')}"
+    base = saved_base(c)
     L = ["| file | " + " | ".join(vs) + " |", "|---" * (len(vs) + 1) + "|"]
     for s in SIZES:
         row = {d["variant"]: d for d in cells(c, loss) if d["size"] == s}
@@ -255,7 +263,8 @@ def saved_downloads_section(c: dict, name: str) -> list[str]:
          f"RTT 50 ms through hooker-linkemu, loss in both directions; Linux {m['kernel']}, "
          f"{m['cores']} cores; {loadavg_txt([x['loadavg'] for x in c.get('loadavg', [])])} "
          "during the run. Each cell: median (min–max) over runs, the ratio of medians "
-         f"to tcp-{m.get('cc_default')}, and how many downloads succeeded (n) or "
+         f"to {saved_base(c) or 'plain TCP (not measured)'}, and how many downloads "
+         "succeeded (n) or "
          "failed (a reset, a timeout or a wrong byte: never a time).", ""]
     L += [f"- {v}: {HOOKER_LABELS[v]}" for v in variants_of(c) if v in HOOKER_LABELS]
     for v, pc in c.get("hooker", {}).get("path_check", {}).items():

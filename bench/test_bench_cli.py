@@ -159,6 +159,10 @@ def test_saved_downloads_render_failures_as_failures():
     assert "**failed** (n=0, **1 failed**): curl: exit 28: timed out" in md
     assert "- hooker:udplite (ebpf): Hooker's udplite mechanism made by BPF" in md
     assert "load average (1 min) 2.00" in md
+    # the system default (here bbr) not measured: ratios to the plain TCP that was
+    c["machine"] = dict(c["machine"], cc_default="bbr")
+    md = "\n".join(report.saved_downloads_section(c, "d.json"))
+    assert "ratio of medians to tcp-cubic" in md and "2.50×" in md
 
 
 @pytest.mark.parametrize("args,says", [
