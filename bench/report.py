@@ -192,17 +192,23 @@ def udplite_impls_section(c: dict, name: str) -> list[str]:
          "CPU-s per GB: the whole machine's busy CPU time (`/proc/stat`: user, nice, system, "
          "irq, softirq, steal; both hosts, every process, the background included) over "
          "the iperf3 client's run, per 10^9 bytes received. Each ratio is taken to tcp in "
-         "the same round; the table gives median (min–max) over rounds.", "",
-         "| variant | runs | Gbit/s | ratio to tcp | CPU-s per GB | ratio to tcp |",
-         "|---|---|---|---|---|---|"]
+         "the same round; the table gives median (min–max) over rounds. Busy CPUs: the "
+         f"machine's busy CPU-s per second of the run, out of {c['machine']['cores']}; "
+         "where every variant keeps them all busy, CPU-s per GB is the cores over the "
+         "throughput, and whatever else ran took its share of them.", "",
+         "| variant | runs | Gbit/s | ratio to tcp | CPU-s per GB | ratio to tcp | busy CPUs |",
+         "|---|---|---|---|---|---|---|"]
     for v, sm in c["summary"].items():
+        busy = [r[v]["cpu_s"] / r[v]["wall_s"] for r in c["rounds"]
+                if "error" not in r[v] and r[v].get("wall_s")]
+        busy_txt = f"{min(busy):.2f}–{max(busy):.2f}" if busy else "—"
         runs = f"{sm['runs']}" + (f", **{len(sm['failures'])} failed**: "
                                   f"{sm['failures'][0][:80]}" if sm["failures"] else "")
         same = v == "tcp"
         L.append(f"| {v} | {runs} | {spread_txt(sm['gbps'])} | "
                  f"{'1' if same else spread_txt(sm['gbps_ratio_to_tcp'])} | "
                  f"{spread_txt(sm['cpu_s_per_gb'])} | "
-                 f"{'1' if same else spread_txt(sm['cpu_ratio_to_tcp'])} |")
+                 f"{'1' if same else spread_txt(sm['cpu_ratio_to_tcp'])} | {busy_txt} |")
     if c.get("bpf_ns_per_run"):
         L += ["", "udplite (ebpf)'s programs, both hosts and all rounds: " + "; ".join(
             f"`{k}` {p['runs']} runs, {p['ns']:.0f} ns per run"

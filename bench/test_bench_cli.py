@@ -143,7 +143,7 @@ def test_saved_udplite_impls_render_with_ratios_and_failures(tmp_path):
     assert sm["udplite (kernel)"]["cpu_ratio_to_tcp"]["median"] == pytest.approx(8 / 0.6, 0.01)
     md = "\n".join(report.udplite_impls_section(c, "x.json"))
     assert "| udp | 1 | 5.00 (5.00–5.00) | 0.50 (0.50–0.50) | 1.92 (1.92–1.92) | " \
-           "2.00 (2.00–2.00) |" in md
+           "2.00 (2.00–2.00) | 1.18–1.18 |" in md
     assert "| udplite (ebpf) | 0, **1 failed**: iperf3: the server is busy |" in md
     assert "b → a" in md and "load average (1 min) 1.50" in md
 
