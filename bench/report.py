@@ -248,7 +248,8 @@ def saved_download_table(c: dict, loss: float) -> list[str]:
             if not ts:
                 why = next((f for f in d["failures"] if not f.startswith("not ")),
                            d["failures"][0] if d["failures"] else "no run")
-                out.append(f"**failed** (n=0{tail}): {why[:70]}")
+                why = re.sub(r"^curl \S+: ", "", why)  # the URL says nothing here
+                out.append(f"**failed** (n=0{tail}): {why[:80]}")
                 continue
             txt = f"{fmt_s(d['median_s'])} ({fmt_s(min(ts))}–{fmt_s(max(ts))})"
             b = row.get(base)
@@ -279,8 +280,10 @@ def saved_downloads_section(c: dict, name: str) -> list[str]:
         else:
             L.append(f"- wire check for {v} (510 KB): {pc['tcp_payload_bytes_http_port']} "
                      f"TCP payload bytes on port {pc['http_port']}, "
-                     f"{pc['udp_payload_bytes_port_7000']} UDP/UDP-Lite payload bytes on "
-                     "port 7000")
+                     f"{pc['udp_payload_bytes_port_7000']} UDP and UDP-Lite payload bytes "
+                     "on port 7000"
+                     + (f", of them UDP-Lite {pc['udplite_payload_bytes_port_7000']}"
+                        if "udplite_payload_bytes_port_7000" in pc else ""))
     L.append("")
     for loss in cfg.get("losses_pct", []):
         L += [f"{loss:g}% loss:", ""] + saved_download_table(c, loss) + [""]

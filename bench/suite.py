@@ -291,6 +291,8 @@ class Suite:
         """One run of variant v: every size once. A failed download is not retried in
         later runs, nor are larger files: one timeout per variant, not one per run."""
         if all((v, s) in given_up for s in sizes):
+            for s in sizes:  # every run accounted for: a time, a failure or not tried
+                errors[(v, s)].append("not tried: failed in an earlier run")
             return
         wl.set_cc(bed, self.cc_of(v))
         url = kcp.url if v == "kcptun" else server.url
@@ -305,6 +307,7 @@ class Suite:
                 url = hooked_server.url
             for i, s in enumerate(sizes):
                 if (v, s) in given_up:
+                    errors[(v, s)].append("not tried: failed in an earlier run")
                     continue
                 limit = TIMEOUTS.get(s) or self.cfg["timeout"][s]
                 try:
@@ -337,7 +340,9 @@ class Suite:
                 try:
                     with self.hooker_pair(bed, v, port):
                         server = wl.HttpServer(bed, files, port)
-                        with bed.b.capture(f"port {port} or port {wl.HOOKER_PORT}") as cap:
+                        # "port" matches TCP and UDP only: UDP-Lite by its protocol
+                        with bed.b.capture(f"port {port} or port {wl.HOOKER_PORT} or "
+                                           "ip proto 136 or ip6 proto 136") as cap:
                             wl.download(bed, server.url("510KB"), "510KB",
                                         files.digest["510KB"], 60)
                         server.close()
@@ -346,6 +351,8 @@ class Suite:
                         "tcp_payload_bytes_http_port": cap.tcp_payload_bytes(port),
                         "udp_payload_bytes_port_7000": cap.udp_payload_bytes(wl.HOOKER_PORT)
                         + cap.udp_payload_bytes(wl.HOOKER_PORT, "udplite"),
+                        "udplite_payload_bytes_port_7000":
+                            cap.udp_payload_bytes(wl.HOOKER_PORT, "udplite"),
                         "frames_tcpdump_dropped": cap.dropped}
                 except (wl.Unavailable, RuntimeError) as e:
                     self.res["hooker"].setdefault("path_check", {})[self.label(v)] = {
