@@ -130,7 +130,8 @@ def download_table(res, loss):
                 out.append("—")
                 continue
             if not d["times_s"]:
-                why = d["failures"][0] if d["failures"] else "no run"
+                why = next((f for f in d["failures"] if not f.startswith("not ")),
+                           d["failures"][0] if d["failures"] else "no run")
                 out.append(f"**failed**: {why[:90]}")
                 continue
             txt = fmt_s(d["median_s"])

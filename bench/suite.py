@@ -52,6 +52,9 @@ MODES = {
 # (cubic needs about 230 s for 26 MB at 5% loss here).
 TIMEOUTS = {"3KB": 15, "510KB": 60}
 PROBES = HERE / "probes.py"
+# A download not run because one of the same variant failed before it (in this run
+# or an earlier one): each run of a cell is a time, a failure, or this.
+NOT_TRIED = "not tried: a download of this variant failed before it"
 PROBE_PORT, HOOKED_PROBE_PORT = 9000, 9001
 
 
@@ -292,7 +295,7 @@ class Suite:
         later runs, nor are larger files: one timeout per variant, not one per run."""
         if all((v, s) in given_up for s in sizes):
             for s in sizes:  # every run accounted for: a time, a failure or not tried
-                errors[(v, s)].append("not tried: failed in an earlier run")
+                errors[(v, s)].append(NOT_TRIED)
             return
         wl.set_cc(bed, self.cc_of(v))
         url = kcp.url if v == "kcptun" else server.url
@@ -307,7 +310,7 @@ class Suite:
                 url = hooked_server.url
             for i, s in enumerate(sizes):
                 if (v, s) in given_up:
-                    errors[(v, s)].append("not tried: failed in an earlier run")
+                    errors[(v, s)].append(NOT_TRIED)
                     continue
                 limit = TIMEOUTS.get(s) or self.cfg["timeout"][s]
                 try:
@@ -316,9 +319,7 @@ class Suite:
                     errors[(v, s)].append(str(e))
                     self.log(f"  {v} {s}: FAILED: {e}")
                     for later in list(sizes)[i:]:
-                        given_up.add((v, later))
-                        if later != s:
-                            errors[(v, later)].append(f"not tried: {s} failed first")
+                        given_up.add((v, later))  # the larger ones: NOT_TRIED below
         except wl.Unavailable as e:
             for s in sizes:
                 errors[(v, s)].append(f"not measured: {e}")

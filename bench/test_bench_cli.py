@@ -176,3 +176,40 @@ def test_udplite_impls_bad_input_is_refused_clearly(args, says):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2, r
     assert says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_every_download_run_is_a_time_a_failure_or_not_tried(monkeypatch):
+    """Once a variant fails a download, that size and the larger ones are not
+    tried again; each run still leaves exactly one entry per size."""
+    import suite
+    import workloads as wl
+    calls = []
+
+    def download(bed, url, name, expect, timeout):
+        calls.append(name)
+        if name == "510KB" or (name == "3KB" and len(calls) > 4):
+            raise RuntimeError("curl x: exit 56: reset")
+        return 0.1
+    monkeypatch.setattr(wl, "download", download)
+    monkeypatch.setattr(wl, "set_cc", lambda bed, cc: None)
+
+    class Bare:
+        cfg = {"timeout": {"26MB": 60}}
+        cc_of = lambda self, v: "cubic"  # noqa: E731
+        log = lambda self, msg: None  # noqa: E731
+
+    class Server:
+        url = staticmethod(lambda name: name)
+    sizes = {"3KB": 1, "510KB": 2, "26MB": 3}
+    files = type("F", (), {"digest": {k: None for k in sizes}})()
+    times = {("cubic", s): [] for s in sizes}
+    errors = {("cubic", s): [] for s in sizes}
+    given_up = set()
+    for _ in range(5):
+        suite.Suite.download_variant(Bare(), None, "cubic", files, Server(), None, sizes,
+                                     times, errors, given_up)
+    for s in sizes:
+        assert len(times[("cubic", s)]) + len(errors[("cubic", s)]) == 5, s
+    assert times[("cubic", "3KB")] == [0.1] * 3   # runs 1-3; run 4 fails; run 5 not tried
+    assert errors[("cubic", "510KB")][0] == "curl x: exit 56: reset"
+    assert errors[("cubic", "26MB")] == [suite.NOT_TRIED] * 5
