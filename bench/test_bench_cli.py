@@ -116,9 +116,10 @@ def test_hooker_variants_become_hookerd_rules(variant, rule, extra, label):
     assert label in report.HOOKER_LABELS
 
 
-def test_full_mode_measures_udplite_by_default():
+@pytest.mark.parametrize("mode", ["quick", "full"])
+def test_both_modes_measure_udplite_by_default(mode):
     import suite
-    assert "hooker:udplite" in suite.parse_args(["--build", "b", "--mode", "full"]).mechs
+    assert "hooker:udplite" in suite.parse_args(["--build", "b", "--mode", mode]).mechs
 
 
 def udplite_impls_run(tmp_path):
