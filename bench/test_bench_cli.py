@@ -147,6 +147,7 @@ def test_saved_udplite_impls_render_with_ratios_and_failures(tmp_path):
            "2.00 (2.00–2.00) | 1.18–1.18 |" in md
     assert "| udplite (ebpf) | 0, **1 failed**: iperf3: the server is busy |" in md
     assert "b → a" in md and "load average (1 min) 1.50" in md
+    assert "against udplite (kernel)" not in md  # the ebpf run failed: no pair
 
 
 def test_saved_downloads_render_failures_as_failures():
