@@ -29,6 +29,11 @@ HOOKER_LABELS = {
 }
 
 
+def no_url(why: str) -> str:
+    """A curl failure without its URL (the table's column says which)."""
+    return re.sub(r"^curl \S+: ", "", why)
+
+
 def fmt_s(x):
     if x is None:
         return "—"
@@ -132,7 +137,7 @@ def download_table(res, loss):
             if not d["times_s"]:
                 why = next((f for f in d["failures"] if not f.startswith("not ")),
                            d["failures"][0] if d["failures"] else "no run")
-                out.append(f"**failed**: {why[:90]}")
+                out.append(f"**failed**: {no_url(why)[:90]}")
                 continue
             txt = fmt_s(d["median_s"])
             b = row.get(base)
@@ -259,8 +264,7 @@ def saved_download_table(c: dict, loss: float) -> list[str]:
             if not ts:
                 why = next((f for f in d["failures"] if not f.startswith("not ")),
                            d["failures"][0] if d["failures"] else "no run")
-                why = re.sub(r"^curl \S+: ", "", why)  # the URL says nothing here
-                out.append(f"**failed** (n=0{tail}): {why[:80]}")
+                out.append(f"**failed** (n=0{tail}): {no_url(why)[:80]}")
                 continue
             txt = f"{fmt_s(d['median_s'])} ({fmt_s(min(ts))}–{fmt_s(max(ts))})"
             b = row.get(base)
@@ -377,8 +381,12 @@ def write(res: dict, out: Path, md_path: Path | None = None) -> Path:
                 L.append(f"- wire check for {v} (510 KB download, captured on host b): "
                          f"{pc['tcp_payload_bytes_http_port']} TCP payload bytes on port "
                          f"{pc['http_port']}, "
-                         f"{pc['udp_payload_bytes_port_7000']} UDP payload bytes on port 7000"
-                         f" (tcpdump dropped {pc.get('frames_tcpdump_dropped')}).")
+                         + (f"{pc['udp_payload_bytes_port_7000']} UDP and UDP-Lite payload "
+                            f"bytes on port 7000 (of them UDP-Lite "
+                            f"{pc['udplite_payload_bytes_port_7000']})"
+                            if "udplite_payload_bytes_port_7000" in pc else  # older runs
+                            f"{pc['udp_payload_bytes_port_7000']} UDP payload bytes on port 7000")
+                         + f" (tcpdump dropped {pc.get('frames_tcpdump_dropped')}).")
                 if pc["tcp_payload_bytes_http_port"] >= pc["file_bytes"]:
                     L.append("  **The file crossed the wire as TCP payload: Hooker did not "
                              "redirect it, so its numbers below measure plain TCP.**")
