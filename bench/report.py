@@ -280,7 +280,8 @@ def saved_downloads_section(c: dict, name: str) -> list[str]:
     cfg = c["config"]
     m = c["machine"]
     L = [f"### {c.get('title') or name}", "",
-         f"`{name}`, {c['date']}: bench/suite.py {c['mode']} mode, downloads only "
+         f"`{name}`, {c['date']}: bench/suite.py {c['mode']} mode, "
+         f"`--parts {','.join(cfg.get('parts', ['downloads']))}` "
          f"({c.get('duration_s', '?')} s), {cfg['runs']} interleaved runs per cell, "
          f"RTT 50 ms through hooker-linkemu, loss in both directions; Linux {m['kernel']}, "
          f"{m['cores']} cores; {loadavg_txt([x['loadavg'] for x in c.get('loadavg', [])])} "
