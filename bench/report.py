@@ -3,6 +3,7 @@ only figures not measured by the suite; the report marks them as the paper's."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,21 @@ PAPER_FIG2 = ("The paper's Figure 2 (3 KB, 510 KB, 26 MB over HTTP, RTT 50 ms, 0
               "shows Hooker adding a small overhead over plain TCP for all three files; "
               "its text prints no numbers for it.")
 SIZES = ["3KB", "510KB", "26MB"]
+COMPARISONS = Path(__file__).resolve().parent / "comparisons"
+# What each Hooker label in results.json stands for (bench/suite.py HOOKER_VARIANTS).
+HOOKER_LABELS = {
+    "hooker": "Hooker's default mechanism, udp (`--redirect PORT`)",
+    "hooker:udp": "Hooker's udp mechanism (`--redirect PORT=udp`)",
+    "hooker:udplite (kernel)": "Hooker's udplite mechanism with the kernel's UDP-Lite "
+                               "(`--redirect PORT=udplite --udplite-impl kernel`)",
+    "hooker:udplite (ebpf)": "Hooker's udplite mechanism made by BPF programs on UDP "
+                             "(`--redirect PORT=udplite --udplite-impl ebpf`)",
+}
+
+
+def no_url(why: str) -> str:
+    """A curl failure without its URL (the table's column says which)."""
+    return re.sub(r"^curl \S+: ", "", why)
 
 
 def fmt_s(x):
@@ -83,7 +99,7 @@ def plot_loss_sweep(res, out: Path) -> str | None:
             pts = [(d["loss_pct"], d["median_s"]) for d in res["downloads"]
                    if d["variant"] == v and d["size"] == s and d["median_s"]]
             if len(pts) >= 2:
-                dat = out / f"sweep_{s}_{v.replace(':', '_')}.dat"
+                dat = out / f"sweep_{s}_{re.sub(r'[^A-Za-z0-9.-]+', '_', v)}.dat"
                 dat.write_text("".join(f"{x} {y}\n" for x, y in sorted(pts)))
                 series.append(f"'{dat.name}' using 1:2 with linespoints lw 2 title '{v}'")
         if series:
@@ -119,8 +135,9 @@ def download_table(res, loss):
                 out.append("—")
                 continue
             if not d["times_s"]:
-                why = d["failures"][0] if d["failures"] else "no run"
-                out.append(f"**failed**: {why[:90]}")
+                why = next((f for f in d["failures"] if not f.startswith("not ")),
+                           d["failures"][0] if d["failures"] else "no run")
+                out.append(f"**failed**: {no_url(why)[:90]}")
                 continue
             txt = fmt_s(d["median_s"])
             b = row.get(base)
@@ -150,6 +167,183 @@ def comparison_table(res) -> list[str]:
     return L
 
 
+def spread_txt(d: dict, fmt: str = "{:.2f}") -> str:
+    """'median (min–max)' of a {'median','min','max'} summary, or a dash."""
+    if not d or d.get("median") is None:
+        return "—"
+    return f"{fmt.format(d['median'])} ({fmt.format(d['min'])}–{fmt.format(d['max'])})"
+
+
+def spread_of(xs) -> dict:
+    xs = sorted(xs)
+    if not xs:
+        return {}
+    n = len(xs)
+    med = xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+    return {"median": med, "min": xs[0], "max": xs[-1]}
+
+
+def loadavg_txt(values) -> str:
+    """The 1-minute load averages seen during a run, as a range."""
+    one = [v[0] for v in values if v]
+    if not one:
+        return "load average not recorded"
+    lo, hi = min(one), max(one)
+    return f"load average (1 min) {lo:.2f}" + (f"–{hi:.2f}" if hi != lo else "")
+
+
+def udplite_impls_section(c: dict, name: str) -> list[str]:
+    """A saved bench/udplite_impls.py run: Gbit/s and CPU per GB, ratios to tcp."""
+    cfg = c["config"]
+    way = "b → a (`-R`)" if cfg.get("reverse") else "a → b"
+    bg = [r["background_cpu_per_s"] for r in c["rounds"] if "background_cpu_per_s" in r]
+    L = [f"### {c.get('title') or name}", "",
+         f"`{name}`, {c['date']}: {cfg['rounds']} rounds of iperf3 ({cfg['streams']} "
+         f"stream, {cfg['secs']} s, {way}, {cfg['link']}), the four variants taking turns "
+         f"in each round; Linux {c['machine']['kernel']}, {c['machine']['cores']} cores. "
+         f"{loadavg_txt([r.get('loadavg') for r in c['rounds']])} at the rounds' starts"
+         + (f"; the machine's background, measured for 1 s before each round, "
+            f"{min(bg):.2f}–{max(bg):.2f} busy CPU-s per s" if bg else "") + ".", "",
+         "| variant | runs | Gbit/s | ratio to tcp | CPU-s per GB | ratio to tcp | busy CPUs |",
+         "|---|---|---|---|---|---|---|"]
+    for v, sm in c["summary"].items():
+        busy = [r[v]["cpu_s"] / r[v]["wall_s"] for r in c["rounds"]
+                if "error" not in r[v] and r[v].get("wall_s")]
+        busy_txt = f"{min(busy):.2f}–{max(busy):.2f}" if busy else "—"
+        runs = f"{sm['runs']}" + (f", **{len(sm['failures'])} failed**: "
+                                  f"{sm['failures'][0][:80]}" if sm["failures"] else "")
+        same = v == "tcp"
+        L.append(f"| {v} | {runs} | {spread_txt(sm['gbps'])} | "
+                 f"{'1' if same else spread_txt(sm['gbps_ratio_to_tcp'])} | "
+                 f"{spread_txt(sm['cpu_s_per_gb'])} | "
+                 f"{'1' if same else spread_txt(sm['cpu_ratio_to_tcp'])} | {busy_txt} |")
+    pair = [r for r in c["rounds"] if all(
+        "error" not in r[v] for v in ("udplite (kernel)", "udplite (ebpf)"))]
+    if pair:
+        ratio = lambda f: spread_txt(spread_of(  # noqa: E731
+            [r["udplite (ebpf)"][f] / r["udplite (kernel)"][f] for r in pair
+             if r["udplite (kernel)"][f]]))
+        L += ["", f"udplite (ebpf) against udplite (kernel) in the same round: Gbit/s "
+              f"{ratio('gbps')}, CPU-s per GB {ratio('cpu_s_per_gb')}."]
+    if c.get("bpf_ns_per_run"):
+        L += ["", "udplite (ebpf)'s programs, both hosts and all rounds: " + "; ".join(
+            f"`{k}` {p['runs']} runs, {p['ns']:.0f} ns per run"
+            for k, p in c["bpf_ns_per_run"].items()) + " (`kernel.bpf_stats_enabled`)."]
+    return L + [""]
+
+
+def saved_base(c: dict) -> str | None:
+    """The plain TCP variant ratios are taken to: the system default congestion
+    control if it was measured, else the first plain TCP variant."""
+    vs = variants_of(c)
+    default = f"tcp-{c['machine'].get('cc_default')}"
+    return default if default in vs else next((v for v in vs if v.startswith("tcp-")), None)
+
+
+def saved_download_table(c: dict, loss: float) -> list[str]:
+    """Rows: file sizes; columns: variants; median (min–max) and the ratio of
+    medians to plain TCP with the default congestion control."""
+    vs = variants_of(c)
+    base = saved_base(c)
+    L = ["| file | " + " | ".join(vs) + " |", "|---" * (len(vs) + 1) + "|"]
+    for s in SIZES:
+        row = {d["variant"]: d for d in cells(c, loss) if d["size"] == s}
+        if not row:
+            continue
+        out = []
+        for v in vs:
+            d = row.get(v)
+            if d is None:
+                out.append("—")
+                continue
+            n_bad = sum(not f.startswith("not ") for f in d["failures"])
+            n_off = len(d["failures"]) - n_bad
+            tail = (f", **{n_bad} failed**" if n_bad else "") + \
+                (f", {n_off} not run" if n_off else "")
+            ts = d["times_s"]
+            if not ts:
+                why = next((f for f in d["failures"] if not f.startswith("not ")),
+                           d["failures"][0] if d["failures"] else "no run")
+                out.append(f"**failed** (n=0{tail}): {no_url(why)[:80]}")
+                continue
+            txt = f"{fmt_s(d['median_s'])} ({fmt_s(min(ts))}–{fmt_s(max(ts))})"
+            b = row.get(base)
+            if v != base and b and b["median_s"]:
+                txt += f", {d['median_s'] / b['median_s']:.2f}×"
+            out.append(txt + f", n={len(ts)}{tail}")
+        L.append(f"| {s} | " + " | ".join(out) + " |")
+    return L
+
+
+def saved_downloads_section(c: dict, name: str) -> list[str]:
+    """A saved suite run's downloads (bench/suite.py --save)."""
+    cfg = c["config"]
+    m = c["machine"]
+    L = [f"### {c.get('title') or name}", "",
+         f"`{name}`, {c['date']}: bench/suite.py {c['mode']} mode, "
+         f"`--parts {','.join(cfg.get('parts', ['downloads']))}` "
+         f"({c.get('duration_s', '?')} s), {cfg['runs']} interleaved runs per cell, "
+         f"RTT 50 ms through hooker-linkemu, loss in both directions; Linux {m['kernel']}, "
+         f"{m['cores']} cores; {loadavg_txt([x['loadavg'] for x in c.get('loadavg', [])])} "
+         "during the run. Each cell: median (min–max) over runs, the ratio of medians "
+         f"to {saved_base(c) or 'plain TCP (not measured)'}, and how many downloads "
+         "succeeded (n) or "
+         "failed (a reset, a timeout or a wrong byte: never a time).", ""]
+    L += [f"- {v}: {HOOKER_LABELS[v]}" for v in variants_of(c) if v in HOOKER_LABELS]
+    for v, pc in c.get("hooker", {}).get("path_check", {}).items():
+        if "error" in pc:
+            L.append(f"- wire check for {v}: **failed**: {pc['error']}")
+        else:
+            L.append(f"- wire check for {v} (510 KB): {pc['tcp_payload_bytes_http_port']} "
+                     f"TCP payload bytes on port {pc['http_port']}, "
+                     f"{pc['udp_payload_bytes_port_7000']} UDP and UDP-Lite payload bytes "
+                     "on port 7000"
+                     + (f", of them UDP-Lite {pc['udplite_payload_bytes_port_7000']}"
+                        if "udplite_payload_bytes_port_7000" in pc else ""))
+    L.append("")
+    for loss in cfg.get("losses_pct", []):
+        L += [f"{loss:g}% loss:", ""] + saved_download_table(c, loss) + [""]
+    return L
+
+
+def saved_sections() -> list[str]:
+    """Everything saved in bench/comparisons/, by kind, each from its own run."""
+    saved = [(f, json.loads(f.read_text())) for f in sorted(COMPARISONS.glob("*.json"))]
+    by_kind = lambda k: [(f, c) for f, c in saved if c.get("kind", "compare_builds") == k]  # noqa
+    L = []
+    if by_kind("udplite_impls"):
+        L += ["## udplite: the kernel's UDP-Lite and BPF's, beside udp and plain TCP "
+              "(bench/udplite_impls.py)", "",
+              "Saved runs (`bench/comparisons/`), each from its own run: iperf3 throughput "
+              "and the CPU each variant burns per GB moved.", "",
+              "CPU-s per GB: the whole machine's busy CPU time (`/proc/stat`: user, nice, "
+              "system, irq, softirq, steal; both hosts, every process, the background "
+              "included) over the iperf3 client's run, per 10^9 bytes received. Each ratio "
+              "is taken to tcp in the same round; the tables give median (min–max) over "
+              "rounds. Busy CPUs: the machine's busy CPU-s per second of the run. Where "
+              "every variant keeps all the cores busy, CPU-s per GB is the cores over the "
+              "throughput (its ratio to tcp the inverse of the throughput's), and whatever "
+              "else ran took its share of them.", ""]
+        for f, c in by_kind("udplite_impls"):
+            L += udplite_impls_section(c, f.name)
+    if by_kind("downloads"):
+        L += ["## Figure 2 over udplite, beside udp and plain TCP (saved suite runs)", "",
+              "Saved runs (`bench/suite.py --parts path,downloads --save`, in "
+              "`bench/comparisons/`). udp and udplite do not retransmit: under loss a "
+              "connection over them ends in a reset, counted as a failure.", ""]
+        for f, c in by_kind("downloads"):
+            L += saved_downloads_section(c, f.name)
+    if by_kind("compare_builds"):
+        L += ["## Before and after a change (bench/compare_builds.py)", "",
+              "Saved comparisons, each from its own run: plain TCP and the two builds "
+              "interleaved in rounds, each figure a ratio to plain TCP in its round.", ""]
+        for f, c in by_kind("compare_builds"):
+            L += [f"### {c['title'] or f.stem}", "",
+                  f"`{f.name}`: {c['config']['rounds']} rounds, iperf3 {c['config']['secs']} s, "
+                  f"{c['config']['setups']} set-ups and {c['config']['trips']} round trips "
+                  "per round.", ""] + comparison_table(c) + [""]
+    return L
+
 
 def write(res: dict, out: Path, md_path: Path | None = None) -> Path:
     """Plots (and their data) into `out`; the report to md_path (default
@@ -162,8 +356,9 @@ def write(res: dict, out: Path, md_path: Path | None = None) -> Path:
     L = ["# Hooker benchmarks", "",
          f"Generated by `bench/run.sh` ({res['mode']} mode) on {res['date']} in "
          f"{res.get('duration_s', '?')} s. Every number in this file was measured by that "
-         "run, each beside its baseline from the same run, except those marked "
-         "**paper** (Bonfoh et al., CORES 2020). Raw data: "
+         "run, each beside its baseline from the same run, except the saved runs of "
+         "`bench/comparisons/` (each from its own run, dated in its section) and those "
+         "marked **paper** (Bonfoh et al., CORES 2020). Raw data: "
          f"`{rel}results.json`. How it is measured: `bench/README.md`.", "",
          "## Machine", "",
          f"- Linux {m['kernel']}, {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, "
@@ -187,8 +382,12 @@ def write(res: dict, out: Path, md_path: Path | None = None) -> Path:
                 L.append(f"- wire check for {v} (510 KB download, captured on host b): "
                          f"{pc['tcp_payload_bytes_http_port']} TCP payload bytes on port "
                          f"{pc['http_port']}, "
-                         f"{pc['udp_payload_bytes_port_7000']} UDP payload bytes on port 7000"
-                         f" (tcpdump dropped {pc.get('frames_tcpdump_dropped')}).")
+                         + (f"{pc['udp_payload_bytes_port_7000']} UDP and UDP-Lite payload "
+                            f"bytes on port 7000 (of them UDP-Lite "
+                            f"{pc['udplite_payload_bytes_port_7000']})"
+                            if "udplite_payload_bytes_port_7000" in pc else  # older runs
+                            f"{pc['udp_payload_bytes_port_7000']} UDP payload bytes on port 7000")
+                         + f" (tcpdump dropped {pc.get('frames_tcpdump_dropped')}).")
                 if pc["tcp_payload_bytes_http_port"] >= pc["file_bytes"]:
                     L.append("  **The file crossed the wire as TCP payload: Hooker did not "
                              "redirect it, so its numbers below measure plain TCP.**")
@@ -204,6 +403,8 @@ def write(res: dict, out: Path, md_path: Path | None = None) -> Path:
           "kcptun keeps one KCP session open between its client and server, so a "
           "download through it skips the TCP handshake across the emulated link.", "",
           f"> **paper**: {PAPER_FIG2}", ""]
+    labels = [f"- {v}: {HOOKER_LABELS[v]}" for v in variants_of(res) if v in HOOKER_LABELS]
+    L += labels + ([""] if labels else [])
     for loss in res["config"].get("losses_pct", []):
         L += [f"### {loss:g}% loss", "", download_table(res, loss), ""]
         png = plot_downloads(res, out, loss)
@@ -279,17 +480,7 @@ def write(res: dict, out: Path, md_path: Path | None = None) -> Path:
                      f"{r['run_cnt']} | {r['ns_per_run']:.0f} |")
         L.append("")
 
-    saved = sorted((Path(__file__).resolve().parent / "comparisons").glob("*.json"))
-    if saved:
-        L += ["## Before and after a change (bench/compare_builds.py)", "",
-              "Saved comparisons, each from its own run: plain TCP and the two builds "
-              "interleaved in rounds, each figure a ratio to plain TCP in its round.", ""]
-        for f in saved:
-            c = json.loads(f.read_text())
-            L += [f"### {c['title'] or f.stem}", "",
-                  f"`{f.name}`: {c['config']['rounds']} rounds, iperf3 {c['config']['secs']} s, "
-                  f"{c['config']['setups']} set-ups and {c['config']['trips']} round trips "
-                  "per round.", ""] + comparison_table(c) + [""]
+    L += saved_sections()
     if res["not_measured"]:
         L += ["## Not measured in this run", ""]
         L += [f"- {n['what']}: {n['why']}" for n in res["not_measured"]]
@@ -298,8 +489,27 @@ def write(res: dict, out: Path, md_path: Path | None = None) -> Path:
     return md
 
 
+def main(argv) -> int:
+    """report.py RESULTS_JSON [OUTDIR]: re-render a report from a saved results.json;
+    report.py --reference: bench/BENCHMARKS.md again from bench/plots/results.json
+    (the last full run) with what bench/comparisons/ holds now."""
+    here = Path(__file__).resolve().parent
+    if argv == ["--reference"]:
+        src, out, md = here / "plots" / "results.json", here / "plots", here / "BENCHMARKS.md"
+    elif len(argv) in (1, 2) and not argv[0].startswith("-"):
+        src = Path(argv[0])
+        out, md = (Path(argv[1]) if len(argv) == 2 else src.parent), None
+    else:
+        print("usage: report.py RESULTS_JSON [OUTDIR] | report.py --reference", file=sys.stderr)
+        return 2
+    try:
+        res = json.loads(src.read_text())
+    except (OSError, ValueError) as e:
+        print(f"report: {src}: {e}", file=sys.stderr)
+        return 2
+    print(write(res, out, md))
+    return 0
+
+
 if __name__ == "__main__":
-    # Re-render a report from a saved results.json: report.py results.json [outdir]
-    src = Path(sys.argv[1])
-    print(write(json.loads(src.read_text()), Path(sys.argv[2]) if len(sys.argv) > 2
-                else src.parent))
+    sys.exit(main(sys.argv[1:]))

@@ -4,7 +4,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 if [ $# -lt 2 ]; then
-  echo "usage: bench/run.sh BUILD quick|full [--mechanisms tcp,bbr,kcptun,hooker] [--loss 0,1,5] [--runs N]" >&2
+  echo "usage: bench/run.sh BUILD quick|full [--mechanisms tcp,bbr,kcptun,hooker,hooker:udplite] [--loss 0,1,5] [--runs N] [--parts ...] [--save FILE]" >&2
   exit 2
 fi
 build="$1" mode="$2"

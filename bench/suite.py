@@ -28,20 +28,34 @@ import report  # noqa: E402
 SIZES = {"3KB": 3 * 1024, "510KB": 510 * 1024, "26MB": 26 * 1024 * 1024}
 KNOWN = ("cubic", "bbr", "kcptun", "hooker")  # cubic, bbr: plain TCP with that CC
 TCP_CCS = ("cubic", "bbr", "reno", "tcp")  # "tcp": the system default CC
+# Hooker's variants: (mechanism in the --redirect rule, hookerd's extra flags,
+# the label in results.json and the report). "hooker" is udp, its default.
+HOOKER_VARIANTS = {
+    "hooker": ("udp", [], "hooker"),
+    "hooker:udp": ("udp", [], "hooker:udp"),
+    "hooker:udplite": ("udplite", ["--udplite-impl", "kernel"], "hooker:udplite (kernel)"),
+    "hooker:udplite-ebpf": ("udplite", ["--udplite-impl", "ebpf"], "hooker:udplite (ebpf)"),
+}
+# The parts of a run, in the order they run (--parts picks some).
+PARTS = ("ready", "path", "downloads", "throughput", "setup", "scale", "deploy")
 
-# What each mode measures. quick must stay under 5 minutes on 2 cores.
+# What each mode measures. quick must stay under 5 minutes on 2 cores (127 s with
+# hooker:udplite added, load average 3.7-4.4).
 MODES = {
     "quick": dict(runs=3, losses=[0.0, 1.0, 5.0], iperf_runs=2, iperf_secs=3,
                   ready_runs=5, big_losses=[0.0], timeout={"26MB": 60}, setups=200,
-                  held=1000, deploy_runs=20),
+                  held=1000, deploy_runs=20, mechanisms=KNOWN + ("hooker:udplite",)),
     "full": dict(runs=5, losses=[0.0, 1.0, 5.0], iperf_runs=3, iperf_secs=5,
                  ready_runs=20, big_losses=[0.0, 1.0, 5.0], timeout={"26MB": 400}, setups=1000,
-                 held=10000, deploy_runs=20),
+                 held=10000, deploy_runs=20, mechanisms=KNOWN + ("hooker:udplite",)),
 }
 # curl's --max-time per file: past it the download counts as failed, not as a time
 # (cubic needs about 230 s for 26 MB at 5% loss here).
 TIMEOUTS = {"3KB": 15, "510KB": 60}
 PROBES = HERE / "probes.py"
+# A download not run because one of the same variant failed before it (in this run
+# or an earlier one): each run of a cell is a time, a failure, or this.
+NOT_TRIED = "not tried: a download of this variant failed before it"
 PROBE_PORT, HOOKED_PROBE_PORT = 9000, 9001
 
 
@@ -55,9 +69,18 @@ def parse_args(argv):
                                 description="Hooker benchmark suite (bench/README.md).")
     p.add_argument("--build", required=True, help="CMake build dir holding hookerd")
     p.add_argument("--mode", required=True, help="quick or full")
-    p.add_argument("--mechanisms", default=",".join(KNOWN),
+    p.add_argument("--mechanisms", default=None,
                    help="comma list of cubic, bbr, reno, tcp (system default CC), kcptun, "
-                        "hooker, hooker:MECH (MECH is passed to hookerd as --mechanism MECH)")
+                        "hooker (its udp mechanism), hooker:udp, hooker:udplite (the "
+                        "kernel's UDP-Lite), hooker:udplite-ebpf (udplite made by BPF); "
+                        "default: " + "; ".join(f"{k} mode {','.join(v['mechanisms'])}"
+                                                for k, v in MODES.items()))
+    p.add_argument("--parts", default=",".join(PARTS),
+                   help=f"comma list of what to run, of {', '.join(PARTS)} (default all)")
+    p.add_argument("--save", default=None,
+                   help="also save the downloads as bench/comparisons/NAME.json, which "
+                        "report.py renders into BENCHMARKS.md")
+    p.add_argument("--title", default="", help="a title for the saved downloads")
     p.add_argument("--loss", default=None,
                    help="comma list of loss rates in percent (default 0,1,5)")
     p.add_argument("--runs", type=int, default=None, help="runs per cell (median)")
@@ -66,10 +89,26 @@ def parse_args(argv):
     if a.mode not in MODES:
         fail(f"unknown mode {a.mode!r}: quick or full")
     cfg = dict(MODES[a.mode])
-    mechs = [m.strip() for m in a.mechanisms.split(",") if m.strip()]
+    mechs = [m.strip() for m in (a.mechanisms or ",".join(cfg["mechanisms"])).split(",")
+             if m.strip()]
+    if not mechs:
+        fail("--mechanisms is empty: name at least one variant")
     for m in mechs:
-        if m not in KNOWN + TCP_CCS and not m.startswith("hooker:"):
-            fail(f"unknown mechanism {m!r}: choose from {', '.join(KNOWN)}, hooker:MECH")
+        if m not in KNOWN + TCP_CCS and m not in HOOKER_VARIANTS:
+            fail(f"unknown mechanism {m!r}: choose from "
+                 f"{', '.join(dict.fromkeys(KNOWN + TCP_CCS + tuple(HOOKER_VARIANTS)))}")
+    parts = [x.strip() for x in a.parts.split(",") if x.strip()]
+    for x in parts:
+        if x not in PARTS:
+            fail(f"unknown part {x!r}: choose from {', '.join(PARTS)}")
+    if not parts:
+        fail("--parts is empty: name at least one of " + ", ".join(PARTS))
+    a.parts = parts
+    if a.save is not None:
+        if "downloads" not in parts:
+            fail("--save keeps the downloads: add downloads to --parts")
+        if not Path(a.save).resolve().parent.is_dir():
+            fail(f"--save {a.save}: {Path(a.save).parent} is not a directory")
     if a.loss is not None:
         try:
             losses = [float(x) for x in a.loss.split(",")]
@@ -123,7 +162,7 @@ class Suite:
                         timespec="seconds"),
                     "machine": machine(), "config": {}, "hooker": {}, "downloads": [],
                     "throughput": [], "table1": {}, "conn_setup": [], "scale": [],
-                    "not_measured": []}
+                    "not_measured": [], "loadavg": []}
         self.hooker_reason = None
         self.hookerd = None  # the run's private copy of hookerd (snapshot_hookerd)
         sysdef = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
@@ -132,6 +171,11 @@ class Suite:
 
     def log(self, msg):
         print(f"bench: {msg}", flush=True)
+
+    def load(self, when):
+        """Notes the machine's load average (it is shared: read figures beside it)."""
+        self.res["loadavg"].append({"when": when,
+                                    "loadavg": [round(x, 2) for x in os.getloadavg()]})
 
     def note(self, what, why):
         entry = {"what": what, "why": why}
@@ -157,19 +201,21 @@ class Suite:
                 continue
             if m in TCP_CCS and self.label(m) in [self.label(x) for x in out]:
                 continue  # "tcp" and the default CC's name are the same variant
-            if m.startswith("hooker"):
+            if m in HOOKER_VARIANTS:
                 if self.hooker_reason:
                     self.note(m, f"not available: {self.hooker_reason}")
                     continue
             out.append(m)
         return out
 
-    def hooker_extra(self, m):
-        return ["--mechanism", m.split(":", 1)[1]] if ":" in m else []
+    def hooker_pair(self, bed, v, port) -> wl.HookerPair:
+        """hookerd on both hosts moving `port`'s connections as variant v says."""
+        mech, extra, _ = HOOKER_VARIANTS[v]
+        return wl.HookerPair(self.hookerd, bed, f"{port}={mech}", extra)
 
     def probe_hooker(self):
         """Starts hookerd once on a bare bed: missing or failing -> not available."""
-        if not any(m.startswith("hooker") for m in self.a.mechs):
+        if not any(m in HOOKER_VARIANTS for m in self.a.mechs):
             return
         self.hooker_reason = wl.hooker_missing(self.a.build)
         if self.hooker_reason is None:
@@ -201,8 +247,10 @@ class Suite:
             if "26MB" not in sizes:
                 self.note(f"26MB download at {loss:g}% loss",
                           f"skipped in {self.a.mode} mode to keep it short (run make bench)")
+            self.load(f"downloads at {loss:g}% loss, start")
             with testbed.TwoHosts(link=testbed.LinkSpec(delay_ms=25, loss_pct=loss)) as bed:
                 self.download_cell(bed, loss, variants, sizes)
+            self.load(f"downloads at {loss:g}% loss, end")
 
     def download_cell(self, bed, loss, variants, sizes):
         files = wl.Files(sizes)
@@ -239,27 +287,31 @@ class Suite:
                 "failures": errors[(v, s)]})
 
     def label(self, v):
+        if v in HOOKER_VARIANTS:
+            return HOOKER_VARIANTS[v][2]
         return f"tcp-{self.cc_of(v)}" if v in TCP_CCS else v
 
     def download_variant(self, bed, v, files, server, kcp, sizes, times, errors, given_up):
         """One run of variant v: every size once. A failed download is not retried in
         later runs, nor are larger files: one timeout per variant, not one per run."""
         if all((v, s) in given_up for s in sizes):
+            for s in sizes:  # every run accounted for: a time, a failure or not tried
+                errors[(v, s)].append(NOT_TRIED)
             return
         wl.set_cc(bed, self.cc_of(v))
         url = kcp.url if v == "kcptun" else server.url
         hooker = hooked_server = None
         try:
-            if v.startswith("hooker"):
+            if v in HOOKER_VARIANTS:
                 # hookerd sees only listeners created after it attached, so its server
                 # starts after it (and stops before it), on a port of its own.
-                hooker = wl.HookerPair(self.hookerd, bed, wl.HOOKED_HTTP_PORT,
-                                       self.hooker_extra(v))
+                hooker = self.hooker_pair(bed, v, wl.HOOKED_HTTP_PORT)
                 hooker.__enter__()
                 hooked_server = wl.HttpServer(bed, files, wl.HOOKED_HTTP_PORT)
                 url = hooked_server.url
             for i, s in enumerate(sizes):
                 if (v, s) in given_up:
+                    errors[(v, s)].append(NOT_TRIED)
                     continue
                 limit = TIMEOUTS.get(s) or self.cfg["timeout"][s]
                 try:
@@ -268,9 +320,7 @@ class Suite:
                     errors[(v, s)].append(str(e))
                     self.log(f"  {v} {s}: FAILED: {e}")
                     for later in list(sizes)[i:]:
-                        given_up.add((v, later))
-                        if later != s:
-                            errors[(v, later)].append(f"not tried: {s} failed first")
+                        given_up.add((v, later))  # the larger ones: NOT_TRIED below
         except wl.Unavailable as e:
             for s in sizes:
                 errors[(v, s)].append(f"not measured: {e}")
@@ -285,31 +335,36 @@ class Suite:
         """One 510KB download with Hooker, captured on b's interface: the data must be
         on UDP port 7000, not in TCP segments of port 8000 (what the paper checked
         with Wireshark)."""
-        for v in [m for m in self.variants() if m.startswith("hooker")]:
+        for v in [m for m in self.variants() if m in HOOKER_VARIANTS]:
             with testbed.TwoHosts() as bed:
                 files = wl.Files({"510KB": SIZES["510KB"]})
                 port = wl.HOOKED_HTTP_PORT
                 try:
-                    with wl.HookerPair(self.hookerd, bed, port, self.hooker_extra(v)):
+                    with self.hooker_pair(bed, v, port):
                         server = wl.HttpServer(bed, files, port)
-                        with bed.b.capture(f"port {port} or port {wl.HOOKER_PORT}") as cap:
+                        # "port" matches TCP and UDP only: UDP-Lite by its protocol
+                        with bed.b.capture(f"port {port} or port {wl.HOOKER_PORT} or "
+                                           "ip proto 136 or ip6 proto 136") as cap:
                             wl.download(bed, server.url("510KB"), "510KB",
                                         files.digest["510KB"], 60)
                         server.close()
-                    self.res["hooker"].setdefault("path_check", {})[v] = {
+                    self.res["hooker"].setdefault("path_check", {})[self.label(v)] = {
                         "file_bytes": SIZES["510KB"], "http_port": port,
                         "tcp_payload_bytes_http_port": cap.tcp_payload_bytes(port),
                         "udp_payload_bytes_port_7000": cap.udp_payload_bytes(wl.HOOKER_PORT)
                         + cap.udp_payload_bytes(wl.HOOKER_PORT, "udplite"),
+                        "udplite_payload_bytes_port_7000":
+                            cap.udp_payload_bytes(wl.HOOKER_PORT, "udplite"),
                         "frames_tcpdump_dropped": cap.dropped}
                 except (wl.Unavailable, RuntimeError) as e:
-                    self.res["hooker"].setdefault("path_check", {})[v] = {"error": str(e)}
+                    self.res["hooker"].setdefault("path_check", {})[self.label(v)] = {
+                        "error": str(e)}
                 finally:
                     files.close()
 
     # -------------------------------------------------------------- iperf3, table 1
     def throughput(self):
-        variants = ["tcp"] + [m for m in self.variants() if m.startswith("hooker")] \
+        variants = ["tcp"] + [m for m in self.variants() if m in HOOKER_VARIANTS] \
             + (["kcptun"] if "kcptun" in self.a.mechs else [])
         with testbed.TwoHosts() as bed:
             srv = wl.IperfServer(bed)
@@ -348,16 +403,16 @@ class Suite:
                                  what="iperf3 over kcptun")
             finally:
                 kcp.close()
-        if v.startswith("hooker"):
+        if v in HOOKER_VARIANTS:
             port = wl.HOOKED_IPERF_PORT
-            with wl.HookerPair(self.hookerd, bed, port, self.hooker_extra(v)) as pair:
+            with self.hooker_pair(bed, v, port) as pair:
                 srv = wl.IperfServer(bed, port)  # after hookerd: see download_variant
                 old = Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip()
                 Path("/proc/sys/kernel/bpf_stats_enabled").write_text("1")
                 try:
                     g = wl.iperf3(bed, streams, secs, port)
                     for d in pair.daemons:
-                        self.record_prog_stats(v, streams,
+                        self.record_prog_stats(self.label(v), streams,
                                                wl.bpf_objects_of(d.proc.pid)["progs"])
                 finally:
                     Path("/proc/sys/kernel/bpf_stats_enabled").write_text(old)
@@ -382,7 +437,7 @@ class Suite:
             row["ns_per_run"] = row["run_time_ns"] / row["run_cnt"]
 
     def ready_time(self):
-        if self.hooker_reason or not any(m.startswith("hooker") for m in self.a.mechs):
+        if self.hooker_reason or not any(m in HOOKER_VARIANTS for m in self.a.mechs):
             self.note("Table 1: hookerd start to ready",
                       f"Hooker not available: {self.hooker_reason}")
             return
@@ -466,7 +521,7 @@ class Suite:
         """Connect + first byte, N times per variant on the bare veth, in 4 interleaved
         blocks so drift hits both alike."""
         n = self.cfg["setups"]
-        variants = ["tcp"] + [m for m in self.variants() if m.startswith("hooker")]
+        variants = ["tcp"] + [m for m in self.variants() if m in HOOKER_VARIANTS]
         got = {v: [] for v in variants}
         errs = {v: [] for v in variants}
         with testbed.TwoHosts() as bed:
@@ -486,8 +541,8 @@ class Suite:
 
     def setup_block(self, bed, v, n):
         wl.set_cc(bed, self.cc_of(v))
-        hooker = wl.HookerPair(self.hookerd, bed, HOOKED_PROBE_PORT, self.hooker_extra(v)) \
-            if v.startswith("hooker") else None
+        hooker = self.hooker_pair(bed, v, HOOKED_PROBE_PORT) \
+            if v in HOOKER_VARIANTS else None
         if hooker:
             hooker.__enter__()
         try:
@@ -508,13 +563,12 @@ class Suite:
     def scale(self):
         """N connections held open through Hooker: hookerd's RSS and BPF map memory."""
         n = self.cfg["held"]
-        for v in [m for m in self.variants() if m.startswith("hooker")]:
+        for v in [m for m in self.variants() if m in HOOKER_VARIANTS]:
             self.log(f"scale: {n} connections held with {v}")
-            row = {"variant": v, "connections": n}
+            row = {"variant": self.label(v), "connections": n}
             try:
                 with testbed.TwoHosts() as bed:
-                    with wl.HookerPair(self.hookerd, bed, HOOKED_PROBE_PORT,
-                                       self.hooker_extra(v)) as pair:
+                    with self.hooker_pair(bed, v, HOOKED_PROBE_PORT) as pair:
                         srv = self.probe_server(bed, HOOKED_PROBE_PORT)
                         row["rss_kib_idle"] = {d.host.name: wl.rss_kib(d.proc.pid)
                                                for d in pair.daemons}
@@ -552,14 +606,19 @@ class Suite:
 
     def _run(self):
         t0 = time.monotonic()
+        self.load("start")
+        self.res["config"]["parts"] = self.a.parts
+        skipped = [p for p in PARTS if p not in self.a.parts]
+        if skipped:
+            self.note(", ".join(skipped), "left out of this run (--parts)")
         self.probe_hooker()
-        self.ready_time()
-        self.hooker_path_check()
-        self.downloads()
-        self.throughput()
-        self.conn_setup()
-        self.scale()
-        self.deploy_times()
+        for part, run in (("ready", self.ready_time), ("path", self.hooker_path_check),
+                          ("downloads", self.downloads), ("throughput", self.throughput),
+                          ("setup", self.conn_setup), ("scale", self.scale),
+                          ("deploy", self.deploy_times)):
+            if part in self.a.parts:
+                run()
+        self.load("end")
         self.res["duration_s"] = round(time.monotonic() - t0, 1)
         return self.res
 
@@ -577,6 +636,13 @@ def main(argv):
     print(f"bench: results in {path}")
     md = report.write(res, a.out)
     print(f"bench: report in {md}")
+    if a.save:
+        saved = {"kind": "downloads", "title": a.title,
+                 **{k: res[k] for k in ("date", "mode", "duration_s", "machine", "config",
+                                        "downloads", "loadavg", "not_measured")},
+                 "hooker": {k: v for k, v in res["hooker"].items() if k != "binary"}}
+        Path(a.save).write_text(json.dumps(saved, indent=1) + "\n")
+        print(f"bench: downloads saved in {a.save} (report.py renders them)")
     if a.mode == "full" and a.default_out:
         # The full run is the project's reference: report beside the code, plots and
         # raw data in bench/plots/.

@@ -30,6 +30,12 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the bench only runs a
     (["build", "quick", "--loss", "-1"], "at least 0%"),
     (["build", "quick", "--loss", "lots"], "loss rates are numbers"),
     (["build", "quick", "--runs", "0"], "at least 1"),
+    (["build", "quick", "--mechanisms", "hooker:quic"], "unknown mechanism 'hooker:quic'"),
+    (["build", "quick", "--mechanisms", "hooker:"], "unknown mechanism 'hooker:'"),
+    (["build", "quick", "--mechanisms", ","], "--mechanisms is empty"),
+    (["build", "quick", "--parts", "downloads,everything"], "unknown part 'everything'"),
+    (["build", "quick", "--parts", "ready", "--save", "x.json"], "add downloads to --parts"),
+    (["build", "quick", "--save", "/nonexistent-dir/x.json"], "is not a directory"),
     (["build", "sometimes"], "unknown mode 'sometimes'"),
     (["build"], "usage:"),
 ])
@@ -86,3 +92,126 @@ def test_report_marks_failures_and_the_papers_numbers(tmp_path):
     assert "| **paper**: UDP-Lite (Linux 5.0) | 200 ms | 7 ms | N/A |" in md
     assert (tmp_path / "downloads_loss0.png").stat().st_size > 1000
     assert "- x: y" in md
+
+
+@pytest.mark.parametrize("variant,rule,extra,label", [
+    ("hooker", "8001=udp", [], "hooker"),
+    ("hooker:udp", "8001=udp", [], "hooker:udp"),
+    ("hooker:udplite", "8001=udplite", ["--udplite-impl", "kernel"],
+     "hooker:udplite (kernel)"),
+    ("hooker:udplite-ebpf", "8001=udplite", ["--udplite-impl", "ebpf"],
+     "hooker:udplite (ebpf)"),
+])
+def test_hooker_variants_become_hookerd_rules(variant, rule, extra, label):
+    import suite
+    a = suite.parse_args(["--build", "b", "--mode", "quick", "--mechanisms", variant])
+    assert a.mechs == [variant]
+
+    class Bare:  # what hooker_pair and label read of a Suite
+        hookerd = Path("hookerd")
+        sys_cc = "cubic"
+    pair = suite.Suite.hooker_pair(Bare(), None, variant, 8001)
+    assert (pair.port, list(pair.extra)) == (rule, extra)
+    assert suite.Suite.label(Bare(), variant) == label
+    assert label in report.HOOKER_LABELS
+
+
+@pytest.mark.parametrize("mode", ["quick", "full"])
+def test_both_modes_measure_udplite_by_default(mode):
+    import suite
+    assert "hooker:udplite" in suite.parse_args(["--build", "b", "--mode", mode]).mechs
+
+
+def udplite_impls_run(tmp_path):
+    import udplite_impls
+    rnd = lambda g, c: {"gbps": g, "bytes": int(g * 1e9 / 8 * 5), "cpu_s": c,  # noqa: E731
+                        "wall_s": 5.1, "cpu_s_per_gb": round(c / (g * 5 / 8), 3)}
+    rounds = [{"loadavg": [1.5, 1, 1], "background_cpu_per_s": 0.1,
+               "tcp": rnd(10, 6), "udp": rnd(5, 6), "udplite (kernel)": rnd(1, 8),
+               "udplite (ebpf)": {"error": "iperf3: the server is busy"}}]
+    return {"kind": "udplite_impls", "title": "", "date": "d",
+            "machine": {"kernel": "k", "cores": 2},
+            "config": {"streams": 1, "secs": 5, "rounds": 1, "reverse": True,
+                       "link": "bare veth"},
+            "rounds": rounds, "summary": udplite_impls.summarize(rounds),
+            "bpf_ns_per_run": {}}
+
+
+def test_saved_udplite_impls_render_with_ratios_and_failures(tmp_path):
+    c = udplite_impls_run(tmp_path)
+    sm = c["summary"]
+    assert sm["udp"]["gbps_ratio_to_tcp"]["median"] == 0.5
+    assert sm["udplite (kernel)"]["cpu_ratio_to_tcp"]["median"] == pytest.approx(8 / 0.6, 0.01)
+    md = "\n".join(report.udplite_impls_section(c, "x.json"))
+    assert "| udp | 1 | 5.00 (5.00–5.00) | 0.50 (0.50–0.50) | 1.92 (1.92–1.92) | " \
+           "2.00 (2.00–2.00) | 1.18–1.18 |" in md
+    assert "| udplite (ebpf) | 0, **1 failed**: iperf3: the server is busy |" in md
+    assert "b → a" in md and "load average (1 min) 1.50" in md
+    assert "against udplite (kernel)" not in md  # the ebpf run failed: no pair
+
+
+def test_saved_downloads_render_failures_as_failures():
+    c = dict(synthetic_results(), kind="downloads", title="t",
+             loadavg=[{"when": "start", "loadavg": [2.0, 1, 1]}])
+    c["downloads"].append({"loss_pct": 0.0, "variant": "hooker:udplite (ebpf)", "size": "3KB",
+                           "bytes": 1, "times_s": [0.2, 0.3, 0.25], "median_s": 0.25,
+                           "failures": []})
+    md = "\n".join(report.saved_downloads_section(c, "d.json"))
+    assert "250 ms (200 ms–300 ms), 2.50×, n=3" in md
+    assert "**failed** (n=0, **1 failed**): curl: exit 28: timed out" in md
+    assert "- hooker:udplite (ebpf): Hooker's udplite mechanism made by BPF" in md
+    assert "load average (1 min) 2.00" in md
+    # the system default (here bbr) not measured: ratios to the plain TCP that was
+    c["machine"] = dict(c["machine"], cc_default="bbr")
+    md = "\n".join(report.saved_downloads_section(c, "d.json"))
+    assert "ratio of medians to tcp-cubic" in md and "2.50×" in md
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--build", "b", "--rounds", "0"], "--rounds 0: at least 1"),
+    (["--build", "b", "--secs", "1"], "--secs 1: at least 2"),
+    (["--build", "/nonexistent-build"], "hookerd not built yet"),
+    (["--build", "b", "--save", "/nonexistent-dir/x.json"], "is not a directory"),
+])
+def test_udplite_impls_bad_input_is_refused_clearly(args, says):
+    r = subprocess.run([sys.executable, str(HERE / "udplite_impls.py"), *args],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r
+    assert says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_every_download_run_is_a_time_a_failure_or_not_tried(monkeypatch):
+    """Once a variant fails a download, that size and the larger ones are not
+    tried again; each run still leaves exactly one entry per size."""
+    import suite
+    import workloads as wl
+    calls = []
+
+    def download(bed, url, name, expect, timeout):
+        calls.append(name)
+        if name == "510KB" or (name == "3KB" and len(calls) > 4):
+            raise RuntimeError("curl x: exit 56: reset")
+        return 0.1
+    monkeypatch.setattr(wl, "download", download)
+    monkeypatch.setattr(wl, "set_cc", lambda bed, cc: None)
+
+    class Bare:
+        cfg = {"timeout": {"26MB": 60}}
+        cc_of = lambda self, v: "cubic"  # noqa: E731
+        log = lambda self, msg: None  # noqa: E731
+
+    class Server:
+        url = staticmethod(lambda name: name)
+    sizes = {"3KB": 1, "510KB": 2, "26MB": 3}
+    files = type("F", (), {"digest": {k: None for k in sizes}})()
+    times = {("cubic", s): [] for s in sizes}
+    errors = {("cubic", s): [] for s in sizes}
+    given_up = set()
+    for _ in range(5):
+        suite.Suite.download_variant(Bare(), None, "cubic", files, Server(), None, sizes,
+                                     times, errors, given_up)
+    for s in sizes:
+        assert len(times[("cubic", s)]) + len(errors[("cubic", s)]) == 5, s
+    assert times[("cubic", "3KB")] == [0.1] * 3   # runs 1-3; run 4 fails; run 5 not tried
+    assert errors[("cubic", "510KB")][0] == "curl x: exit 56: reset"
+    assert errors[("cubic", "26MB")] == [suite.NOT_TRIED] * 5

@@ -217,8 +217,9 @@ class Hookerd:
     """hookerd on one host (outside the app cgroup), as the bench contract says:
     it prints 'hookerd: ready' once attached and stops cleanly on SIGTERM."""
 
-    def __init__(self, binary: Path, host: testbed.Host, redirect_port: int,
+    def __init__(self, binary: Path, host: testbed.Host, redirect: int | str,
                  extra: list[str] = (), timeout=10.0):
+        """redirect: hookerd's --redirect rule, a port or PORT=MECH[,MECH...]."""
         self.host = host
         tag = f"{host.netns}-{os.urandom(3).hex()}"
         # hookerd makes it, and mounts a BPF filesystem at /sys/fs/bpf if none is
@@ -227,7 +228,7 @@ class Hookerd:
         self.ctl_dir = Path(tempfile.mkdtemp(prefix="hooker-bench-ctl-"))
         argv = [str(binary), "--cgroup", str(host.cgroup),
                 "--iface", host.iface, "--port", str(HOOKER_PORT),
-                "--redirect", str(redirect_port), "--control", str(self.ctl_dir / "ctl.sock"),
+                "--redirect", str(redirect), "--control", str(self.ctl_dir / "ctl.sock"),
                 "--pin-dir", str(self.pin_dir), *eager_flag(binary), *extra]
         # stderr to a file: a verbose hookerd must never block on a full pipe
         self.err_path = self.ctl_dir / "stderr"
@@ -294,10 +295,10 @@ class Hookerd:
 
 
 class HookerPair:
-    """hookerd on both hosts; a context manager."""
+    """hookerd on both hosts; a context manager. redirect: as for Hookerd."""
 
-    def __init__(self, binary, bed, redirect_port, extra=()):
-        self.binary, self.bed, self.port, self.extra = binary, bed, redirect_port, extra
+    def __init__(self, binary, bed, redirect, extra=()):
+        self.binary, self.bed, self.port, self.extra = binary, bed, redirect, extra
         self.daemons: list[Hookerd] = []
 
     def __enter__(self):
@@ -366,6 +367,65 @@ def bpf_objects_of(pid: int) -> dict:
 def _bpftool_json(*args) -> list:
     r = subprocess.run(["bpftool", "-j", *args], capture_output=True, text=True, timeout=30)
     return json.loads(r.stdout or "[]") if r.returncode == 0 else []
+
+
+# ------------------------------------------------------------------ CPU time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Columns of /proc/stat's "cpu" line counted as busy: user nice system (idle
+# iowait skipped) irq softirq steal. guest and guest_nice are already inside
+# user and nice, so they are not added again.
+_BUSY_COLUMNS = (0, 1, 2, 5, 6, 7)
+
+
+def cpu_busy_s() -> float:
+    """The machine's busy CPU time since boot, all CPUs added up, in seconds."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu "):
+                ticks = [int(x) for x in line.split()[1:]]
+                return sum(ticks[i] for i in _BUSY_COLUMNS if i < len(ticks)) / CLK_TCK
+    raise RuntimeError("/proc/stat has no 'cpu' line")
+
+
+class CpuMeter:
+    """Busy CPU seconds of the whole machine while the block runs: both hosts of
+    the bed and every process on them (the kernel's softirq work, hookerd,
+    iperf3), and also whatever else the machine runs meanwhile, which is why the
+    load average at the start is kept beside it.
+
+        with wl.CpuMeter() as m:
+            ...move n bytes...
+        m.busy_s, m.wall_s, m.loadavg, m.per_gb(n)
+
+    /proc/stat counts in ticks of 1/CLK_TCK s (10 ms here) per CPU: a window of
+    a few seconds is what makes the figure meaningful."""
+
+    def __init__(self):
+        self.busy_s = self.wall_s = None
+        self.loadavg = None
+
+    def __enter__(self):
+        self.loadavg = [round(x, 2) for x in os.getloadavg()]
+        self._t0 = time.monotonic()
+        self._b0 = cpu_busy_s()
+        return self
+
+    def __exit__(self, *exc):
+        self.busy_s = cpu_busy_s() - self._b0
+        self.wall_s = time.monotonic() - self._t0
+
+    def per_gb(self, nbytes: int) -> float | None:
+        """CPU seconds per GB (10^9 bytes) moved in the window."""
+        return self.busy_s / (nbytes / 1e9) if nbytes else None
+
+
+def background_cpu(seconds: float = 1.0) -> float:
+    """Busy CPU seconds per second of the machine while the bench does nothing:
+    the other work sharing it, to read beside a CpuMeter figure."""
+    with CpuMeter() as m:
+        time.sleep(seconds)
+    return m.busy_s / m.wall_s
 
 
 # ------------------------------------------------------------------ iperf3
