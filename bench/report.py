@@ -26,6 +26,9 @@ HOOKER_LABELS = {
                                "(`--redirect PORT=udplite --udplite-impl kernel`)",
     "hooker:udplite (ebpf)": "Hooker's udplite mechanism made by BPF programs on UDP "
                              "(`--redirect PORT=udplite --udplite-impl ebpf`)",
+    "hooker:tcp-cc (hk_vegas)": "TCP with Hooker's BPF congestion control, TCP Vegas written "
+                                "in BPF, set on the port's connections "
+                                "(`--redirect PORT=tcp-cc:hk_vegas`)",
 }
 
 

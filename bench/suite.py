@@ -35,6 +35,9 @@ HOOKER_VARIANTS = {
     "hooker:udp": ("udp", [], "hooker:udp"),
     "hooker:udplite": ("udplite", ["--udplite-impl", "kernel"], "hooker:udplite (kernel)"),
     "hooker:udplite-ebpf": ("udplite", ["--udplite-impl", "ebpf"], "hooker:udplite (ebpf)"),
+    # Moves nothing: TCP with the congestion control written here in BPF, set
+    # per connection by the rule (beside cubic and bbr, not by default).
+    "hooker:tcp-cc": ("tcp-cc:hk_vegas", [], "hooker:tcp-cc (hk_vegas)"),
 }
 # The parts of a run, in the order they run (--parts picks some).
 PARTS = ("ready", "path", "downloads", "throughput", "setup", "scale", "deploy")
@@ -72,7 +75,8 @@ def parse_args(argv):
     p.add_argument("--mechanisms", default=None,
                    help="comma list of cubic, bbr, reno, tcp (system default CC), kcptun, "
                         "hooker (its udp mechanism), hooker:udp, hooker:udplite (the "
-                        "kernel's UDP-Lite), hooker:udplite-ebpf (udplite made by BPF); "
+                        "kernel's UDP-Lite), hooker:udplite-ebpf (udplite made by BPF), "
+                        "hooker:tcp-cc (TCP with hk_vegas, the BPF congestion control); "
                         "default: " + "; ".join(f"{k} mode {','.join(v['mechanisms'])}"
                                                 for k, v in MODES.items()))
     p.add_argument("--parts", default=",".join(PARTS),
@@ -336,6 +340,10 @@ class Suite:
         on UDP port 7000, not in TCP segments of port 8000 (what the paper checked
         with Wireshark)."""
         for v in [m for m in self.variants() if m in HOOKER_VARIANTS]:
+            if HOOKER_VARIANTS[v][0].startswith("tcp-cc"):
+                self.note(f"path check of {v}", "tcp-cc keeps connections on TCP (its "
+                          "algorithm on the connection: tests/e2e/test_tcp_cc.py)")
+                continue
             with testbed.TwoHosts() as bed:
                 files = wl.Files({"510KB": SIZES["510KB"]})
                 port = wl.HOOKED_HTTP_PORT

@@ -101,6 +101,7 @@ def test_report_marks_failures_and_the_papers_numbers(tmp_path):
      "hooker:udplite (kernel)"),
     ("hooker:udplite-ebpf", "8001=udplite", ["--udplite-impl", "ebpf"],
      "hooker:udplite (ebpf)"),
+    ("hooker:tcp-cc", "8001=tcp-cc:hk_vegas", [], "hooker:tcp-cc (hk_vegas)"),
 ])
 def test_hooker_variants_become_hookerd_rules(variant, rule, extra, label):
     import suite
