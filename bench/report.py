@@ -122,38 +122,46 @@ set grid
     return name
 
 
+def size_rows(res, loss, vs, cell) -> list[str]:
+    """Markdown rows, one per file size measured at `loss`: a cell per variant,
+    cell(d, row) for a measured one (row: every variant's at that size), "—"
+    for one not measured."""
+    lines = []
+    for s in SIZES:
+        row = {d["variant"]: d for d in cells(res, loss) if d["size"] == s}
+        if row:
+            lines.append(f"| {s} | " + " | ".join(
+                cell(row[v], row) if v in row else "—" for v in vs) + " |")
+    return lines
+
+
+def failures_of(d) -> tuple[int, int, str]:
+    """A cell's failed runs, its runs not made (the daemon did not start, or a
+    smaller file failed first: not failures), and the first failure's words."""
+    n_bad = sum(not f.startswith("not ") for f in d["failures"])
+    why = next((f for f in d["failures"] if not f.startswith("not ")),
+               d["failures"][0] if d["failures"] else "no run")
+    return n_bad, len(d["failures"]) - n_bad, no_url(why)
+
+
 def download_table(res, loss):
     vs = variants_of(res)
     base = f"tcp-{res['machine'].get('cc_default')}"
     head = [v + (" (default)" if v == base else "") for v in vs]
+
+    def cell(d, row):
+        n_bad, n_off, why = failures_of(d)
+        if not d["times_s"]:
+            return f"**failed**: {why[:90]}"
+        txt = fmt_s(d["median_s"])
+        b = row.get(base)
+        if d["median_s"] and b and b["median_s"] and d["variant"] != base:
+            txt += f" ({d['median_s'] / b['median_s']:.2f}×)"
+        return txt + f" n={len(d['times_s'])}" + (f", **{n_bad} failed**" if n_bad else "") + \
+            (f", {n_off} not run" if n_off else "")
+
     lines = ["| file | " + " | ".join(head) + " |", "|---" * (len(vs) + 1) + "|"]
-    for s in SIZES:
-        row = {d["variant"]: d for d in cells(res, loss) if d["size"] == s}
-        if not row:
-            continue
-        out = []
-        for v in vs:
-            d = row.get(v)
-            if d is None:
-                out.append("—")
-                continue
-            if not d["times_s"]:
-                why = next((f for f in d["failures"] if not f.startswith("not ")),
-                           d["failures"][0] if d["failures"] else "no run")
-                out.append(f"**failed**: {no_url(why)[:90]}")
-                continue
-            txt = fmt_s(d["median_s"])
-            b = row.get(base)
-            if d["median_s"] and b and b["median_s"] and v != base:
-                txt += f" ({d['median_s'] / b['median_s']:.2f}×)"
-            n_ok = len(d["times_s"])
-            n_bad = sum(not f.startswith("not ") for f in d["failures"])
-            n_off = len(d["failures"]) - n_bad  # the daemon did not start, not a failure
-            txt += f" n={n_ok}" + (f", **{n_bad} failed**" if n_bad else "") + \
-                (f", {n_off} not run" if n_off else "")
-            out.append(txt)
-        lines.append(f"| {s} | " + " | ".join(out) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + size_rows(res, loss, vs, cell))
 
 
 def comparison_table(res) -> list[str]:
@@ -248,34 +256,21 @@ def saved_download_table(c: dict, loss: float) -> list[str]:
     medians to plain TCP with the default congestion control."""
     vs = variants_of(c)
     base = saved_base(c)
-    L = ["| file | " + " | ".join(vs) + " |", "|---" * (len(vs) + 1) + "|"]
-    for s in SIZES:
-        row = {d["variant"]: d for d in cells(c, loss) if d["size"] == s}
-        if not row:
-            continue
-        out = []
-        for v in vs:
-            d = row.get(v)
-            if d is None:
-                out.append("—")
-                continue
-            n_bad = sum(not f.startswith("not ") for f in d["failures"])
-            n_off = len(d["failures"]) - n_bad
-            tail = (f", **{n_bad} failed**" if n_bad else "") + \
-                (f", {n_off} not run" if n_off else "")
-            ts = d["times_s"]
-            if not ts:
-                why = next((f for f in d["failures"] if not f.startswith("not ")),
-                           d["failures"][0] if d["failures"] else "no run")
-                out.append(f"**failed** (n=0{tail}): {no_url(why)[:80]}")
-                continue
-            txt = f"{fmt_s(d['median_s'])} ({fmt_s(min(ts))}–{fmt_s(max(ts))})"
-            b = row.get(base)
-            if v != base and b and b["median_s"]:
-                txt += f", {d['median_s'] / b['median_s']:.2f}×"
-            out.append(txt + f", n={len(ts)}{tail}")
-        L.append(f"| {s} | " + " | ".join(out) + " |")
-    return L
+
+    def cell(d, row):
+        n_bad, n_off, why = failures_of(d)
+        tail = (f", **{n_bad} failed**" if n_bad else "") + (f", {n_off} not run" if n_off else "")
+        ts = d["times_s"]
+        if not ts:
+            return f"**failed** (n=0{tail}): {why[:80]}"
+        txt = f"{fmt_s(d['median_s'])} ({fmt_s(min(ts))}–{fmt_s(max(ts))})"
+        b = row.get(base)
+        if d["variant"] != base and b and b["median_s"]:
+            txt += f", {d['median_s'] / b['median_s']:.2f}×"
+        return txt + f", n={len(ts)}{tail}"
+
+    return ["| file | " + " | ".join(vs) + " |", "|---" * (len(vs) + 1) + "|"] + \
+        size_rows(c, loss, vs, cell)
 
 
 def saved_downloads_section(c: dict, name: str) -> list[str]:

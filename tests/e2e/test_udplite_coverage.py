@@ -5,54 +5,19 @@ headers. Both implementations (the kernel's UDP-Lite, and BPF's) put the
 same coverage on the wire, and a bit flipped inside it drops the datagram
 and ends the connection in a loud reset, where outside the default 40 bytes
 it would have reached the application. Bad coverage is refused in one line."""
-import socket
-import struct
-from pathlib import Path
-
 import pytest
 
 from apps import fetch, http_server, make_files, url
-from hookerd import UDP_PORT, Hookerd
+from hookerd import Hookerd
 from testbed import Capture
 from test_stream import transfer
-from test_udplite_ebpf import Flip, csum, ctl, daemon, lite, lite_fields
+from test_udplite_ebpf import Flip, ctl, daemon, lite, lite_fields, pcap_lite
 
 HTTP, SINK = 8000, 8002  # SINK: test_stream.transfer's reader port
 COVERAGE = 8 + 32
-UDPLITE = 136
 FULL = 8 + 1432  # a full datagram's UDP-Lite length
 FILTER = "ip proto 136 or ip6 proto 136"
 MiB = 1 << 20
-
-
-def pcap_lite(path) -> list[dict]:
-    """Each UDP-Lite datagram of a pcap (Ethernet): its source address, its
-    length, its coverage field, and its checksum as computed here over the
-    pseudo-header and the covered bytes (0xffff: right). Coverage 0 means
-    the whole datagram (RFC 3828); Hooker's senders never use it."""
-    raw = Path(path).read_bytes()
-    out, at = [], 24
-    while at + 16 <= len(raw):
-        incl = struct.unpack("<I", raw[at + 8:at + 12])[0]
-        f = raw[at + 16:at + 16 + incl]
-        at += 16 + incl
-        if f[12:14] == b"\x08\x00" and f[23] == UDPLITE:
-            hl = (f[14] & 15) * 4
-            l4, src = 14 + hl, socket.inet_ntop(socket.AF_INET, f[26:30])
-            length = struct.unpack("!H", f[16:18])[0] - hl
-            pseudo = f[26:34] + struct.pack("!xBH", UDPLITE, length)
-        elif f[12:14] == b"\x86\xdd" and f[20] == UDPLITE:
-            l4, src = 54, socket.inet_ntop(socket.AF_INET6, f[22:38])
-            length = struct.unpack("!H", f[18:20])[0]
-            pseudo = f[22:54] + struct.pack("!IxxxB", length, UDPLITE)
-        else:
-            continue
-        cov = struct.unpack("!H", f[l4 + 4:l4 + 6])[0]
-        covered = cov or length
-        assert len(f) >= l4 + covered, "the capture (200 bytes a frame) cut the covered bytes"
-        out.append({"src": src, "len": length, "cov": cov,
-                    "sum": csum(pseudo + f[l4:l4 + covered])})
-    return out
 
 
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])

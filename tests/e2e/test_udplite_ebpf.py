@@ -71,31 +71,34 @@ def csum(data: bytes) -> int:
     return s
 
 
-def pcap_lite_sums(path) -> list[int]:
-    """For each UDP-Lite datagram in a pcap (Ethernet), the folded sum of its
-    pseudo-header and covered bytes, computed here: 0xffff when right. The
-    capture keeps 200 bytes of a frame, more than the 40 covered."""
+def pcap_lite(path) -> list[dict]:
+    """Each UDP-Lite datagram of a pcap (Ethernet): its source address, its
+    length, its coverage field, and the folded sum of its pseudo-header and
+    covered bytes, computed here (0xffff: right). Coverage 0 means the whole
+    datagram (RFC 3828). The capture keeps 200 bytes of a frame: enough for
+    the 40 covered by default, and for rules covering up to 146."""
     raw = Path(path).read_bytes()
     out, at = [], 24
     while at + 16 <= len(raw):
         incl = struct.unpack("<I", raw[at + 8:at + 12])[0]
         f = raw[at + 16:at + 16 + incl]
         at += 16 + incl
-        et = f[12:14]
-        if et == b"\x08\x00" and f[23] == UDPLITE:
+        if f[12:14] == b"\x08\x00" and f[23] == UDPLITE:
             hl = (f[14] & 15) * 4
-            l4 = 14 + hl
+            l4, src = 14 + hl, socket.inet_ntop(socket.AF_INET, f[26:30])
             length = struct.unpack("!H", f[16:18])[0] - hl
             pseudo = f[26:34] + struct.pack("!xBH", UDPLITE, length)
-        elif et == b"\x86\xdd" and f[20] == UDPLITE:
-            l4 = 54
+        elif f[12:14] == b"\x86\xdd" and f[20] == UDPLITE:
+            l4, src = 54, socket.inet_ntop(socket.AF_INET6, f[22:38])
             length = struct.unpack("!H", f[18:20])[0]
             pseudo = f[22:54] + struct.pack("!IxxxB", length, UDPLITE)
         else:
             continue
-        cov = struct.unpack("!H", f[l4 + 4:l4 + 6])[0] or length
-        assert len(f) >= l4 + cov, "the capture cut the covered bytes"
-        out.append(csum(pseudo + f[l4:l4 + cov]))
+        cov = struct.unpack("!H", f[l4 + 4:l4 + 6])[0]
+        covered = cov or length
+        assert len(f) >= l4 + covered, "the capture cut the covered bytes"
+        out.append({"src": src, "len": length, "cov": cov,
+                    "sum": csum(pseudo + f[l4:l4 + covered])})
     return out
 
 
@@ -114,7 +117,7 @@ def assert_wire_is_udplite(cap: Capture, min_bytes: int):
     status = [st for _, st in fields]
     assert "0" not in status, "tshark found a bad UDP-Lite checksum"
     assert status.count("1") > 0, "tshark verified no UDP-Lite checksum"
-    sums = pcap_lite_sums(cap.path)
+    sums = [g["sum"] for g in pcap_lite(cap.path)]
     assert len(sums) == n and set(sums) == {0xFFFF}
 
 

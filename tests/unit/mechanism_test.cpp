@@ -429,6 +429,30 @@ TEST_P(Conformance, BrokenApplicationSideResetsBoth) {
 INSTANTIATE_TEST_SUITE_P(Registry, Conformance, ::testing::ValuesIn(carriers()),
                          [](const auto& info) { return std::string(info.param.name); });
 
+// One end of a udp-family mechanism over the link, with one connection
+// (our token 100, the peer's 101) under the rule options `opts`, for the
+// tests of what udp and udplite do themselves. start() once `app` is set.
+struct OneEnd {
+  explicit OneEnd(const MechKind& kind, const std::string& opts = "")
+      : link(now, {}, 1, kind.id), host(now) {
+    auto owned = std::make_unique<LinkIo>(link, 0, inbox[0]);
+    io = owned.get();
+    m = kind.over(host, std::move(owned));
+    c = m->open({100, 101, address(1), opts}, app);
+    app.conn = c.get();
+  }
+  void start() { c->start(); }
+
+  Time now = Time{} + 1h;
+  std::array<std::deque<std::vector<std::byte>>, 2> inbox;
+  Link link;
+  FakeHost host;
+  LinkIo* io;
+  std::unique_ptr<Mechanism> m;
+  FakeApp app;
+  std::unique_ptr<MechConn> c;
+};
+
 // udp's and udplite's own: a frame naming another mechanism (the other of
 // the two, or none known) is dropped and counted, each has sockets of its own.
 TEST(Udp, FrameOfAnotherMechanismIsDropped) {
@@ -438,25 +462,18 @@ TEST(Udp, FrameOfAnotherMechanismIsDropped) {
     SCOPED_TRACE(std::string(name) + " gets " + std::to_string(other));
     const MechKind* kind = find_mechanism(name);
     ASSERT_TRUE(kind);
-    Time now = Time{} + 1h;
-    std::array<std::deque<std::vector<std::byte>>, 2> inbox;
-    Link link(now, {}, 1, kind->id);
-    FakeHost host(now);
-    auto m = kind->over(host, std::make_unique<LinkIo>(link, 0, inbox[0]));
-    FakeApp app;
-    auto c = m->open({100, 101, address(1), {}}, app);
-    app.conn = c.get();
-    c->start();
+    OneEnd end(*kind);
+    end.start();
     std::vector<std::byte> d(wire::kHeader + 5);
     std::array<std::byte, 5> payload{};
     wire::encode_header({HK_WIRE_DATA, static_cast<uint8_t>(other), 100, 0, 0, payload},
                         d.data());
-    inbox[0].push_back(d);
-    m->on_readable(-1);
+    end.inbox[0].push_back(d);
+    end.m->on_readable(-1);
     nlohmann::json st;
-    m->status(st);
+    end.m->status(st);
     EXPECT_EQ(st["counters"]["rx_wrong_mech"], 1);
-    EXPECT_TRUE(app.got.empty());
+    EXPECT_TRUE(end.app.got.empty());
   }
 }
 
@@ -470,23 +487,14 @@ TEST(Udp, RuleCoverageGoesWithEveryDataDatagram) {
     SCOPED_TRACE(std::string(name) + ":" + opts);
     const MechKind* kind = find_mechanism(name);
     ASSERT_TRUE(kind);
-    Time now = Time{} + 1h;
-    std::array<std::deque<std::vector<std::byte>>, 2> inbox;
-    Link link(now, {}, 1, kind->id);
-    FakeHost host(now);
-    auto io = std::make_unique<LinkIo>(link, 0, inbox[0]);
-    LinkIo& seen = *io;
-    auto m = kind->over(host, std::move(io));
-    FakeApp app;
-    app.out.assign(3 * wire::kMaxPayload, std::byte{7});
-    app.writable = app.out.size();
-    auto c = m->open({100, 101, address(1), opts}, app);
-    app.conn = c.get();
-    c->start();
-    m->flush();
-    EXPECT_EQ(app.taken, app.out.size());
-    ASSERT_EQ(seen.coverages.size(), 3u);
-    for (uint16_t cov : seen.coverages) EXPECT_EQ(cov, want);
+    OneEnd end(*kind, opts);
+    end.app.out.assign(3 * wire::kMaxPayload, std::byte{7});
+    end.app.writable = end.app.out.size();
+    end.start();
+    end.m->flush();
+    EXPECT_EQ(end.app.taken, end.app.out.size());
+    ASSERT_EQ(end.io->coverages.size(), 3u);
+    for (uint16_t cov : end.io->coverages) EXPECT_EQ(cov, want);
   }
 }
 
