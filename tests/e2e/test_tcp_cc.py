@@ -6,12 +6,15 @@ kernel, when it is undeployed. Unmatched connections keep the default."""
 import json
 import shutil
 import subprocess
+import threading
+import time
 
 import pytest
 
 from apps import fetch, http_server, make_files, url
 from hookerd import BUILD, Hookerd, wait_for
 from test_deploy import closed_cleanly, ctl, hold, mechs
+from test_stream import transfer
 
 TEST_CC = BUILD / "bpf" / "test_cc.bpf.o"
 BROKEN_CC = BUILD / "bpf" / "broken_cc.bpf.o"
@@ -248,3 +251,52 @@ def test_a_killed_hookerd_leaves_no_algorithm_registered(bed):
                  "hk_vegas unregistered after SIGKILL")
     finally:
         shutil.rmtree(a.pin_dir, ignore_errors=True)
+
+
+def test_deploy_undeploy_tcp_cc_and_udplite_while_udp_runs(bed):
+    """While a 512 MiB transfer runs on `udp`, tcp-cc (on a) and udplite with
+    the kernel's UDP-Lite (on both hosts) are undeployed and deployed again,
+    over and over: the transfer stays byte exact, and after the last
+    undeploy nothing of them is left: no hk_vegas among the kernel's
+    struct_ops or congestion controls, no UDP-Lite socket on hookerd's port.
+    (udplite made by BPF: test_udplite_ebpf.py.)"""
+    total = 512 << 20
+    sink = 8002  # test_stream.transfer's reader port
+    a = Hookerd(bed.a, [f"{sink}=udp", "8000=udplite", "8090=tcp-cc:hk_vegas"],
+                extra=["--udplite-impl", "kernel"]).start()
+    b = Hookerd(bed.b, [f"{sink}=udp", "8000=udplite"], extra=["--udplite-impl", "kernel"]).start()
+    result = {}
+
+    def run():
+        result["w"], result["r"] = transfer(bed, False, total, timeout=90)
+
+    t = threading.Thread(target=run)
+    t.start()
+    cycles, deadline = 0, time.monotonic() + 60
+    try:
+        while t.is_alive() and time.monotonic() < deadline:
+            for hd, names in ((a, ("tcp-cc", "udplite")), (b, ("udplite",))):
+                for name in names:
+                    for verb in ("undeploy", "deploy"):
+                        r = ctl(hd, verb, name)
+                        assert r.returncode == 0, f"{verb} {name}: {r.stderr}"
+            cycles += 1
+    finally:
+        t.join(100)
+    w, r = result["w"], result["r"]
+    info = f"writer {w} reader {r} cycles {cycles}"
+    assert cycles >= 2, f"the transfer ended before two deploy cycles: {info}"
+    assert r["mismatch"] is None and r["received"] == total, info
+    assert r["read_end"] == "EOF" and "error" not in w, info
+    assert a.counter("moved_active") == 1
+    for hd, names in ((a, ("tcp-cc", "udplite")), (b, ("udplite",))):
+        for name in names:
+            assert ctl(hd, "undeploy", name).returncode == 0
+            assert mechs(hd)[name]["state"] == "undeployed"
+    wait_for(lambda: "hk_vegas" not in struct_ops(), 10, "hk_vegas unregistered")
+    assert "hk_vegas" not in available()
+    for h in (bed.a, bed.b):
+        socks = h.run(["cat", "/proc/net/udplite", "/proc/net/udplite6"], timeout=10,
+                      cgroup=False).stdout.splitlines()
+        assert [l for l in socks if ":1B58 " in l] == [], socks  # 7000
+    assert a.stop() == 0 and b.stop() == 0
