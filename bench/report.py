@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -445,6 +446,7 @@ def write(res: dict, out: Path, md_path: Path | None = None) -> Path:
             for h in sc["rss_kib_held"]) + f". BPF maps of both daemons: {len(maps)} maps, "
             f"{total / 2**20:.1f} MiB charged (`bytes_memlock`, sized by max entries, "
             "so independent of the count held).", ""]
+    L += unmoved_section(res.get("unmoved"))
     t1 = res.get("table1", {})
     L += ["## Table 1: deployment and redirection costs", "",
           "| | compile | load | redirection per op |", "|---|---|---|---|"]
@@ -485,6 +487,34 @@ def write(res: dict, out: Path, md_path: Path | None = None) -> Path:
         L.append("")
     md.write_text("\n".join(L))
     return md
+
+
+def unmoved_section(u) -> list[str]:
+    """Traffic hookerd does not move (bench/tax.py): plain TCP with and without
+    hookerd on both hosts, ratios per round, and its programs' run times."""
+    if not u:
+        return []
+    L = ["## Traffic hookerd does not move", "",
+         f"Plain TCP on ports outside the policy ({u.get('policy', '?')}), hookerd on both "
+         "hosts or on neither, in interleaved rounds of one run.", ""]
+    if "error" in u:
+        return L + [f"**failed**: {u['error']}", ""]
+
+    def spread(xs):
+        return f"{statistics.median(xs):.3f} ({min(xs):.3f}–{max(xs):.3f})"
+    L += ["| per round | without hookerd | with hookerd | ratio, median (min–max) |",
+          "|---|---|---|---|",
+          f"| iperf3 Gbit/s, 1 stream, {u['iperf_secs']} s | "
+          f"{spread(u['runs']['without']['gbps'])} | {spread(u['runs']['with']['gbps'])} | "
+          f"{spread(u['throughput_ratio'])} |",
+          f"| 1-byte request/response, median µs of {u['trips']} | "
+          f"{spread(u['runs']['without']['rr_us'])} | {spread(u['runs']['with']['rr_us'])} | "
+          f"rate {spread(u['rr_rate_ratio'])} |", ""]
+    if u.get("programs"):
+        L += ["hookerd's programs that ran for this traffic (`bpf_stats_enabled`, both hosts): " +
+              ", ".join(f"{n} {p['ns_per_run']:.0f} ns a run ({p['runs']} runs)"
+                        for n, p in sorted(u["programs"].items())) + ".", ""]
+    return L
 
 
 def main(argv) -> int:

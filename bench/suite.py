@@ -24,6 +24,7 @@ sys.path.insert(0, str(HERE))
 import testbed  # noqa: E402
 import workloads as wl  # noqa: E402
 import report  # noqa: E402
+import tax  # noqa: E402
 
 SIZES = {"3KB": 3 * 1024, "510KB": 510 * 1024, "26MB": 26 * 1024 * 1024}
 KNOWN = ("cubic", "bbr", "kcptun", "hooker")  # cubic, bbr: plain TCP with that CC
@@ -40,17 +41,19 @@ HOOKER_VARIANTS = {
     "hooker:tcp-cc": ("tcp-cc:hk_vegas", [], "hooker:tcp-cc (hk_vegas)"),
 }
 # The parts of a run, in the order they run (--parts picks some).
-PARTS = ("ready", "path", "downloads", "throughput", "setup", "scale", "deploy")
+PARTS = ("ready", "path", "downloads", "throughput", "setup", "scale", "deploy", "unmoved")
 
 # What each mode measures. quick must stay under 5 minutes on 2 cores (127 s with
 # hooker:udplite added, load average 3.7-4.4).
 MODES = {
     "quick": dict(runs=3, losses=[0.0, 1.0, 5.0], iperf_runs=2, iperf_secs=3,
                   ready_runs=5, big_losses=[0.0], timeout={"26MB": 60}, setups=200,
-                  held=1000, deploy_runs=20, mechanisms=KNOWN + ("hooker:udplite",)),
+                  held=1000, deploy_runs=20, unmoved_rounds=2,
+                  mechanisms=KNOWN + ("hooker:udplite",)),
     "full": dict(runs=5, losses=[0.0, 1.0, 5.0], iperf_runs=3, iperf_secs=5,
                  ready_runs=20, big_losses=[0.0, 1.0, 5.0], timeout={"26MB": 400}, setups=1000,
-                 held=10000, deploy_runs=20, mechanisms=KNOWN + ("hooker:udplite",)),
+                 held=10000, deploy_runs=20, unmoved_rounds=5,
+                 mechanisms=KNOWN + ("hooker:udplite",)),
 }
 # curl's --max-time per file: past it the download counts as failed, not as a time
 # (cubic needs about 230 s for 26 MB at 5% loss here).
@@ -602,6 +605,20 @@ class Suite:
                 row["error"] = str(e)
             self.res["scale"].append(row)
 
+    # -------------------------------------------------------------- unmoved traffic
+    def unmoved(self):
+        """Plain TCP on ports outside the policy, with and without hookerd on both
+        hosts (bench/tax.py): what traffic Hooker does not move pays for it."""
+        if self.hookerd is None:
+            self.note("traffic hookerd does not move", self.hooker_reason or
+                      "needs hookerd: run with a hooker variant in --mechanisms")
+            return
+        try:
+            self.res["unmoved"] = tax.measure(self.hookerd, self.cfg["unmoved_rounds"],
+                                              self.cfg["iperf_secs"], 2000, self.log)
+        except (wl.Unavailable, RuntimeError, subprocess.SubprocessError) as e:
+            self.res["unmoved"] = {"error": str(e)}
+
     # -------------------------------------------------------------- main
     def run(self):
         ccs = {self.cc_of(m) for m in self.a.mechs if m in TCP_CCS} | {self.sys_cc}
@@ -623,7 +640,7 @@ class Suite:
         for part, run in (("ready", self.ready_time), ("path", self.hooker_path_check),
                           ("downloads", self.downloads), ("throughput", self.throughput),
                           ("setup", self.conn_setup), ("scale", self.scale),
-                          ("deploy", self.deploy_times)):
+                          ("deploy", self.deploy_times), ("unmoved", self.unmoved)):
             if part in self.a.parts:
                 run()
         self.load("end")

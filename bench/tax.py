@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -61,6 +62,54 @@ def prog_times(pair) -> dict:
     return out
 
 
+def measure(binary: Path, rounds: int, secs: int, trips: int, log=lambda m: None) -> dict:
+    """Interleaved rounds of plain TCP without and with hookerd on both hosts
+    (policy: POLICY only), then one pass with bpf_stats for the programs."""
+    runs = {v: {"gbps": [], "rr_us": []} for v in ("without", "with")}
+    progs: dict[str, dict] = {}
+    with testbed.TwoHosts() as bed:
+        rr = bed.b.popen([PY, "-c", SERVER, str(RR_PORT)])
+        try:
+            wait_for(lambda: listening(bed.b, RR_PORT), 10, f"rr server :{RR_PORT}")
+            for k in range(rounds):
+                order = ("without", "with") if k % 2 == 0 else ("with", "without")
+                for v in order:
+                    log(f"unmoved traffic round {k + 1}/{rounds}: {v} hookerd")
+                    if v == "without":
+                        runs[v]["gbps"].append(iperf(bed, secs))
+                        runs[v]["rr_us"].append(rr_median_us(bed, trips))
+                        continue
+                    with wl.HookerPair(binary, bed, POLICY):
+                        runs[v]["gbps"].append(iperf(bed, secs))
+                        runs[v]["rr_us"].append(rr_median_us(bed, trips))
+            old = STATS.read_text().strip()
+            STATS.write_text("1")
+            try:
+                with wl.HookerPair(binary, bed, POLICY) as pair:
+                    before = prog_times(pair)
+                    iperf(bed, secs)
+                    rr_median_us(bed, trips)
+                    after = prog_times(pair)
+            finally:
+                STATS.write_text(old)
+            for name, (cnt, ns) in after.items():
+                c, t = cnt - before.get(name, [0, 0])[0], ns - before.get(name, [0, 0])[1]
+                if c:
+                    progs[name] = {"runs": c, "ns_per_run": round(t / c, 1)}
+        finally:
+            bed._stop_proc(rr)
+    out = {
+        "policy": POLICY, "rounds": rounds, "iperf_secs": secs, "trips": trips, "runs": runs,
+        "median": {v: {k: statistics.median(xs) for k, xs in r.items()} for v, r in runs.items()},
+        "throughput_ratio": [w / o for w, o in zip(runs["with"]["gbps"], runs["without"]["gbps"])],
+        "rr_rate_ratio": [o / w for w, o in zip(runs["with"]["rr_us"], runs["without"]["rr_us"])],
+        "programs": progs,
+    }
+    out["throughput_ratio_median"] = statistics.median(out["throughput_ratio"])
+    out["rr_rate_ratio_median"] = statistics.median(out["rr_rate_ratio"])
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", required=True, help="CMake build dir holding hookerd")
@@ -75,49 +124,10 @@ def main(argv=None) -> int:
         print(f"tax: {reason}", file=sys.stderr)
         return 1
     binary, _ = wl.snapshot_hookerd(Path(a.build).resolve())
-    runs = {v: {"gbps": [], "rr_us": []} for v in ("without", "with")}
-    progs: dict[str, dict] = {}
-    with testbed.TwoHosts() as bed:
-        rr = bed.b.popen([PY, "-c", SERVER, str(RR_PORT)])
-        try:
-            wait_for(lambda: listening(bed.b, RR_PORT), 10, f"rr server :{RR_PORT}")
-            for k in range(a.rounds):
-                order = ("without", "with") if k % 2 == 0 else ("with", "without")
-                for v in order:
-                    if v == "without":
-                        runs[v]["gbps"].append(iperf(bed, a.secs))
-                        runs[v]["rr_us"].append(rr_median_us(bed, a.trips))
-                        continue
-                    with wl.HookerPair(binary, bed, POLICY):
-                        runs[v]["gbps"].append(iperf(bed, a.secs))
-                        runs[v]["rr_us"].append(rr_median_us(bed, a.trips))
-            old = STATS.read_text().strip()
-            STATS.write_text("1")
-            try:
-                with wl.HookerPair(binary, bed, POLICY) as pair:
-                    before = prog_times(pair)
-                    iperf(bed, a.secs)
-                    rr_median_us(bed, a.trips)
-                    after = prog_times(pair)
-            finally:
-                STATS.write_text(old)
-            for name, (cnt, ns) in after.items():
-                c, t = cnt - before.get(name, [0, 0])[0], ns - before.get(name, [0, 0])[1]
-                if c:
-                    progs[name] = {"runs": c, "ns_per_run": round(t / c, 1)}
-        finally:
-            bed._stop_proc(rr)
-    med = {v: {k: statistics.median(xs) for k, xs in r.items()} for v, r in runs.items()}
-    out = {
-        "runs": runs,
-        "median": med,
-        "throughput_ratio": [w / o for w, o in zip(runs["with"]["gbps"], runs["without"]["gbps"])],
-        "rr_rate_ratio": [o / w for w, o in zip(runs["with"]["rr_us"], runs["without"]["rr_us"])],
-        "programs": progs,
-    }
-    out["throughput_ratio_median"] = statistics.median(out["throughput_ratio"])
-    out["rr_rate_ratio_median"] = statistics.median(out["rr_rate_ratio"])
-    print(json.dumps(out, indent=2))
+    try:
+        print(json.dumps(measure(binary, a.rounds, a.secs, a.trips), indent=2))
+    finally:
+        shutil.rmtree(binary.parent, ignore_errors=True)
     return 0
 
 

@@ -216,3 +216,19 @@ def test_every_download_run_is_a_time_a_failure_or_not_tried(monkeypatch):
     assert times[("cubic", "3KB")] == [0.1] * 3   # runs 1-3; run 4 fails; run 5 not tried
     assert errors[("cubic", "510KB")][0] == "curl x: exit 56: reset"
     assert errors[("cubic", "26MB")] == [suite.NOT_TRIED] * 5
+
+
+def test_unmoved_traffic_renders_ratios_per_round_and_program_costs():
+    u = {"policy": "5301=udp", "rounds": 2, "iperf_secs": 3, "trips": 2000,
+         "runs": {"without": {"gbps": [10.0, 8.0], "rr_us": [20.0, 22.0]},
+                  "with": {"gbps": [9.0, 8.0], "rr_us": [22.0, 22.0]}},
+         "throughput_ratio": [0.9, 1.0], "rr_rate_ratio": [20 / 22, 1.0],
+         "programs": {"hk_ingress_tc": {"runs": 1000, "ns_per_run": 150.4}}}
+    md = "\n".join(report.unmoved_section(u))
+    assert "| iperf3 Gbit/s, 1 stream, 3 s | 9.000 (8.000–10.000) | 8.500 (8.000–9.000) | " \
+           "0.950 (0.900–1.000) |" in md
+    assert "rate 0.955 (0.909–1.000)" in md
+    assert "hk_ingress_tc 150 ns a run (1000 runs)" in md
+    assert "**failed**: hookerd on a exited" in "\n".join(
+        report.unmoved_section({"error": "hookerd on a exited"}))
+    assert report.unmoved_section(None) == []
