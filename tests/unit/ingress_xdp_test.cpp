@@ -164,10 +164,14 @@ TEST_P(Ingress, HoldsTheGuardedFinAckWhileGuardsAreCounted) {
   auto ack = [&](uint32_t ack_seq, uint8_t extra_flag = 0) {
     auto p = packet(false, 0, {}, IPPROTO_TCP);
     p.resize(sizeof(ethhdr) + sizeof(iphdr));
-    auto* ip = reinterpret_cast<iphdr*>(p.data() + sizeof(ethhdr));
-    ip->saddr = remote;
-    ip->daddr = local;
-    ip->tot_len = htons(sizeof(iphdr) + sizeof(tcphdr));
+    // Copied out and back: after the 14-byte Ethernet header the IP header
+    // is not aligned for its type.
+    iphdr ip;
+    std::memcpy(&ip, p.data() + sizeof(ethhdr), sizeof(ip));
+    ip.saddr = remote;
+    ip.daddr = local;
+    ip.tot_len = htons(sizeof(iphdr) + sizeof(tcphdr));
+    std::memcpy(p.data() + sizeof(ethhdr), &ip, sizeof(ip));
     tcphdr th{};
     th.source = htons(8080);
     th.dest = htons(40000);
