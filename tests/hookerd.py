@@ -27,7 +27,7 @@ STARTED: list["Hookerd"] = []  # every hookerd started in this process, in order
 class Hookerd:
     """One hookerd on one host, with its own control socket and pin dir."""
 
-    def __init__(self, host, redirect, udp_port=UDP_PORT, extra=(), eager=True):
+    def __init__(self, host, redirect, udp_port=UDP_PORT, extra=(), eager=True, env=None):
         self.host = host
         # Tests move the first connection already, unless they test lazy
         # deployment (the first connection that needs a mechanism stays TCP).
@@ -37,6 +37,7 @@ class Hookerd:
         self.control = f"/run/hooker-test/{host.netns}.sock"
         self.pin_dir = f"/sys/fs/bpf/{host.netns}"
         self.extra = list(extra)
+        self.env = env  # the whole environment, when a test sets one (NOTIFY_SOCKET)
         self.proc: subprocess.Popen | None = None
         self.stderr_path = Path(f"/tmp/{host.netns}-hookerd.err")
 
@@ -50,14 +51,19 @@ class Hookerd:
             a.append("--eager")
         return a + self.extra
 
-    def start(self, timeout=10.0) -> "Hookerd":
-        """Starts hookerd (outside the host's cgroup) and returns once it said
-        `hookerd: ready`; raises with its stderr if it exits or stays silent."""
+    def launch(self) -> "Hookerd":
+        """Starts hookerd (outside the host's cgroup) and returns at once."""
         STARTED.append(self)
         err = open(self.stderr_path, "w")
         self.proc = self.host.popen(self.argv(), cgroup=False, stdout=subprocess.PIPE,
-                                    stderr=err, text=True)
+                                    stderr=err, text=True, env=self.env)
         err.close()
+        return self
+
+    def start(self, timeout=10.0) -> "Hookerd":
+        """Starts hookerd and returns once it said `hookerd: ready`; raises
+        with its stderr if it exits or stays silent."""
+        self.launch()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             r, _, _ = select.select([self.proc.stdout], [], [], 0.1)
