@@ -27,7 +27,8 @@ STARTED: list["Hookerd"] = []  # every hookerd started in this process, in order
 class Hookerd:
     """One hookerd on one host, with its own control socket and pin dir."""
 
-    def __init__(self, host, redirect, udp_port=UDP_PORT, extra=(), eager=True, env=None):
+    def __init__(self, host, redirect, udp_port=UDP_PORT, extra=(), eager=True, env=None,
+                 prefix=()):
         self.host = host
         # Tests move the first connection already, unless they test lazy
         # deployment (the first connection that needs a mechanism stays TCP).
@@ -38,11 +39,12 @@ class Hookerd:
         self.pin_dir = f"/sys/fs/bpf/{host.netns}"
         self.extra = list(extra)
         self.env = env  # the whole environment, when a test sets one (NOTIFY_SOCKET)
+        self.prefix = list(prefix)  # runs hookerd through it (setpriv: fewer capabilities)
         self.proc: subprocess.Popen | None = None
         self.stderr_path = Path(f"/tmp/{host.netns}-hookerd.err")
 
     def argv(self):
-        a = [HOOKERD, "--cgroup", self.host.cgroup, "--iface", self.host.iface,
+        a = self.prefix + [HOOKERD, "--cgroup", self.host.cgroup, "--iface", self.host.iface,
              "--port", str(self.udp_port), "--control", self.control,
              "--pin-dir", self.pin_dir]
         for p in self.redirect:
