@@ -10,10 +10,9 @@ import tempfile
 
 import pytest
 
-from apps import PY
+from apps import PY, listening
 from hookerd import HOOKERCTL, HOOKERD, Hookerd, wait_for
 from test_policy import RECEIVER, SENDER, ctl, policy
-from apps import listening
 
 
 @pytest.fixture
