@@ -16,7 +16,15 @@ namespace hooker {
 
 
 Status Daemon::open_control() {
-  std::filesystem::create_directories(std::filesystem::path(opt_.control).parent_path());
+  // A directory made here is searchable by all (whatever the umask, 0077
+  // under the systemd unit): the socket's own mode decides who connects.
+  std::vector<std::filesystem::path> made;
+  std::error_code ec;
+  for (auto d = std::filesystem::path(opt_.control).parent_path();
+       !d.empty() && d != d.root_path() && !std::filesystem::exists(d, ec); d = d.parent_path())
+    made.push_back(d);
+  for (auto it = made.rbegin(); it != made.rend(); ++it)
+    if (mkdir(it->c_str(), 0755) == 0) chmod(it->c_str(), 0755);
   control_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;

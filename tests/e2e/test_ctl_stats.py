@@ -112,7 +112,23 @@ def test_only_root_by_default(bed, hookerctl_for_all):
 
 
 def test_control_group_members_may_use_it(bed, hookerctl_for_all):
-    a = Hookerd(bed.a, [5201], extra=["--control-group", "nogroup"]).start()
+    # Under umask 077 (the systemd unit's), in a directory hookerd makes:
+    # the directory stays searchable, the socket's mode decides.
+    umask = ["/bin/sh", "-c", 'umask 077 && exec "$@"', "sh"]
+    a = Hookerd(bed.a, [5201], extra=["--control-group", "nogroup"], prefix=umask)
+    d = tempfile.mkdtemp(prefix="hooker-ctl-")
+    os.rmdir(d)  # hookerd makes it
+    a.control = os.path.join(d, "sub", "hookerd.sock")
+    try:
+        a.start()
+        check_group_access(a, hookerctl_for_all)
+        assert stat.S_IMODE(os.stat(os.path.dirname(a.control)).st_mode) == 0o755
+    finally:
+        a.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def check_group_access(a, hookerctl_for_all):
     st = os.stat(a.control)
     assert stat.S_IMODE(st.st_mode) == 0o660 and (st.st_uid, st.st_gid) == (0, 65534)
     r = as_user(hookerctl_for_all, "nobody", "nogroup", a.control, "policy", "add", "8080")
@@ -122,7 +138,6 @@ def test_control_group_members_may_use_it(bed, hookerctl_for_all):
     r = as_user(hookerctl_for_all, "65533", "65533", a.control, "policy", "del", "8080")
     assert r.returncode == 1 and r.stderr.startswith("hookerctl: permission denied: "), r
     assert [p["port"] for p in policy(a)] == [5201, 8080]
-    assert a.stop() == 0
 
 
 def test_unknown_control_group_stops_hookerd_in_one_line():
