@@ -260,7 +260,10 @@ struct hk_event {
 	 * to reset the connection the way TCP would. */
 	__u32 snd_nxt;
 	__u32 rcv_nxt;
-	__u32 pad;
+	/* The TCP connection's MSS at establishment (mss_cache: the path's
+	 * MTU less the IP and TCP headers and options): what fits on its path,
+	 * so hookerd sizes the connection's datagrams by it. */
+	__u32 mss;
 };
 
 /* ---- counters (PERCPU_ARRAY, one per reason) -------------------------- */

@@ -303,7 +303,7 @@ static __always_inline void emit(__u32 type, const struct hk_sk *st,
 				 __u16 peer_port, __u8 active, __u64 cookie,
 				 const struct bpf_sock_ops *skops)
 {
-	__u32 snd_nxt = skops->snd_nxt, rcv_nxt = skops->rcv_nxt;
+	__u32 snd_nxt = skops->snd_nxt, rcv_nxt = skops->rcv_nxt, mss = skops->mss_cache;
 	struct hk_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 
 	if (!ev) {
@@ -321,7 +321,7 @@ static __always_inline void emit(__u32 type, const struct hk_sk *st,
 	ev->mech = st->mech; /* hookerd picks the mechanism by it */
 	ev->snd_nxt = snd_nxt;
 	ev->rcv_nxt = rcv_nxt;
-	ev->pad = 0;
+	ev->mss = mss;
 	bpf_ringbuf_submit(ev, 0);
 }
 

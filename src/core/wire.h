@@ -16,6 +16,15 @@ constexpr size_t kHeader = sizeof(hk_wire_hdr);
 constexpr size_t kMaxPayload = 1400;
 constexpr size_t kMaxDatagram = kHeader + kMaxPayload;
 
+// The payload of a datagram that fits the path of a TCP connection whose
+// MSS is `mss` (0: unknown, kMaxPayload). The MSS is the path's MTU less
+// 40 (IPv4 + TCP) or 60 (IPv6 + TCP) and the TCP options; a UDP datagram
+// costs 28 or 48: either way 12 bytes more than the MSS fit.
+constexpr size_t payload_for_mss(uint32_t mss) {
+  if (mss == 0 || mss + 12 >= kMaxDatagram) return kMaxPayload;
+  return mss + 12 > kHeader ? mss + 12 - kHeader : 1;
+}
+
 struct Frame {
   hk_wire_type type;
   uint8_t mech = HK_MECH_UDP;

@@ -235,7 +235,7 @@ void Daemon::on_event(const hk_event& ev) {
   if (ev.type == HK_EV_NEED_MECH) return on_need_mech(ev);
   if (ev.type == HK_EV_BIND_FAILED) {
     if (Mechanism* m = mechanism(ev.mech))
-      m->refuse({ev.token, ev.peer_token, remote_addr(ev.app, ev.peer_port), {}});
+      m->refuse({ev.token, ev.peer_token, remote_addr(ev.app, ev.peer_port), {}, ev.mss});
     return;
   }
   if (ev.slot >= by_slot_.size() || !by_slot_[ev.slot]) return;
@@ -262,7 +262,7 @@ void Daemon::on_bound(const hk_event& ev) {
   Slot* s = slots_->get(ev.slot);
   if (!s || ev.slot >= by_slot_.size()) return;
   if (by_slot_[ev.slot]) retire(*by_slot_[ev.slot]);  // cannot happen: slots are recycled
-  PeerInfo peer{ev.token, ev.peer_token, remote_addr(ev.app, ev.peer_port), {}};
+  PeerInfo peer{ev.token, ev.peer_token, remote_addr(ev.app, ev.peer_port), {}, ev.mss};
   Mechanism* m = mechanism(ev.mech);
   if (!m) {
     // The kernel agreed on a mechanism this hookerd does not have (any

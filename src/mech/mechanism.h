@@ -103,6 +103,9 @@ struct PeerInfo {
   // `8080=udplite:cov=200`), checked by the policy; "" for none. Each host
   // applies its own to what it sends.
   std::string opts;
+  // The TCP connection's MSS at establishment (0: unknown): its datagrams
+  // must fit the same path (wire::payload_for_mss).
+  uint32_t mss = 0;
 };
 
 // What a mechanism asks of hookerd (or of a test).

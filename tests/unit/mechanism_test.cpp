@@ -118,6 +118,7 @@ class LinkIo final : public DatagramIo {
   void commit(size_t len, const sockaddr_in6&, uint16_t coverage) override {
     len_[queued_++] = len;
     coverages.push_back(coverage);
+    lengths.push_back(len);
   }
   Result<bool> flush() override {
     for (size_t i = 0; i < queued_; i++) link_.send(end_, {tx_[i].data(), len_[i]});
@@ -138,6 +139,7 @@ class LinkIo final : public DatagramIo {
   std::string describe() const override { return "in-memory link"; }
 
   std::vector<uint16_t> coverages;  // each datagram's, as committed
+  std::vector<size_t> lengths;
 
  private:
   Link& link_;
@@ -225,7 +227,7 @@ class Conformance : public ::testing::TestWithParam<MechKind> {
       End& x = end_[e];
       x.host = std::make_unique<FakeHost>(now_);
       x.mech = GetParam().over(*x.host, std::make_unique<LinkIo>(*link_, e, inbox_[e]));
-      PeerInfo p{uint64_t(100 + e), uint64_t(100 + (1 - e)), address(1 - e), {}};
+      PeerInfo p{uint64_t(100 + e), uint64_t(100 + (1 - e)), address(1 - e), {}, 0};
       x.conn = x.mech->open(p, x.app);
       x.app.conn = x.conn.get();
     }
@@ -430,15 +432,16 @@ INSTANTIATE_TEST_SUITE_P(Registry, Conformance, ::testing::ValuesIn(carriers()),
                          [](const auto& info) { return std::string(info.param.name); });
 
 // One end of a udp-family mechanism over the link, with one connection
-// (our token 100, the peer's 101) under the rule options `opts`, for the
-// tests of what udp and udplite do themselves. start() once `app` is set.
+// (our token 100, the peer's 101) under the rule options `opts`, its TCP
+// MSS `mss`, for the tests of what udp and udplite do themselves. start()
+// once `app` is set.
 struct OneEnd {
-  explicit OneEnd(const MechKind& kind, const std::string& opts = "")
+  explicit OneEnd(const MechKind& kind, const std::string& opts = "", uint32_t mss = 0)
       : link(now, {}, 1, kind.id), host(now) {
     auto owned = std::make_unique<LinkIo>(link, 0, inbox[0]);
     io = owned.get();
     m = kind.over(host, std::move(owned));
-    c = m->open({100, 101, address(1), opts}, app);
+    c = m->open({100, 101, address(1), opts, mss}, app);
     app.conn = c.get();
   }
   void start() { c->start(); }
@@ -495,6 +498,27 @@ TEST(Udp, RuleCoverageGoesWithEveryDataDatagram) {
     EXPECT_EQ(end.app.taken, end.app.out.size());
     ASSERT_EQ(end.io->coverages.size(), 3u);
     for (uint16_t cov : end.io->coverages) EXPECT_EQ(cov, want);
+  }
+}
+
+// Datagrams fit the TCP connection's path: sized from its MSS (here a
+// 1280-byte IPv4 path with timestamps, 1228), never past the largest.
+TEST(Udp, DatagramsFitTheConnectionsPath) {
+  struct Case { const char* mech; uint32_t mss; size_t want; };
+  for (auto [name, mss, want] : {Case{"udp", 1228, 1240}, Case{"udplite", 1228, 1240},
+                                 Case{"udp", 1208, 1220}, Case{"udp", 0, wire::kMaxDatagram},
+                                 Case{"udp", 9000, wire::kMaxDatagram}}) {
+    SCOPED_TRACE(std::string(name) + " mss " + std::to_string(mss));
+    const MechKind* kind = find_mechanism(name);
+    ASSERT_TRUE(kind);
+    OneEnd end(*kind, "", mss);
+    end.app.out.assign(100'000, std::byte{3});
+    end.app.writable = end.app.out.size();
+    end.start();
+    end.m->flush();
+    ASSERT_GT(end.app.taken, 0u);
+    size_t most = *std::max_element(end.io->lengths.begin(), end.io->lengths.end());
+    EXPECT_EQ(most, want);
   }
 }
 

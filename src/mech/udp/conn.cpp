@@ -13,6 +13,7 @@ namespace hooker {
 
 UdpConn::UdpConn(UdpMechanism& m, const PeerInfo& peer, AppPort& port)
     : m_(m), peer_(peer), port_(port), coverage_(m.coverage(peer)),
+      max_payload_(wire::payload_for_mss(peer.mss)),
       progress_at_(m.host().now()) {}
 
 UdpConn::~UdpConn() = default;
@@ -59,13 +60,13 @@ void UdpConn::pump() {
     }
     // At most one GSO group per read, straight into the datagram buffers.
     size_t frames = std::min<uint64_t>(
-        {io.room(), UdpMechanism::kGsoMax, (credit + wire::kMaxPayload - 1) / wire::kMaxPayload});
+        {io.room(), UdpMechanism::kGsoMax, (credit + max_payload_ - 1) / max_payload_});
     iovec iov[UdpMechanism::kGsoMax];
     for (size_t k = 0; k < frames; k++)
-      iov[k] = {io.tx_buffer(k) + wire::kHeader, wire::kMaxPayload};
+      iov[k] = {io.tx_buffer(k) + wire::kHeader, max_payload_};
     // The last area is trimmed so no byte is read past the credit.
-    size_t want = std::min<uint64_t>(credit, frames * wire::kMaxPayload);
-    iov[frames - 1].iov_len = want - (frames - 1) * wire::kMaxPayload;
+    size_t want = std::min<uint64_t>(credit, frames * max_payload_);
+    iov[frames - 1].iov_len = want - (frames - 1) * max_payload_;
     ssize_t n = port_.read(iov, frames);
     if (n == 0) break;
     if (n < 0) {
@@ -75,7 +76,7 @@ void UdpConn::pump() {
       break;
     }
     for (size_t left = static_cast<size_t>(n); left > 0;) {
-      size_t len = std::min(left, wire::kMaxPayload);
+      size_t len = std::min(left, max_payload_);
       std::byte* b = io.tx_buffer(0);
       wire::encode_header({HK_WIRE_DATA, m_.id(), peer_.peer_token, sent_, 0,
                            std::span<const std::byte>(b + wire::kHeader, len)},

@@ -76,6 +76,7 @@ class UdpConn final : public MechConn {
   PeerInfo peer_;
   AppPort& port_;
   uint16_t coverage_;  // of its DATA datagrams (udplite:cov=N), 0: the socket's
+  size_t max_payload_;  // per DATA datagram: what fits the TCP connection's path
   Time armed_ = kNever;  // the earliest on_deadline asked for
 
   // application -> peer
