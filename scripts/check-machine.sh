@@ -38,11 +38,14 @@ for tp in ip:iproute2 tc:iproute2 ss:iproute2 nsenter:util-linux unshare:util-li
           setpriv:util-linux mountpoint:util-linux mount:mount umount:mount \
           sysctl:procps iptables:iptables ip6tables:iptables bpftool:bpftool \
           tcpdump:tcpdump tshark:tshark iperf3:iperf3 curl:curl ethtool:ethtool \
-          kcptun-client:kcptun kcptun-server:kcptun gnuplot:gnuplot-nox g++:build-essential; do
+          kcptun-client:kcptun kcptun-server:kcptun gnuplot:gnuplot-nox g++:build-essential \
+          prometheus:prometheus systemd-analyze:systemd; do
   command -v "${tp%%:*}" >/dev/null || fail "${tp%%:*} is missing: make deps (package ${tp#*:})"
 done
 /usr/bin/python3 -c 'import pytest' 2>/dev/null ||
   fail "/usr/bin/python3 has no pytest: make deps (package python3-pytest)"
+/usr/bin/python3 -c 'import yaml' 2>/dev/null ||
+  fail "/usr/bin/python3 has no yaml: make deps (package python3-yaml)"
 [ $failed -eq 0 ] || exit 1  # the checks below run these tools
 
 # ---------------------------------------------------------------- kernel

@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
 # Installs every Debian package Hooker needs to build, test and benchmark.
 # Idempotent: packages already present are skipped, so a warm machine pays nothing.
+#   install-deps.sh           everything (build, tests, bench)
+#   install-deps.sh --build   what building hookerd and hookerctl takes (the
+#                             container image's build stage)
 set -euo pipefail
 
-PKGS=(
+BUILD_PKGS=(
   build-essential cmake pkg-config clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
-  libcli11-dev nlohmann-json3-dev libgtest-dev
-  iproute2 iptables libnetfilter-queue-dev libmnl-dev
+  libcli11-dev nlohmann-json3-dev libgtest-dev libnetfilter-queue-dev libmnl-dev
+)
+PKGS=(
+  "${BUILD_PKGS[@]}"
+  iproute2 iptables
   python3 python3-pytest curl iperf3 tcpdump tshark
   ethtool gnuplot-nox kcptun
   nginx redis-server redis-tools rsync
   procps kmod util-linux mount
+  # issue 13: the e2e test's real Prometheus server; the packaging test
+  # reads YAML and runs systemd-analyze verify (Debian 12's systemd has it,
+  # a fresh container may lack systemd).
+  prometheus python3-yaml systemd
 )
+[ "${1:-}" = "--build" ] && PKGS=("${BUILD_PKGS[@]}")
 
 missing=()
 for p in "${PKGS[@]}"; do

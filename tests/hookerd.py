@@ -27,7 +27,8 @@ STARTED: list["Hookerd"] = []  # every hookerd started in this process, in order
 class Hookerd:
     """One hookerd on one host, with its own control socket and pin dir."""
 
-    def __init__(self, host, redirect, udp_port=UDP_PORT, extra=(), eager=True):
+    def __init__(self, host, redirect, udp_port=UDP_PORT, extra=(), eager=True, env=None,
+                 prefix=()):
         self.host = host
         # Tests move the first connection already, unless they test lazy
         # deployment (the first connection that needs a mechanism stays TCP).
@@ -37,11 +38,13 @@ class Hookerd:
         self.control = f"/run/hooker-test/{host.netns}.sock"
         self.pin_dir = f"/sys/fs/bpf/{host.netns}"
         self.extra = list(extra)
+        self.env = env  # the whole environment, when a test sets one (NOTIFY_SOCKET)
+        self.prefix = list(prefix)  # runs hookerd through it (setpriv: fewer capabilities)
         self.proc: subprocess.Popen | None = None
         self.stderr_path = Path(f"/tmp/{host.netns}-hookerd.err")
 
     def argv(self):
-        a = [HOOKERD, "--cgroup", self.host.cgroup, "--iface", self.host.iface,
+        a = self.prefix + [HOOKERD, "--cgroup", self.host.cgroup, "--iface", self.host.iface,
              "--port", str(self.udp_port), "--control", self.control,
              "--pin-dir", self.pin_dir]
         for p in self.redirect:
@@ -50,14 +53,19 @@ class Hookerd:
             a.append("--eager")
         return a + self.extra
 
-    def start(self, timeout=10.0) -> "Hookerd":
-        """Starts hookerd (outside the host's cgroup) and returns once it said
-        `hookerd: ready`; raises with its stderr if it exits or stays silent."""
+    def launch(self) -> "Hookerd":
+        """Starts hookerd (outside the host's cgroup) and returns at once."""
         STARTED.append(self)
         err = open(self.stderr_path, "w")
         self.proc = self.host.popen(self.argv(), cgroup=False, stdout=subprocess.PIPE,
-                                    stderr=err, text=True)
+                                    stderr=err, text=True, env=self.env)
         err.close()
+        return self
+
+    def start(self, timeout=10.0) -> "Hookerd":
+        """Starts hookerd and returns once it said `hookerd: ready`; raises
+        with its stderr if it exits or stays silent."""
+        self.launch()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             r, _, _ = select.select([self.proc.stdout], [], [], 0.1)

@@ -22,7 +22,12 @@ std::string ask(const std::string& path, const std::string& req, std::string& er
   timeval tv{5, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) < 0) {
-    err = "no hookerd answers on " + path + " (" + std::strerror(errno) +
+    // The socket file's mode says who may ask (hookerd --control-group).
+    if (errno == EACCES || errno == EPERM)
+      err = "permission denied: " + path + " is for root and hookerd's --control-group only "
+            "(run as root, or join that group)";
+    else
+      err = "no hookerd answers on " + path + " (" + std::strerror(errno) +
           "): is it running? Point at its socket with --control PATH";
     close(fd);
     return {};
@@ -62,6 +67,47 @@ void print_status(const nlohmann::json& j) {
       if (v.get<unsigned long long>()) printf("  %s.%s %llu\n", group, k.c_str(), v.get<unsigned long long>());
 }
 
+// Every counter, zeros included: the kernel's, the application side's, and
+// each mechanism's.
+void print_stats(const nlohmann::json& j) {
+  auto& c = j["counters"];
+  printf("%-10s %-24s %20s\n", "GROUP", "COUNTER", "VALUE");
+  auto rows = [](const std::string& group, const nlohmann::json& counters) {
+    for (auto& [k, v] : counters.items())
+      printf("%-10s %-24s %20llu\n", group.c_str(), k.c_str(), v.get<unsigned long long>());
+  };
+  rows("kernel", c["kernel"]);
+  rows("daemon", c["daemon"]);
+  for (auto& [m, counters] : c["mechanisms"].items()) rows(m, counters);
+  for (auto& [m, g] : j["gauges"]["mechanisms"].items())
+    printf("%-10s %-24s %20s\n", m.c_str(), "deployed / live conns",
+           ((g["deployed"].get<bool>() ? "yes / " : "no / ") +
+            std::to_string(g["connections"].get<unsigned long long>())).c_str());
+}
+
+std::string endpoint(const nlohmann::json& c, const char* a, const char* p) {
+  std::string s = c[a].get<std::string>();
+  if (c["family"] == "ipv6") s = "[" + s + "]";
+  return s + ":" + std::to_string(c[p].get<int>());
+}
+
+std::string count_or_dash(const nlohmann::json& v) {
+  return v.is_null() ? "-" : std::to_string(v.get<unsigned long long>());
+}
+
+// Each live connection; "-" where the mechanism does not count datagrams.
+void print_conns(const nlohmann::json& conns) {
+  printf("%-4s %-30s %-30s %-8s %12s %12s %9s %9s %6s %8s\n", "SIDE", "LOCAL", "REMOTE", "MECH",
+         "BYTES_OUT", "BYTES_IN", "DGRAM_OUT", "DGRAM_IN", "DROPS", "AGE_S");
+  for (auto& c : conns)
+    printf("%-4s %-30s %-30s %-8s %12llu %12llu %9s %9s %6llu %8.1f\n",
+           c["side"] == "client" ? "cli" : "srv", endpoint(c, "local", "local_port").c_str(),
+           endpoint(c, "remote", "remote_port").c_str(), c["mechanism"].get<std::string>().c_str(),
+           c["bytes_out"].get<unsigned long long>(), c["bytes_in"].get<unsigned long long>(),
+           count_or_dash(c["datagrams_out"]).c_str(), count_or_dash(c["datagrams_in"]).c_str(),
+           c["drops"].get<unsigned long long>(), c["age_s"].get<double>());
+}
+
 void print_mechanisms(const nlohmann::json& mechs) {
   printf("%-9s %-13s %5s %9s  %s\n", "NAME", "STATE", "CONNS", "LOAD_MS", "LOADED / WHY");
   for (auto& m : mechs) {
@@ -96,6 +142,12 @@ int main(int argc, char** argv) {
   app.add_option("--control", control, "hookerd's control socket");
   auto* status = app.add_subcommand("status", "live connections and every counter");
   status->add_flag("--json", json, "machine-readable output");
+  auto* stats = app.add_subcommand("stats", "every counter: the kernel's, hookerd's, each "
+                                            "mechanism's (the metrics endpoint's too)");
+  stats->add_flag("--json", json, "machine-readable output");
+  auto* conns = app.add_subcommand("conns", "each live connection: addresses, mechanism, "
+                                            "bytes and datagrams each way, drops, age");
+  conns->add_flag("--json", json, "machine-readable output");
   auto* policy = app.add_subcommand("policy", "the ports whose new connections move");
   policy->require_subcommand(1);
   std::string rule, port;
@@ -136,6 +188,8 @@ int main(int argc, char** argv) {
   // hookerd opens the object: the path must not depend on our directory.
   if (!object.empty()) object = std::filesystem::absolute(object).lexically_normal().string();
   std::string req = status->parsed()   ? "status"
+                    : stats->parsed()    ? "stats"
+                    : conns->parsed()    ? "conns"
                     : add->parsed()      ? "policy add " + rule
                     : del->parsed()      ? "policy del " + port
                     : mechs->parsed()    ? "mechanisms"
@@ -163,6 +217,10 @@ int main(int argc, char** argv) {
     fputs(out.c_str(), stdout);
   else if (status->parsed())
     print_status(j);
+  else if (stats->parsed())
+    print_stats(j);
+  else if (conns->parsed())
+    print_conns(j["connections"]);
   else if (list->parsed())
     print_policy(j["policy"]);
   else if (mechs->parsed())

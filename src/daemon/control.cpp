@@ -1,6 +1,11 @@
 // The control socket: one request line in, one JSON document out.
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
 
 #include <nlohmann/json.hpp>
 
@@ -9,67 +14,51 @@
 
 namespace hooker {
 
-static const char* kCounterNames[] = {HK_COUNTER_NAMES};
-static_assert(sizeof(kCounterNames) / sizeof(kCounterNames[0]) == HK_CNT__MAX);
-static const char* kWaitNames[] = {"app_room", "landing"};
-static_assert(sizeof(kWaitNames) / sizeof(kWaitNames[0]) == kAppWaitKinds);
+
+Status Daemon::open_control() {
+  // A directory made here is searchable by all (whatever the umask, 0077
+  // under the systemd unit): the socket's own mode decides who connects.
+  std::vector<std::filesystem::path> made;
+  std::error_code ec;
+  for (auto d = std::filesystem::path(opt_.control).parent_path();
+       !d.empty() && d != d.root_path() && !std::filesystem::exists(d, ec); d = d.parent_path())
+    made.push_back(d);
+  for (auto it = made.rbegin(); it != made.rend(); ++it)
+    if (mkdir(it->c_str(), 0755) == 0) chmod(it->c_str(), 0755);
+  control_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  if (opt_.control.size() >= sizeof(sa.sun_path))
+    return Error{"control socket path too long: " + opt_.control, 0};
+  std::strncpy(sa.sun_path, opt_.control.c_str(), sizeof(sa.sun_path) - 1);
+  if (connect(control_.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0)
+    return Error{"another hookerd answers on " + opt_.control + ": give this one --control PATH",
+                 0};
+  control_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  unlink(opt_.control.c_str());  // stale: nobody answered
+  // Connecting needs write permission on the socket file: the file is born
+  // 0600 (no moment where others may connect), then opened to the group.
+  mode_t old = umask(0177);
+  int b = bind(control_.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+  umask(old);
+  if (b < 0 || listen(control_.get(), 16) < 0)
+    return sys_error("listen on control socket " + opt_.control);
+  if (opt_.control_gid) {
+    if (chown(opt_.control.c_str(), 0, *opt_.control_gid) < 0)
+      return sys_error("chown " + opt_.control + " to group " + opt_.control_group);
+    if (chmod(opt_.control.c_str(), 0660) < 0) return sys_error("chmod 0660 " + opt_.control);
+  }
+  return ok();
+}
 
 std::string Daemon::status_json() const {
   using nlohmann::json;
-  json conns = json::array();
   auto now = std::chrono::steady_clock::now();
-  for (auto& c : by_slot_) {
-    if (!c) continue;
-    StreamStatus ms = c->mech->status();
-    json waiting = json::array();  // what it waits for, in either layer's lists
-    for (const char* w : ms.waiting) waiting.push_back(w);
-    for (int w = 0; w < kAppWaitKinds; w++)
-      if (c->waiting[w]) waiting.push_back(kWaitNames[w]);
-    const MechKind* kind = find_mechanism(c->mech_id);
-    conns.push_back({
-        {"local", addr_str(c->app, true)},
-        {"local_port", c->app.lport},
-        {"remote", addr_str(c->app, false)},
-        {"remote_port", c->app.rport},
-        {"family", c->app.family == AF_INET ? "ipv4" : "ipv6"},
-        {"mechanism", kind ? kind->name : "?"},
-        {"side", c->active ? "client" : "server"},
-        {"bytes_out", ms.bytes_out},
-        // The application's sends: the lane they take now, and what they
-        // returned that hookerd has not read yet (hk_lanes).
-        {"send_lane", (c->lanes->mode & HK_LANE_SLOW) ? "slow" : "fast"},
-        // (hookerd may have read ahead of that count while a send runs.)
-        {"send_backlog", c->lanes->sent > c->taken ? c->lanes->sent - c->taken : 0},
-        {"bytes_in", ms.bytes_in},
-        {"state", c->state(ms.peer_end.has_value())},
-        {"age_s", std::chrono::duration<double>(now - c->since).count()},
-        {"slot", c->slot},
-        {"app_shut_wr", c->app_shut_wr},
-        {"app_gone", c->app_gone},
-        {"end_sent", ms.end_sent},
-        {"peer_end", ms.peer_end ? json(*ms.peer_end) : json(nullptr)},
-        {"held_fins", c->held_fins.size()},
-        {"waiting", waiting},
-    });
-  }
-  json kernel;
-  auto k = kernel_->counters();
-  for (int i = 0; i < HK_CNT__MAX; i++) kernel[kCounterNames[i]] = k[i];
+  json conns = conns_json();
+  json kernel = kernel_counters();
   // The application side's counters, then the mechanisms' (their names
   // stay flat here, as before the split, and also under "mechanisms").
-  json daemon = {
-      {"rst_injected", cnt_.rst_injected},
-      {"delivery_retries", cnt_.delivery_retries},
-      {"conns_moved", cnt_.conns_moved},
-      {"conns_unknown_mech", cnt_.conns_unknown_mech},
-      {"wake_acks_sent", cnt_.wake_acks_sent},
-      {"wake_acks_failed", cnt_.wake_acks_failed},
-      {"conns_closed", cnt_.conns_closed},
-      {"fin_queued", fins_->queued},
-      {"fin_held", fins_->held},
-      {"fin_released", fins_->released},
-      {"slots_created", slots_->created()},
-  };
+  json daemon = daemon_counters();
   json mechs = json::object();
   deployed_.for_each([&](const MechKind& kind, Mechanism& mech) {
     json m;
@@ -87,6 +76,8 @@ std::string Daemon::status_json() const {
                    {"ifaces", opt_.ifaces},
                    {"redirect", policy_json(opt_.redirect)},
                    {"ready_ms", ready_ms},
+                   {"control_group", opt_.control_group},
+                   {"metrics", opt_.metrics ? json(opt_.metrics->str()) : json(nullptr)},
                    {"startup_ms", startup_ms},
                    {"uptime_s", std::chrono::duration<double>(now - started_).count()},
                    // Datagrams queued for the UDP socket; blocked: the socket
@@ -121,6 +112,10 @@ void Daemon::on_control() {
   std::string out;
   if (req == "status") {
     out = status_json();
+  } else if (req == "stats") {
+    out = stats_json().dump(2) + "\n";
+  } else if (req == "conns") {
+    out = nlohmann::json({{"connections", conns_json()}}).dump(2) + "\n";
   } else if (req == "policy" || req.starts_with("policy ")) {
     // Moved connections on a port keep their FINs held after its rule
     // goes (FinHold::keep_until_idle).
@@ -155,7 +150,7 @@ void Daemon::on_control() {
     out = mech_request(req);
   } else {
     out = nlohmann::json({{"error", "unknown request '" + req +
-                                        "': use status, policy list|add|del, mechanisms, "
+                                        "': use status, stats, conns, policy list|add|del, mechanisms, "
                                         "deploy NAME [--object FILE] or undeploy NAME "
                                         "[--force]"}})
               .dump() + "\n";

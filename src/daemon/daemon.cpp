@@ -1,5 +1,6 @@
 #include "daemon/daemon.h"
 #include "daemon/policy_ctl.h"
+#include "core/prometheus.h"
 
 #include "daemon/tuning.h"
 
@@ -23,7 +24,7 @@
 namespace hooker {
 
 namespace {
-enum Tag : uint64_t { kRing = 1, kMech, kSlot, kSignal, kTimer, kControl, kFins };
+enum Tag : uint64_t { kRing = 1, kMech, kSlot, kSignal, kTimer, kControl, kFins, kMetrics };
 uint64_t tag(Tag t, uint32_t i = 0) { return (uint64_t{t} << 32) | i; }
 
 Status epoll_add(int ep, int fd, uint32_t events, uint64_t data) {
@@ -68,22 +69,13 @@ Status Daemon::setup() {
   if (auto s = prepare_mechanisms(); !s) return s;
 
   // The control socket next: a second hookerd on the same path must fail
-  // before attaching anything.
-  std::filesystem::create_directories(std::filesystem::path(opt_.control).parent_path());
-  control_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  if (opt_.control.size() >= sizeof(sa.sun_path))
-    return Error{"control socket path too long: " + opt_.control, 0};
-  std::strncpy(sa.sun_path, opt_.control.c_str(), sizeof(sa.sun_path) - 1);
-  if (connect(control_.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0)
-    return Error{"another hookerd answers on " + opt_.control + ": give this one --control PATH",
-                 0};
-  control_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  unlink(opt_.control.c_str());  // stale: nobody answered
-  if (bind(control_.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) < 0 ||
-      listen(control_.get(), 16) < 0)
-    return sys_error("listen on control socket " + opt_.control);
+  // before attaching anything. The metrics port too, if asked for.
+  if (auto st = open_control(); !st) return st;
+  if (opt_.metrics) {
+    auto m = MetricsServer::open(*opt_.metrics);
+    if (!m) return m.error();
+    metrics_.emplace(m.take());
+  }
   phase("udp_and_control");
 
   // Interfaces are checked before anything is loaded or installed.
@@ -164,6 +156,8 @@ Status Daemon::setup() {
                        std::pair{signal_.get(), kSignal}, std::pair{timer_.get(), kTimer},
                        std::pair{control_.get(), kControl}, std::pair{fins_->fd(), kFins}})
     if (auto s = epoll_add(epoll_.get(), fd, EPOLLIN, tag(t)); !s) return s;
+  if (metrics_)
+    if (auto s = epoll_add(epoll_.get(), metrics_->fd(), EPOLLIN, tag(kMetrics)); !s) return s;
   // From here the kernel hears which mechanisms are deployed: handshakes
   // name them.
   return deployed_.connect(epoll_.get(), [](uint32_t i) { return tag(kMech, i); }, *kernel_);
@@ -409,6 +403,9 @@ bool Daemon::maybe_retire(Conn& c) {
 void Daemon::retire(Conn& c) {
   if (c.retired) return;
   c.retired = true;
+  StreamStatus ms = c.mech->status();  // its bytes stay in the counters
+  carried_[c.mech_id].sent += ms.bytes_out;
+  carried_[c.mech_id].received += ms.bytes_in;
   c.mech->retire();
   uint32_t slot = c.slot;
   release_fins(c);
@@ -468,6 +465,9 @@ Status Daemon::run() {
         case kSignal: stop_ = true; break;
         case kTimer: on_timer(); break;
         case kControl: on_control(); break;
+        case kMetrics:
+          metrics_->on_ready([this] { return prometheus_text(stats_json()); });
+          break;
         case kFins:
           if (auto s = fins_->on_readable(); !s)
             fprintf(stderr, "hookerd: %s\n", s.error().message().c_str());

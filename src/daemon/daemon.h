@@ -6,6 +6,7 @@
 
 #include <array>
 #include <atomic>
+#include <map>
 #include <memory>
 #include <optional>
 #include <queue>
@@ -23,6 +24,7 @@
 #include "core/wait_list.h"
 #include "daemon/deploy.h"
 #include "daemon/fin_hold.h"
+#include "daemon/metrics.h"
 #include "daemon/options.h"
 #include "daemon/slots.h"
 #include "daemon/tuning.h"
@@ -101,6 +103,18 @@ class Daemon final : AppSide, MechHost {
   static uint64_t slot_tag(uint32_t slot);
 
   std::string status_json() const;
+  // The control socket, with its owner and mode (--control-group).
+  Status open_control();
+  // Every counter, per mechanism where it is one's (`hookerctl stats`,
+  // the metrics), and each live connection (`conns`, status); stats.cpp.
+  nlohmann::json stats_json() const;
+  nlohmann::json conns_json() const;
+  nlohmann::json kernel_counters() const;
+  nlohmann::json daemon_counters() const;  // the application side's own
+  // Bytes carried by connections already retired, per mechanism: a
+  // counter must not go down when a connection ends.
+  struct Carried { uint64_t sent = 0, received = 0; };
+  std::map<uint8_t, Carried> carried_;
   // mechanisms, deploy NAME, undeploy NAME [--force] (mech_ctl.cpp)
   std::string mech_request(const std::string& req);
   std::vector<Conn*> users_of(uint8_t mech) const;
@@ -113,6 +127,7 @@ class Daemon final : AppSide, MechHost {
   std::unique_ptr<FinHold> fins_;
   ring_buffer* ring_ = nullptr;
   Fd epoll_, signal_, timer_, control_;
+  std::optional<MetricsServer> metrics_;  // --metrics
   std::optional<Injector> inject_;
   bool stop_ = false;
 

@@ -83,6 +83,7 @@ void Daemon::on_timer() {
   }
   keep_pool_full();
   if (ticks_ % (1000 / kTickMs) == 0) gc_embryonic();
+  if (metrics_ && ticks_ % (1000 / kTickMs) == 0) metrics_->expire();
 }
 
 }  // namespace hooker

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "daemon/daemon.h"
+#include "daemon/notify.h"
 #include "daemon/options.h"
 
 // Each moved connection holds two slot sockets: the soft limit on open files
@@ -51,12 +52,19 @@ int main(int argc, char** argv) {
   }
   printf("hookerd: ready\n");
   fflush(stdout);
+  // systemd (Type=notify) starts what needs hookerd only now, when every
+  // program is attached. A manager that cannot be told is said, not fatal.
+  if (auto n = hooker::notify_service_manager("READY=1"); !n)
+    fprintf(stderr, "hookerd: %s\n", n.error().message().c_str());
   if (opt->verbose) {
     fprintf(stderr, "hookerd: start to ready %.2f ms:", (*d)->ready_ms);
     for (auto& [name, ms] : (*d)->startup_ms) fprintf(stderr, " %s %.2f", name.c_str(), ms);
     fprintf(stderr, "\n");
   }
   auto s = (*d)->run();
+  // Told before the teardown (detaching, letting held FINs through) starts.
+  if (auto n = hooker::notify_service_manager("STOPPING=1"); !n)
+    fprintf(stderr, "hookerd: %s\n", n.error().message().c_str());
   if (!s) {
     fprintf(stderr, "hookerd: %s\n", s.error().message().c_str());
     return 1;

@@ -1,5 +1,6 @@
 #include "daemon/options.h"
 
+#include <grp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -44,6 +45,13 @@ Result<Options> parse_options(int argc, char** argv) {
                  "mechanisms accepted there, the first asked for as a client (default udp; "
                  "udplite:cov=N, tcp-cc:NAME; repeatable)");
   app.add_option("--control", o.control, "control socket path");
+  app.add_option("--control-group", o.control_group,
+                 "group whose members may use the control socket (mode 0660); default: "
+                 "root only (0600)");
+  std::string metrics;
+  app.add_option("--metrics", metrics,
+                 "serve Prometheus metrics at http://ADDR:PORT/metrics (PORT alone: "
+                 "127.0.0.1; [::1]:PORT for IPv6); default off");
   app.add_option("--pin-dir", o.pin_dir, "bpffs directory for pinned maps");
   auto* max_conns = app.add_option("--max-conns", o.max_conns,
                                    "most connections moved at once (default 16384)");
@@ -79,6 +87,18 @@ Result<Options> parse_options(int argc, char** argv) {
     if (!r) return Error{"--redirect " + text + ": " + r.error().what, 0};
     if (auto s = o.redirect.add(r.take()); !s)
       return Error{"--redirect " + text + ": " + s.error().what, 0};
+  }
+  if (!metrics.empty()) {
+    auto e = parse_endpoint(metrics);
+    if (!e) return Error{"--metrics " + metrics + ": " + e.error().what, 0};
+    o.metrics = *e;
+  }
+  if (!o.control_group.empty()) {
+    group* g = getgrnam(o.control_group.c_str());
+    if (!g)
+      return Error{"--control-group " + o.control_group +
+                       ": no such group (getent group lists them; groupadd makes one)", 0};
+    o.control_gid = g->gr_gid;
   }
   if (o.max_conns < 16 || o.max_conns > 65536)
     return Error{"--max-conns must be 16..65536", 0};

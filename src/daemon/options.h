@@ -2,9 +2,12 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <sys/types.h>
 #include <string>
 #include <vector>
 
+#include "core/endpoint.h"
 #include "core/policy.h"
 #include "core/result.h"
 
@@ -17,6 +20,11 @@ struct Options {
   uint16_t port = 7000;
   Policy redirect;  // --redirect rules; hookerctl policy changes it live
   std::string control = "/run/hooker/hookerd.sock";
+  // --control-group NAME: its members may use the control socket (0660);
+  // without it only root may (0600).
+  std::string control_group;
+  std::optional<gid_t> control_gid;
+  std::optional<Endpoint> metrics;  // --metrics ADDR:PORT; off when empty
   std::string pin_dir = "/sys/fs/bpf/hooker";
   uint32_t max_conns = 16384;
   bool max_conns_given = false;  // else fitted to the open-files limit

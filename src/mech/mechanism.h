@@ -71,6 +71,10 @@ struct StreamStatus {
   bool end_sent = false;              // the end of its stream left
   std::optional<uint64_t> peer_end;   // the peer's stream length, once known
   std::vector<const char*> waiting;   // the mechanism's lists it is in
+  // Data datagrams each way, for a mechanism that counts them per
+  // connection (hookerctl conns); none for one that does not.
+  std::optional<uint64_t> datagrams_out, datagrams_in;
+  uint64_t drops = 0;  // its datagrams dropped: duplicates, beyond the window, after close
 };
 
 // The wire side of one connection. The application side owns it; it lives

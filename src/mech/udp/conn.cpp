@@ -81,6 +81,7 @@ void UdpConn::pump() {
                            std::span<const std::byte>(b + wire::kHeader, len)},
                           b);
       io.commit(wire::kHeader + len, peer_.peer, coverage_);
+      datagrams_out_++;
       sent_ += len;
       left -= len;
     }
@@ -115,14 +116,17 @@ void UdpConn::on_frame(const wire::Frame& f) {
   UdpCounters& cnt = m_.counters();
   switch (f.type) {
     case HK_WIRE_DATA: {
+      datagrams_in_++;
       if (inbound_dead_) {
         cnt.rx_after_close++;
+        drops_++;
         return;
       }
       auto a = in_.add(f.offset, f.payload);
       if (a == Reassembly::Added::kDuplicate) cnt.rx_duplicate++;
       if (a == Reassembly::Added::kBuffered) cnt.rx_out_of_order++;
       if (a == Reassembly::Added::kBeyondWindow) cnt.rx_beyond_window++;
+      if (a == Reassembly::Added::kDuplicate || a == Reassembly::Added::kBeyondWindow) drops_++;
       m_.wait(*this, kWaitBatchEnd);  // delivered once the batch is read
       break;
     }
@@ -230,7 +234,8 @@ void UdpConn::ack(uint8_t flags) {
 StreamStatus UdpConn::status() const {
   static const char* kNames[] = {"udp_room", "ack_room", "batch_end"};
   static_assert(std::size(kNames) == kUdpWaitKinds);
-  StreamStatus s{sent_, in_.delivered(), end_sent_, peer_end_, {}};
+  StreamStatus s{sent_, in_.delivered(), end_sent_, peer_end_, {}, datagrams_out_,
+                 datagrams_in_, drops_};
   for (int w = 0; w < kUdpWaitKinds; w++)
     if (waiting[w]) s.waiting.push_back(kNames[w]);
   return s;

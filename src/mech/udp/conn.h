@@ -99,6 +99,7 @@ class UdpConn final : public MechConn {
   uint8_t sample_at_ = 0;
   uint64_t sent_floor_ = 0;
   Time last_sent_at_{};  // every byte below sent_ had left by then
+  uint64_t datagrams_out_ = 0;  // DATA datagrams (hookerctl conns)
 
   // peer -> application
   Reassembly in_{kInitialWindow};
@@ -107,6 +108,7 @@ class UdpConn final : public MechConn {
   uint64_t acked_limit_ = kInitialWindow;  // and the limit we granted
   Time gap_since_{};                  // a hole in the stream appeared
   bool inbound_dead_ = false;         // the application takes no more bytes
+  uint64_t datagrams_in_ = 0, drops_ = 0;  // DATA datagrams, and those dropped
 };
 
 }  // namespace hooker
