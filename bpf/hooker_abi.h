@@ -114,6 +114,8 @@ struct hk_sk {
 	__u32 slot;
 	__u32 state; /* enum hk_sk_state */
 	__u32 mech;  /* enum hk_mech: asked for (SYN_SENT), then agreed */
+	__u32 rule;  /* hk_rule_ref of the file rule that moved it, 0: a port rule */
+	__u32 pad;
 };
 
 /* ---- the policy (the `ports` map, keyed by the server's TCP port) ------ */
@@ -152,6 +154,68 @@ static inline __u8 hk_first_mech(__u32 set)
 		if (set & HK_MECH_BIT(m))
 			return m;
 	return HK_MECH_NONE;
+}
+
+/* ---- the file's rules (the `rule_sets` map) -------------------------- */
+
+/* The configuration file's [[rule]] tables, compiled: one entry per
+ * (destination prefix, source prefix) pair of a rule, in file order; the
+ * first entry that matches decides, and only if none does the `ports` map
+ * (--redirect, hookerctl policy add) is asked. The source is the client,
+ * the destination the server, whichever side looks: a client matches its
+ * own address as source, a server the peer's. Addresses are network order,
+ * an IPv4 one (or an IPv4-mapped IPv6 socket's) in word 0 with family
+ * AF_INET; prefixes are stored masked, with their masks, so a match is
+ * eight ANDs. A rule whose action accepts and asks for nothing and sets no
+ * congestion control never moves what it matches. */
+#define HK_MAX_RULES 256
+#define HK_CG_MAX_LEVEL 31 /* cgroup depth a rule can name */
+
+struct hk_rule {
+	__u32 dst[4], dst_mask[4];
+	__u32 src[4], src_mask[4];
+	__u64 cgroup;  /* cgroup id (its directory's inode), 0: any cgroup */
+	__u16 port_lo; /* server port range, host order, inclusive */
+	__u16 port_hi;
+	__u8 family;   /* AF_INET or AF_INET6 if a prefix is given, else 0 */
+	__u8 cgroup_level; /* the cgroup's depth under the cgroup v2 root */
+	__u16 ref;     /* 1 + the file rule's index (hk_rule_ref) */
+	struct hk_port_rule action;
+	__u32 pad;
+};
+
+#define HK_RULES_CGROUP 1u /* hk_rules.flags: some rule names a cgroup */
+
+/* The whole policy of the file, one map value: hookerd builds a new inner
+ * map per load and swaps it into `rule_sets` with one update, so a
+ * handshake step sees one policy or the other, never half of one. */
+struct hk_rules {
+	__u32 n;     /* entries in use */
+	__u32 flags; /* HK_RULES_* */
+	__u32 gen;   /* which load: hk_rule_ref's upper half */
+	__u32 pad;
+	struct hk_rule rule[HK_MAX_RULES];
+};
+
+/* What a moved socket remembers of the rule that moved it. */
+static inline __u32 hk_rule_ref(__u32 gen, __u16 ref)
+{
+	return (gen & 0xffff) << 16 | ref;
+}
+
+/* Everything but the cgroup (the kernel reads that from the socket). */
+static inline int hk_rule_matches(const struct hk_rule *r, __u8 family,
+				  const __u32 *src, const __u32 *dst, __u16 port)
+{
+	if (port < r->port_lo || port > r->port_hi)
+		return 0;
+	if (r->family && r->family != family)
+		return 0;
+	for (int i = 0; i < 4; i++)
+		if ((dst[i] & r->dst_mask[i]) != r->dst[i] ||
+		    (src[i] & r->src_mask[i]) != r->src[i])
+			return 0;
+	return 1;
 }
 
 /* A slot is a pair of loopback TCP sockets that hookerd keeps ready, so a
@@ -264,6 +328,8 @@ struct hk_event {
 	 * MTU less the IP and TCP headers and options): what fits on its path,
 	 * so hookerd sizes the connection's datagrams by it. */
 	__u32 mss;
+	__u32 rule; /* hk_sk.rule: whose options the mechanism takes */
+	__u32 pad;
 };
 
 /* ---- counters (PERCPU_ARRAY, one per reason) -------------------------- */

@@ -15,6 +15,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 #include "hooker_abi.h"
 #include "maps.bpf.h"
 
@@ -83,6 +84,26 @@ struct {
 	__type(key, __u16);
 	__type(value, struct hk_port_rule);
 } ports SEC(".maps");
+
+/* The configuration file's rules (hk_rules), one inner map per load:
+ * hookerd swaps a new one in with one update of entry 0, and a program that
+ * looked the old one up keeps reading it, whole, until it returns. Empty
+ * (no entry) when the file has no rules. */
+/* Sizes, not BTF types: clang leaves an inner map's value type a forward
+ * declaration, which libbpf cannot size. */
+struct rules_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct hk_rules));
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct rules_inner);
+} rule_sets SEC(".maps");
 
 /* Moved application sockets by address, which is all the sock_send_length
  * and sock_recv_length tracepoints know of a socket. The send side counts
@@ -195,6 +216,155 @@ static __always_inline void wire_flow(struct hk_flow *f)
 static __always_inline struct hk_port_rule *rule_of(__u16 port)
 {
 	return bpf_map_lookup_elem(&ports, &port);
+}
+
+/* ---- the file's rules ------------------------------------------------- */
+
+/* The connecting socket's cgroup. sock_ops has no helper for a socket's
+ * cgroup, so it is read through BTF (bpf_skc_to_tcp_sock, CO-RE reads).
+ * Only the client side asks: in the SYN-ACK callbacks the kernel hands the
+ * program no socket at all (skops->sk is NULL for a request socket:
+ * SOCK_OPS_GET_SK needs a full one), so the server cannot know its
+ * listener's cgroup when it answers. */
+static __always_inline struct cgroup *sk_cgroup(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = skops->sk;
+	struct tcp_sock *tp;
+
+	if (!sk)
+		return NULL;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return NULL;
+	return BPF_CORE_READ((struct sock *)tp, sk_cgrp_data.cgroup);
+}
+
+/* Whether the cgroup is the rule's or under it: its ancestor at the rule's
+ * depth is the rule's cgroup (struct cgroup.ancestors, kernel 6.1,
+ * commit 7f203bc89eb6). */
+static __always_inline int in_cgroup(struct cgroup *cg, const struct hk_rule *r)
+{
+	struct cgroup *anc = NULL;
+	__u32 level = r->cgroup_level;
+	int depth;
+
+	if (!cg || level > HK_CG_MAX_LEVEL)
+		return 0;
+	depth = BPF_CORE_READ(cg, level);
+	if (depth < (int)level)
+		return 0;
+	bpf_core_read(&anc, sizeof(anc), &cg->ancestors[level]);
+	return anc && BPF_CORE_READ(anc, kn, id) == r->cgroup;
+}
+
+struct match {
+	const struct hk_rules *set;
+	struct cgroup *cg;
+	__u32 src[4], dst[4];
+	__u16 port;
+	__u8 family;
+	__u8 passive; /* the server: cgroups unknown (sk_cgroup), not matched */
+	__u32 found;  /* index + 1 of the rule that matched, 0: none yet */
+};
+
+static long match_one(__u32 i, void *ctx)
+{
+	struct match *m = ctx;
+	const struct hk_rule *r;
+
+	if (i >= HK_MAX_RULES)
+		return 1;
+	r = &m->set->rule[i];
+	if (!hk_rule_matches(r, m->family, m->src, m->dst, m->port))
+		return 0;
+	if (r->cgroup && !m->passive && !in_cgroup(m->cg, r))
+		return 0;
+	m->found = i + 1;
+	return 1;
+}
+
+/* The rule of this handshake step: the file's first matching rule, else
+ * the port's rule. The file's set is looked up once, so the whole step
+ * sees one policy even while hookerd swaps in another. `f` is the socket's
+ * own view; `passive`: it is the server's. *ref says which file rule
+ * decided (hk_rule_ref), 0 if a port rule did. */
+static __always_inline const struct hk_port_rule *
+policy_of(struct bpf_sock_ops *skops, const struct hk_flow *f, int passive,
+	  __u32 *ref)
+{
+	struct match m = {};
+	struct hk_flow w = *f;
+	__u32 zero = 0, n;
+	void *inner;
+
+	*ref = 0;
+	inner = bpf_map_lookup_elem(&rule_sets, &zero);
+	if (!inner)
+		goto ports;
+	m.set = bpf_map_lookup_elem(inner, &zero);
+	if (!m.set || !m.set->n)
+		goto ports;
+	/* An IPv4-mapped IPv6 socket matches IPv4 prefixes. */
+	wire_flow(&w);
+	m.family = w.family;
+	m.port = passive ? w.lport : w.rport;
+	/* The client is the source, the server the destination. */
+	__builtin_memcpy(m.src, passive ? w.raddr : w.laddr, sizeof(m.src));
+	__builtin_memcpy(m.dst, passive ? w.laddr : w.raddr, sizeof(m.dst));
+	m.passive = passive;
+	if ((m.set->flags & HK_RULES_CGROUP) && !passive)
+		m.cg = sk_cgroup(skops);
+	n = m.set->n;
+	bpf_loop(n < HK_MAX_RULES ? n : HK_MAX_RULES, match_one, &m, 0);
+	if (m.found && m.found <= HK_MAX_RULES) {
+		const struct hk_rule *r = &m.set->rule[m.found - 1];
+
+		*ref = hk_rule_ref(m.set->gen, r->ref);
+		return &r->action;
+	}
+ports:
+	return rule_of(passive ? f->lport : f->rport);
+}
+
+/* Whether a listener on this port may move anything: a port rule, or a
+ * file rule over it that moves (it cannot know the peers yet). */
+struct port_scan {
+	const struct hk_rules *set;
+	__u16 port;
+	int moves;
+};
+
+static long port_one(__u32 i, void *ctx)
+{
+	struct port_scan *p = ctx;
+	const struct hk_rule *r;
+
+	if (i >= HK_MAX_RULES)
+		return 1;
+	r = &p->set->rule[i];
+	if (p->port < r->port_lo || p->port > r->port_hi || !r->action.accept)
+		return 0;
+	p->moves = 1;
+	return 1;
+}
+
+static __always_inline int port_may_move(__u16 port)
+{
+	struct port_scan p = {.port = port};
+	__u32 zero = 0, n;
+	void *inner;
+
+	if (rule_of(port))
+		return 1;
+	inner = bpf_map_lookup_elem(&rule_sets, &zero);
+	if (!inner)
+		return 0;
+	p.set = bpf_map_lookup_elem(inner, &zero);
+	if (!p.set)
+		return 0;
+	n = p.set->n;
+	bpf_loop(n < HK_MAX_RULES ? n : HK_MAX_RULES, port_one, &p, 0);
+	return p.moves;
 }
 
 static __always_inline int deployed(__u8 mech)
@@ -322,6 +492,8 @@ static __always_inline void emit(__u32 type, const struct hk_sk *st,
 	ev->snd_nxt = snd_nxt;
 	ev->rcv_nxt = rcv_nxt;
 	ev->mss = mss;
+	ev->rule = st->rule;
+	ev->pad = 0;
 	bpf_ringbuf_submit(ev, 0);
 }
 
@@ -426,16 +598,16 @@ static __always_inline void set_cc(struct bpf_sock_ops *skops,
 
 static __always_inline void on_connect(struct bpf_sock_ops *skops)
 {
-	struct hk_port_rule *rule;
+	const struct hk_port_rule *rule;
 	struct hk_flow f;
 	struct hk_sk *st;
-	__u32 slot;
+	__u32 slot, ref;
 	__u8 mech;
 
 	flow_of(skops, &f);
 	if (is_loopback(&f))
 		return;
-	rule = rule_of(f.rport);
+	rule = policy_of(skops, &f, 0, &ref);
 	if (!rule)
 		return;
 	if (rule->cc[0]) {
@@ -464,6 +636,7 @@ static __always_inline void on_connect(struct bpf_sock_ops *skops)
 	st->token = random_token();
 	st->state = HK_SK_SYN_SENT;
 	st->mech = mech;
+	st->rule = ref;
 	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG |
 						 BPF_SOCK_OPS_STATE_CB_FLAG);
 }
@@ -510,7 +683,7 @@ static __always_inline void on_listen(struct bpf_sock_ops *skops)
 {
 	int one = 1;
 
-	if (!rule_of(skops->local_port))
+	if (!port_may_move(skops->local_port))
 		return;
 	/* Keep the SYN so the established callback can read its option. */
 	bpf_setsockopt(skops, SOL_TCP, TCP_SAVE_SYN, &one, sizeof(one));
@@ -533,10 +706,11 @@ struct synack {
 static __always_inline int synack_answer(struct bpf_sock_ops *skops,
 					 struct synack *ans)
 {
-	struct hk_port_rule *rule;
+	const struct hk_port_rule *rule;
 	struct hk_tcp_opt syn;
 	struct hk_flow f;
 	struct hk_token tok = {}, *old;
+	__u32 ref;
 
 	ans->not_deployed = HK_MECH_NONE;
 	/* In SYN-cookie mode the SYN is not kept: stay plain. */
@@ -558,7 +732,7 @@ static __always_inline int synack_answer(struct bpf_sock_ops *skops,
 		return 1;
 	/* A listener keeps its option callbacks after its port leaves the
 	 * policy: then this side moves nothing, as if it ran no hookerd. */
-	rule = rule_of(f.lport);
+	rule = policy_of(skops, &f, 1, &ref);
 	if (!rule)
 		return 0;
 	ans->mech = hk_answer_mech(rule, syn.mech);
@@ -583,22 +757,25 @@ static __always_inline int synack_answer(struct bpf_sock_ops *skops,
 
 static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 {
-	struct hk_port_rule *rule;
+	const struct hk_port_rule *rule;
 	struct hk_tcp_opt syn;
 	struct hk_token *tok;
 	struct hk_flow f;
 	struct hk_sk *st;
 	__u64 token;
+	__u32 ref;
 
 	/* Children inherit the listener's option callbacks; stop them. */
 	bpf_sock_ops_cb_flags_set(skops, 0);
 	flow_of(skops, &f);
 	/* Called for every accepted connection: a tcp-cc rule needs no option
 	 * (and its SYN carries none from a client whose rule is tcp-cc too). */
-	rule = rule_of(f.lport);
-	if (rule && rule->cc[0] && !is_loopback(&f)) {
-		set_cc(skops, rule, &f);
-		return;
+	if (!is_loopback(&f)) {
+		rule = policy_of(skops, &f, 1, &ref);
+		if (rule && rule->cc[0]) {
+			set_cc(skops, rule, &f);
+			return;
+		}
 	}
 	if (load_opt(skops, &syn, BPF_LOAD_HDR_OPT_TCP_SYN))
 		return;
@@ -612,6 +789,7 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	st->slot = tok->slot;
 	st->token = token;
 	st->mech = syn.mech; /* confirmed by our SYN-ACK (a token exists) */
+	st->rule = ref; /* the rule now: its options, as a port rule's are */
 	bind_conn(skops, st, &syn, 0);
 }
 

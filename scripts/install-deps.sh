@@ -8,7 +8,7 @@ set -euo pipefail
 
 BUILD_PKGS=(
   build-essential cmake pkg-config clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
-  libcli11-dev nlohmann-json3-dev libgtest-dev libnetfilter-queue-dev libmnl-dev
+  libcli11-dev nlohmann-json3-dev libtomlplusplus-dev libgtest-dev libnetfilter-queue-dev libmnl-dev
 )
 PKGS=(
   "${BUILD_PKGS[@]}"

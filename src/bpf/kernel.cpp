@@ -279,6 +279,27 @@ Result<Listeners::Outcome> Kernel::follow_listeners(const std::vector<uint16_t>&
   return listeners_->follow(ports);
 }
 
+Status Kernel::set_file_rules(const hk_rules& t) {
+  int outer = bpf_map__fd(redir_->maps.rule_sets);
+  __u32 zero = 0;
+  if (t.n == 0) {
+    if (bpf_map_delete_elem(outer, &zero) && errno != ENOENT)
+      return sys_error("remove the file's rules from the kernel");
+    return ok();
+  }
+  int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "hk_rules", sizeof(__u32), sizeof(hk_rules), 1,
+                          nullptr);
+  if (fd < 0) return sys_error("create a map for the file's rules");
+  Fd inner(fd);
+  if (bpf_map_update_elem(inner.get(), &zero, &t, BPF_ANY))
+    return sys_error("write the file's rules into their map");
+  // The swap. The old inner map lives on while a program still reads it.
+  __u32 ifd = static_cast<__u32>(inner.get());
+  if (bpf_map_update_elem(outer, &zero, &ifd, BPF_ANY))
+    return sys_error("swap the file's rules into the kernel");
+  return ok();
+}
+
 Status Kernel::del_rule(uint16_t port) {
   if (bpf_map_delete_elem(bpf_map__fd(redir_->maps.ports), &port) && errno != ENOENT)
     return sys_error("remove port " + std::to_string(port) + " from the policy map");

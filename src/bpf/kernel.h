@@ -65,6 +65,10 @@ class Kernel {
   // reads it once, so only connections that start afterwards follow.
   Status set_rule(const PortRule& r);
   Status del_rule(uint16_t port);
+  // The configuration file's rules, all at once: a fresh inner map swapped
+  // into `rule_sets` by one update (an empty table removes it), so a
+  // handshake step sees the old policy or the new one, never a mix.
+  Status set_file_rules(const hk_rules& t);
   // The mechanisms deployed (HK_MECH_BIT each): from this call on, new
   // handshakes name only these; a rule's other mechanisms keep their
   // connections plain and raise HK_EV_NEED_MECH.

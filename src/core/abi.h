@@ -12,9 +12,11 @@ extern "C" {
 static_assert(sizeof(hk_tcp_opt) == HK_OPT_LEN);
 static_assert(sizeof(hk_wire_hdr) == 32);
 static_assert(sizeof(hk_flow) == 40);
-static_assert(sizeof(hk_sk) == 64);
+static_assert(sizeof(hk_sk) == 72);
 static_assert(sizeof(hk_token) == 16);
-static_assert(sizeof(hk_event) == 88);
+static_assert(sizeof(hk_event) == 96);
 static_assert(sizeof(hk_lanes) == 96);
 static_assert(sizeof(hk_send) == 32);
 static_assert(sizeof(hk_port_rule) == 4 + HK_CC_NAME_MAX);
+static_assert(sizeof(hk_rule) == 104);
+static_assert(sizeof(hk_rules) == 16 + 104 * HK_MAX_RULES);

@@ -126,12 +126,18 @@ Result<PortRule> parse_rule(const std::string& text) {
                  "8080=tcp-cc:hk_vegas)", 0};
   if (port < 1 || port > 65535)
     return Error{"port out of range: use 1..65535", 0};
-  PortRule r{static_cast<uint16_t>(port), {}, {}};
   if (eq == std::string::npos) {
-    r.mechs.push_back(HK_MECH_UDP);  // PORT alone: what it always meant
+    PortRule r{static_cast<uint16_t>(port), {HK_MECH_UDP}, {}};  // PORT alone: what it always meant
     return r;
   }
-  std::string list = text.substr(eq + 1);
+  auto r = parse_mechs(text.substr(eq + 1), static_cast<uint16_t>(port));
+  if (!r) return r.error();
+  r->port = static_cast<uint16_t>(port);
+  return r;
+}
+
+Result<PortRule> parse_mechs(const std::string& list, uint16_t port) {
+  PortRule r{port, {}, {}};
   for (size_t at = 0;;) {
     size_t comma = list.find(',', at);
     std::string item = list.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
@@ -165,8 +171,9 @@ Result<PortRule> parse_rule(const std::string& text) {
       return Error{"mechanism " + mech_name(m) + " stands alone in a rule: the connection stays "
                    "TCP, so it cannot be moved onto " +
                        mech_name(r.mechs[r.mechs.front() == m ? 1 : 0]) +
-                       " too (one rule per port: " + std::to_string(r.port) + "=" +
-                       r.mech_str(m) + ")",
+                       " too (one rule per port: " +
+                       (r.port ? std::to_string(r.port) + "=" : std::string()) + r.mech_str(m) +
+                       ")",
                    0};
   return r;
 }

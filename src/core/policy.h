@@ -56,6 +56,9 @@ std::optional<uint16_t> udplite_coverage(const std::string& opts);
 // Parses one rule; the error names what is wrong and what to give instead
 // (the caller says where the text came from).
 Result<PortRule> parse_rule(const std::string& text);
+// The part after '=': MECH[:OPTS][,MECH[:OPTS]...], for a rule on `port`
+// (0: a file rule, which has no single port).
+Result<PortRule> parse_mechs(const std::string& list, uint16_t port = 0);
 
 // The policy as a list of rules, one per port, in the order they came.
 class Policy {

@@ -123,6 +123,14 @@ void print_mechanisms(const nlohmann::json& mechs) {
   }
 }
 
+// The file's rules first (they decide first), then the port rules.
+void print_file_rules(const nlohmann::json& rules) {
+  if (!rules.is_array() || rules.empty()) return;
+  printf("%-5s %s\n", "LINE", "FILE RULE (first match wins)");
+  for (auto& r : rules) printf("%-5d %s\n", r["line"].get<int>(), r["rule"].get<std::string>().c_str());
+  printf("\n");
+}
+
 void print_policy(const nlohmann::json& rules) {
   printf("%-6s %-24s %s\n", "PORT", "ACCEPTS", "ASKS");
   for (auto& r : rules) {
@@ -148,7 +156,7 @@ int main(int argc, char** argv) {
   auto* conns = app.add_subcommand("conns", "each live connection: addresses, mechanism, "
                                             "bytes and datagrams each way, drops, age");
   conns->add_flag("--json", json, "machine-readable output");
-  auto* policy = app.add_subcommand("policy", "the ports whose new connections move");
+  auto* policy = app.add_subcommand("policy", "which new connections move, and onto what");
   policy->require_subcommand(1);
   std::string rule, port;
   auto* add = policy->add_subcommand("add", "move new connections on PORT (default mechanism: udp)");
@@ -158,8 +166,12 @@ int main(int argc, char** argv) {
       ->required();
   auto* del = policy->add_subcommand("del", "new connections on PORT stay TCP");
   del->add_option("port", port, "the port of a rule")->required();
-  auto* list = policy->add_subcommand("list", "the rules");
+  auto* list = policy->add_subcommand("list", "the rules: the configuration file's, then the ports'");
   list->add_flag("--json", json, "machine-readable output");
+  auto* reload = policy->add_subcommand(
+      "reload", "read the configuration file's rules again: new connections follow them, live "
+                "ones keep theirs; a file with an error changes nothing");
+  reload->add_flag("--json", json, "machine-readable output");
   auto* mechs = app.add_subcommand("mechanisms", "each mechanism: deployed or not, what it "
                                                  "loaded, its load cost, connections on it");
   mechs->add_flag("--json", json, "machine-readable output");
@@ -192,6 +204,7 @@ int main(int argc, char** argv) {
                     : conns->parsed()    ? "conns"
                     : add->parsed()      ? "policy add " + rule
                     : del->parsed()      ? "policy del " + port
+                    : reload->parsed()   ? "policy reload"
                     : mechs->parsed()    ? "mechanisms"
                     : deploy->parsed()   ? "deploy " + name + (object.empty() ? "" : " --object " + object)
                     : undeploy->parsed() ? "undeploy " + name + (force ? " --force" : "")
@@ -221,8 +234,13 @@ int main(int argc, char** argv) {
     print_stats(j);
   else if (conns->parsed())
     print_conns(j["connections"]);
-  else if (list->parsed())
+  else if (list->parsed()) {
+    if (j.contains("file_rules")) print_file_rules(j["file_rules"]);
     print_policy(j["policy"]);
+  } else if (reload->parsed()) {
+    printf("reloaded %s: %zu rule(s)\n", j["reloaded"].get<std::string>().c_str(), j["rules"].size());
+    print_file_rules(j["rules"]);
+  }
   else if (mechs->parsed())
     print_mechanisms(j["mechanisms"]);
   else if (deploy->parsed() && !object.empty()) {

@@ -75,6 +75,8 @@ std::string Daemon::status_json() const {
                    {"cgroup", opt_.cgroup},
                    {"ifaces", opt_.ifaces},
                    {"redirect", policy_json(opt_.redirect)},
+                   {"config", opt_.config},
+                   {"file_rules", file_rules_json()},
                    {"ready_ms", ready_ms},
                    {"control_group", opt_.control_group},
                    {"metrics", opt_.metrics ? json(opt_.metrics->str()) : json(nullptr)},
@@ -116,6 +118,8 @@ void Daemon::on_control() {
     out = stats_json().dump(2) + "\n";
   } else if (req == "conns") {
     out = nlohmann::json({{"connections", conns_json()}}).dump(2) + "\n";
+  } else if (req == "policy reload") {
+    out = reload_policy().dump(2) + "\n";
   } else if (req == "policy" || req.starts_with("policy ")) {
     // Moved connections on a port keep their FINs held after its rule
     // goes (FinHold::keep_until_idle).
@@ -145,12 +149,21 @@ void Daemon::on_control() {
     };
     out = policy_request(req.substr(6), {opt_.redirect, *kernel_, *fins_, in_use,
                                          check_rule, added, mechs});
+    // The file's rules come first: policy list shows them too.
+    if (req == "policy list") {
+      auto j = nlohmann::json::parse(out, nullptr, false);
+      if (j.is_object()) {
+        j["file_rules"] = file_rules_json();
+        j["config"] = opt_.config;
+        out = j.dump(2) + "\n";
+      }
+    }
   } else if (req == "mechanisms" || req.starts_with("deploy ") ||
              req.starts_with("undeploy ")) {
     out = mech_request(req);
   } else {
     out = nlohmann::json({{"error", "unknown request '" + req +
-                                        "': use status, stats, conns, policy list|add|del, mechanisms, "
+                                        "': use status, stats, conns, policy list|add|del|reload, mechanisms, "
                                         "deploy NAME [--object FILE] or undeploy NAME "
                                         "[--force]"}})
               .dump() + "\n";

@@ -158,6 +158,9 @@ Status Daemon::setup() {
     if (auto s = epoll_add(epoll_.get(), fd, EPOLLIN, tag(t)); !s) return s;
   if (metrics_)
     if (auto s = epoll_add(epoll_.get(), metrics_->fd(), EPOLLIN, tag(kMetrics)); !s) return s;
+  // The configuration file's rules, before anyone is told hookerd is ready.
+  if (!opt_.rules.empty())
+    if (auto s = set_file_rules(opt_.rules, "at start"); !s) return s;
   // From here the kernel hears which mechanisms are deployed: handshakes
   // name them.
   return deployed_.connect(epoll_.get(), [](uint32_t i) { return tag(kMech, i); }, *kernel_);
@@ -303,8 +306,13 @@ void Daemon::on_bound(const hk_event& ev) {
   c->mech_id = ev.mech == HK_MECH_NONE ? uint8_t{HK_MECH_UDP} : ev.mech;
   // The rule of the server's port, as this host has it now (a rule deleted
   // since the handshake leaves the mechanism's defaults).
+  // A file rule's the same way: the one in force, if no reload came since.
   uint16_t server_port = ev.active ? ev.app.rport : ev.app.lport;
-  if (const PortRule* r = opt_.redirect.find(server_port)) peer.opts = r->opt(c->mech_id);
+  if (ev.rule) {
+    if (const MatchRule* r = file_rule_of(ev.rule)) peer.opts = r->action.opt(c->mech_id);
+  } else if (const PortRule* r = opt_.redirect.find(server_port)) {
+    peer.opts = r->opt(c->mech_id);
+  }
   c->mech = m->open(peer, *c);
   Conn* cp = c.get();
   by_token_[cp->token] = cp;

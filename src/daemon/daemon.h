@@ -117,6 +117,19 @@ class Daemon final : AppSide, MechHost {
   std::map<uint8_t, Carried> carried_;
   // mechanisms, deploy NAME, undeploy NAME [--force] (mech_ctl.cpp)
   std::string mech_request(const std::string& req);
+  // The configuration file's rules (file_policy.cpp): checked, compiled and
+  // swapped into the kernel whole, or nothing changes. `why` is where they
+  // came from, for the log and --eager's deployments.
+  Status set_file_rules(const std::vector<MatchRule>& rules, const std::string& why);
+  // policy reload: the file again; only its rules take effect (the other
+  // keys at the next start). The JSON answer.
+  nlohmann::json reload_policy();
+  nlohmann::json file_rules_json() const;
+  // The options of the file rule a moved connection followed
+  // (hk_event.rule), if that rule is still the one in force.
+  const MatchRule* file_rule_of(uint32_t ref) const;
+  std::vector<MatchRule> file_rules_;  // in force, in the file's order
+  uint32_t rules_gen_ = 0;            // bumped by each load
   std::vector<Conn*> users_of(uint8_t mech) const;
 
   Options opt_;

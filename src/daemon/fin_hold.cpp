@@ -149,9 +149,21 @@ void FinHold::uninstall(const Group& g) {
   for (auto& r : g.del) (void)run_command(r);
 }
 
-Result<FinHold::Group> FinHold::install(const std::vector<uint16_t>& ports) {
+Status FinHold::hold_ranges(const std::vector<std::pair<uint16_t, uint16_t>>& ranges) {
+  for (auto [lo, hi] : ranges) {
+    if (std::find(ranges_.begin(), ranges_.end(), std::pair{lo, hi}) != ranges_.end()) continue;
+    // multiport's FIRST:LAST; its ports list stays empty, so policy
+    // del never takes it.
+    auto g = install({}, lo == hi ? std::to_string(lo) : std::to_string(lo) + ":" + std::to_string(hi));
+    if (!g) return g.error();
+    groups_.push_back(g.take());
+    ranges_.emplace_back(lo, hi);
+  }
+  return ok();
+}
+
+Result<FinHold::Group> FinHold::install(const std::vector<uint16_t>& ports, std::string list) {
   Group g{ports, {}};
-  std::string list;
   for (uint16_t p : ports) list += (list.empty() ? "" : ",") + std::to_string(p);
   for (const char* tool : {"iptables", "ip6tables"}) {
     std::vector<std::string> spec = {

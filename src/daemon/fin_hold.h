@@ -48,6 +48,11 @@ class FinHold {
   Status add_ports(const std::vector<uint16_t>& ports);
   Status remove_port(uint16_t port);
   bool covers(uint16_t port) const;
+  // The file's rules' ports: FINs in each range are queued from now on,
+  // until exit (a reload adds ranges and never drops one: connections the
+  // old rules moved may still be open, and on_fin lets the FINs of
+  // connections it does not know through at once).
+  Status hold_ranges(const std::vector<std::pair<uint16_t, uint16_t>>& ranges);
   // A port removed from the policy while moved connections on it live:
   // its FINs stay held until sweep() finds none left (add_ports takes it
   // back as it is).
@@ -64,7 +69,8 @@ class FinHold {
     std::vector<uint16_t> ports;
     std::vector<std::vector<std::string>> del;  // the commands that remove it
   };
-  Result<Group> install(const std::vector<uint16_t>& ports);
+  Result<Group> install(const std::vector<uint16_t>& ports, std::string list = "");
+  std::vector<std::pair<uint16_t, uint16_t>> ranges_;  // held by hold_ranges
   static void uninstall(const Group& g);
   static int on_packet(nfq_q_handle* qh, nfgenmsg*, nfq_data* nfa, void* self);
 

@@ -4,6 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <climits>
+#include <cstdlib>
+
 #include <CLI/CLI.hpp>
 #include <fstream>
 #include <sstream>
@@ -63,6 +66,9 @@ Result<Options> parse_options(int argc, char** argv) {
                "deploy every mechanism the policy names at start (default: when the first "
                "connection needs it; that connection stays plain TCP)");
   app.add_flag("-v,--verbose", o.verbose, "log more, including libbpf");
+  app.add_option("--config", o.config,
+                 "TOML configuration file: a key per flag (flags given here override it) and "
+                 "[[rule]] tables matching prefixes, port ranges and cgroups (README: Policy)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -71,6 +77,39 @@ Result<Options> parse_options(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return Error{std::string(e.what()) + " (see hookerd --help)", 0};
   }
+  // The file fills in what the command line did not give.
+  std::optional<ConfigFile> file;
+  if (!o.config.empty()) {
+    auto c = load_config(o.config);
+    if (!c) return c.error();
+    file = c.take();
+    auto given = [&app](const char* flag) { return app.get_option(flag)->count() > 0; };
+    auto take = [&](const char* flag, auto& into, const auto& from) {
+      if (from && !given(flag)) into = *from;
+    };
+    take("--cgroup", o.cgroup, file->cgroup);
+    take("--iface", o.ifaces, file->ifaces);
+    take("--xdp-mode", xdp_mode, file->xdp_mode);
+    std::optional<int> fport;
+    if (file->port) fport = *file->port;
+    take("--port", port, fport);
+    take("--redirect", redirect, file->redirect);
+    take("--control", o.control, file->control);
+    take("--control-group", o.control_group, file->control_group);
+    take("--metrics", metrics, file->metrics);
+    take("--pin-dir", o.pin_dir, file->pin_dir);
+    take("--max-conns", o.max_conns, file->max_conns);
+    take("--udplite-impl", o.udplite_impl, file->udplite_impl);
+    take("--eager", o.eager, file->eager);
+    take("--verbose", o.verbose, file->verbose);
+    o.rules = file->rules;
+  }
+  // Where a value came from, for its error: the flag, or the file's line.
+  auto from = [&](const char* flag, const char* key) -> std::string {
+    if (file && file->line.count(key) && app.get_option(flag)->count() == 0)
+      return file->where(key) + key + " ";
+    return std::string(flag) + " ";
+  };
 
   if (xdp_mode != "auto" && xdp_mode != "native" && xdp_mode != "generic" && xdp_mode != "tc")
     return Error{"--xdp-mode " + xdp_mode + ": use auto, native, generic or tc", 0};
@@ -80,38 +119,70 @@ Result<Options> parse_options(int argc, char** argv) {
   if (port < 1 || port > 65535)
     return Error{"--port " + std::to_string(port) + " is out of range: use 1..65535", 0};
   o.port = static_cast<uint16_t>(port);
-  if (redirect.empty())
-    return Error{"nothing to move: give at least one --redirect PORT (the server's TCP port)", 0};
+  if (redirect.empty() && o.rules.empty())
+    return Error{"nothing to move: give at least one --redirect PORT (the server's TCP port), "
+                 "or a configuration file with rules (--config)", 0};
   for (auto& text : redirect) {
     auto r = parse_rule(text);
-    if (!r) return Error{"--redirect " + text + ": " + r.error().what, 0};
+    if (!r) return Error{from("--redirect", "redirect") + text + ": " + r.error().what, 0};
     if (auto s = o.redirect.add(r.take()); !s)
-      return Error{"--redirect " + text + ": " + s.error().what, 0};
+      return Error{from("--redirect", "redirect") + text + ": " + s.error().what, 0};
   }
   if (!metrics.empty()) {
     auto e = parse_endpoint(metrics);
-    if (!e) return Error{"--metrics " + metrics + ": " + e.error().what, 0};
+    if (!e) return Error{from("--metrics", "metrics") + metrics + ": " + e.error().what, 0};
     o.metrics = *e;
   }
   if (!o.control_group.empty()) {
     group* g = getgrnam(o.control_group.c_str());
     if (!g)
-      return Error{"--control-group " + o.control_group +
+      return Error{from("--control-group", "control_group") + o.control_group +
                        ": no such group (getent group lists them; groupadd makes one)", 0};
     o.control_gid = g->gr_gid;
   }
   if (o.max_conns < 16 || o.max_conns > 65536)
     return Error{"--max-conns must be 16..65536", 0};
-  o.max_conns_given = max_conns->count() > 0;
+  o.max_conns_given = max_conns->count() > 0 || (file && file->max_conns);
   if (geteuid() != 0)
     return Error{"must run as root (it loads BPF programs and NFQUEUE rules): sudo hookerd ...", 0};
   auto root = cgroup2_root();
   if (!root) return root.error();
   if (o.cgroup.empty()) o.cgroup = *root;
   if (!is_dir(o.cgroup))
-    return Error{"cgroup " + o.cgroup + " does not exist: create it (mkdir) or pick one under " +
-                     *root, 0};
+    return Error{from("--cgroup", "cgroup") + o.cgroup +
+                     " does not exist: create it (mkdir) or pick one under " + *root, 0};
+  // The rules' cgroups exist, under the served one: refused now, not at load.
+  if (!o.rules.empty())
+    if (auto t = compile_file_rules(o.rules, o.config, o.cgroup, 0); !t) return t.error();
   return o;
+}
+
+Result<hk_rules> compile_file_rules(const std::vector<MatchRule>& rules, const std::string& path,
+                                    const std::string& cgroup, uint32_t gen) {
+  auto root = cgroup2_root();
+  if (!root) return root.error();
+  // A cgroup v2 directory's inode is its cgroup id; its depth is how many
+  // directories it is below the mount.
+  CgroupResolver resolve = [&](const std::string& sub) -> Result<CgroupRef> {
+    std::string dir = cgroup + "/" + sub;
+    struct stat st;
+    if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+      return Error{"cgroup " + sub + ": no such cgroup under " + cgroup + " (" + dir +
+                       "): create it (mkdir) or fix the path", 0};
+    char real[PATH_MAX];
+    if (!realpath(dir.c_str(), real)) return sys_error("cgroup " + sub + ": resolve " + dir);
+    std::string r = real, m = *root;
+    if (r.compare(0, m.size(), m) != 0)
+      return Error{"cgroup " + sub + ": " + r + " is not under the cgroup v2 mount " + m, 0};
+    uint8_t level = 0;
+    for (size_t i = m.size(); i < r.size(); i++) level += r[i] == '/' && i + 1 < r.size();
+    if (r.size() > m.size() && m != "/" && r[m.size()] != '/')
+      return Error{"cgroup " + sub + ": " + r + " is not under the cgroup v2 mount " + m, 0};
+    return CgroupRef{static_cast<uint64_t>(st.st_ino), level};
+  };
+  auto t = compile_rules(rules, resolve, gen);
+  if (!t) return Error{path + ":" + t.error().what.substr(5), t.error().err};  // "line N: "
+  return t;
 }
 
 }  // namespace hooker

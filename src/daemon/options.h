@@ -8,12 +8,18 @@
 #include <vector>
 
 #include "core/endpoint.h"
+#include "core/config.h"
 #include "core/policy.h"
 #include "core/result.h"
+#include "core/rules.h"
 
 namespace hooker {
 
 struct Options {
+  // --config FILE: its keys are the flags' defaults (a flag given overrides
+  // its key), its [[rule]]s come before the port rules. Empty: none.
+  std::string config;
+  std::vector<MatchRule> rules;  // the file's, in its order
   std::string cgroup;               // default: the cgroup v2 root
   std::vector<std::string> ifaces;
   std::string xdp_mode = "auto";  // auto, native, generic or tc
@@ -32,6 +38,11 @@ struct Options {
   bool eager = false;  // deploy the policy's mechanisms at start, not at first need
   bool verbose = false;
 };
+
+// The file's rules, checked against the machine: each cgroup sub-path is
+// resolved under `cgroup` (the served cgroup); errors name the file's line.
+Result<hk_rules> compile_file_rules(const std::vector<MatchRule>& rules, const std::string& path,
+                                    const std::string& cgroup, uint32_t gen);
 
 // Parses argv. On --help prints usage and returns an Error with err == 0
 // and an empty message (exit 0).
