@@ -9,9 +9,11 @@
 namespace hooker {
 
 Result<std::unique_ptr<Mechanism>> udp_open(MechHost& host, const MechConfig& cfg);
-std::unique_ptr<Mechanism> udp_over(MechHost& host, std::unique_ptr<DatagramIo> io);
+Result<std::unique_ptr<Mechanism>> udp_over(MechHost& host, std::unique_ptr<DatagramIo> io,
+                                            const MechConfig& cfg);
 Result<std::unique_ptr<Mechanism>> udplite_open(MechHost& host, const MechConfig& cfg);
-std::unique_ptr<Mechanism> udplite_over(MechHost& host, std::unique_ptr<DatagramIo> io);
+Result<std::unique_ptr<Mechanism>> udplite_over(MechHost& host, std::unique_ptr<DatagramIo> io,
+                                                const MechConfig& cfg);
 Result<std::unique_ptr<Mechanism>> tcp_cc_open(MechHost& host, const MechConfig& cfg);
 
 namespace {

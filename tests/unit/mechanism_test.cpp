@@ -219,7 +219,10 @@ class Conformance : public ::testing::TestWithParam<MechKind> {
     for (int e = 0; e < 2; e++) {
       End& x = end_[e];
       x.host = std::make_unique<FakeHost>(now_);
-      x.mech = GetParam().over(*x.host, std::make_unique<LinkIo>(*link_, e, inbox_[e]));
+      auto m = GetParam().over(*x.host, std::make_unique<LinkIo>(*link_, e, inbox_[e]),
+                               MechConfig{});
+      ASSERT_TRUE(m) << m.error().message();
+      x.mech = m.take();
       PeerInfo p{uint64_t(100 + e), uint64_t(100 + (1 - e)), address(1 - e)};
       x.conn = x.mech->open(p, x.app);
       x.app.conn = x.conn.get();
@@ -259,6 +262,7 @@ class Conformance : public ::testing::TestWithParam<MechKind> {
           x.app.wake = kNever;
           x.conn->on_deadline(now_);
         }
+        if (x.mech->deadline() <= now_) x.mech->on_deadline(now_);
         x.mech->reap();
       }
       now_ += 1ms;
@@ -437,7 +441,9 @@ TEST(Udp, FrameOfAnotherMechanismIsDropped) {
     std::array<std::deque<std::vector<std::byte>>, 2> inbox;
     Link link(now, {}, 1, kind->id);
     FakeHost host(now);
-    auto m = kind->over(host, std::make_unique<LinkIo>(link, 0, inbox[0]));
+    auto r = kind->over(host, std::make_unique<LinkIo>(link, 0, inbox[0]), MechConfig{});
+    ASSERT_TRUE(r) << r.error().message();
+    auto m = r.take();
     FakeApp app;
     auto c = m->open({100, 101, address(1)}, app);
     app.conn = c.get();
