@@ -536,6 +536,126 @@ TEST_P(QuicAuth, GoodCertificatesCarryTheBytes) {
 INSTANTIATE_TEST_SUITE_P(Registry, QuicAuth, ::testing::Values(*find_mechanism("quic")),
                          [](const auto& info) { return std::string(info.param.name); });
 
+// quic's own: several moved connections between one pair of hookerds are
+// streams of one QUIC connection.
+class QuicStreams : public ::testing::Test {
+ protected:
+  static constexpr int kConns = 3;
+  void SetUp() override {
+    const MechKind* kind = find_mechanism("quic");
+    ASSERT_TRUE(kind);
+    link_ = std::make_unique<Link>(now_, Impair{}, 1, kind->id);
+    for (int e = 0; e < 2; e++) {
+      host_[e] = std::make_unique<FakeHost>(now_);
+      auto m = kind->over(*host_[e], std::make_unique<LinkIo>(*link_, e, inbox_[e]),
+                          config_for(pki().end[e], pki().ca.ca_file()));
+      ASSERT_TRUE(m) << m.error().message();
+      mech_[e] = m.take();
+    }
+    for (int k = 0; k < kConns; k++)
+      for (int e = 0; e < 2; e++) {
+        // Tokens 100+10k and 101+10k: end 0 opens every stream.
+        PeerInfo p{uint64_t(100 + 10 * k + e), uint64_t(100 + 10 * k + (1 - e)), address(1 - e)};
+        conn_[k][e] = mech_[e]->open(p, app_[k][e]);
+        app_[k][e].conn = conn_[k][e].get();
+        conn_[k][e]->start();
+      }
+  }
+  void TearDown() override {
+    for (auto& c : conn_)
+      for (auto& x : c) x.reset();
+    for (auto& m : mech_) m.reset();
+  }
+  void run(Clock::duration limit, const std::function<bool()>& until) {
+    Time end = now_ + limit;
+    while (now_ < end && !until()) {
+      for (int k = 0; k < kConns; k++)
+        for (int e = 0; e < 2; e++) {
+          FakeApp& a = app_[k][e];
+          if (a.aborted) continue;
+          conn_[k][e]->on_app_readable();
+          if (a.room > 0) conn_[k][e]->on_app_room();
+          if (!a.aborted && a.wake <= now_) {
+            a.wake = kNever;
+            conn_[k][e]->on_deadline(now_);
+          }
+        }
+      for (auto& m : mech_) m->flush();
+      link_->deliver(inbox_);
+      for (int e = 0; e < 2; e++) {
+        if (!inbox_[e].empty()) mech_[e]->on_readable(-1);
+        if (mech_[e]->deadline() <= now_) mech_[e]->on_deadline(now_);
+        mech_[e]->reap();
+      }
+      now_ += 1ms;
+    }
+  }
+  size_t quic_connections(int e) {
+    nlohmann::json st;
+    mech_[e]->status(st);
+    return st["connections"].size();
+  }
+
+  Time now_ = Time{} + 1h;
+  std::unique_ptr<Link> link_;
+  std::array<std::deque<std::vector<std::byte>>, 2> inbox_;
+  std::array<std::unique_ptr<FakeHost>, 2> host_;
+  std::array<std::unique_ptr<Mechanism>, 2> mech_;
+  std::array<std::array<FakeApp, 2>, kConns> app_;
+  std::array<std::array<std::unique_ptr<MechConn>, 2>, kConns> conn_;
+};
+
+TEST_F(QuicStreams, OneSlowReaderHoldsUpOnlyItsOwnStream) {
+  for (int k = 0; k < kConns; k++) {
+    FakeApp& w = app_[k][0];
+    w.out = pattern(8 << 20, 20 + k);
+    w.writable = w.out.size();
+    w.shut = true;
+    app_[k][1].shut = true;
+  }
+  app_[0][1].room = 0;  // connection 0's reader reads nothing
+  auto others_done = [&] {
+    for (int k = 1; k < kConns; k++)
+      if (!app_[k][1].finished) return false;
+    return true;
+  };
+  run(30s, others_done);
+  for (int k = 1; k < kConns; k++) {
+    EXPECT_TRUE(app_[k][1].got == app_[k][0].out) << "connection " << k << " was held up";
+    EXPECT_FALSE(app_[k][0].aborted || app_[k][1].aborted);
+  }
+  EXPECT_TRUE(app_[0][1].got.empty());
+  EXPECT_LT(app_[0][0].taken, size_t{8 << 20}) << "the stalled stream's writer was read whole";
+  EXPECT_EQ(quic_connections(0), 1u) << "one QUIC connection carries every stream";
+  app_[0][1].room = SIZE_MAX;  // reads again: its bytes follow
+  run(30s, [&] { return app_[0][1].finished; });
+  EXPECT_TRUE(app_[0][1].got == app_[0][0].out);
+}
+
+TEST_F(QuicStreams, ConnectionDeathResetsEveryStream) {
+  for (int k = 0; k < kConns; k++)
+    for (int e = 0; e < 2; e++) {
+      app_[k][e].out = pattern(1 << 20, 30 + k + e);
+      app_[k][e].writable = 64 << 10;  // and then nothing more for a while
+    }
+  run(1s, [] { return false; });
+  link_->set({.loss = 1.0});  // the peer is gone (a kill -9, a cable)
+  Time cut = now_;
+  auto all_reset = [&] {
+    for (auto& c : app_)
+      for (auto& a : c)
+        if (!a.aborted) return false;
+    return true;
+  };
+  run(30s, all_reset);
+  EXPECT_TRUE(all_reset()) << "a stream outlived its QUIC connection";
+  // The idle timeout (10 s) runs from the last packet received, or from
+  // the first one sent after it (a keep-alive, every 3 s): QUIC's rule.
+  EXPECT_LE(now_ - cut, 13s) << "not within the idle timeout";
+  for (auto& c : app_)
+    for (auto& a : c) EXPECT_NE(a.aborted.value_or("").find("timed out"), std::string::npos) << a.aborted.value_or("");
+}
+
 // udp's and udplite's own: a frame naming another mechanism (the other of
 // the two, or none known) is dropped and counted, each has sockets of its own.
 TEST(Udp, FrameOfAnotherMechanismIsDropped) {
