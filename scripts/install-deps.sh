@@ -11,7 +11,7 @@ PKGS=(
   ethtool gnuplot-nox kcptun
   nginx redis-server redis-tools rsync
   procps kmod util-linux mount
-  libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev
+  libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev gnutls-bin
 )
 
 missing=()

@@ -174,7 +174,7 @@ Status Daemon::setup() {
 // deployed when the first connection needs it.
 Status Daemon::prepare_mechanisms() {
   for (auto& r : opt_.redirect.rules())
-    if (std::string why = check_rule(r); !why.empty())
+    if (std::string why = check_rule(r, deployed_.config()); !why.empty())
       return Error{"--redirect " + r.str() + ": " + why, 0};
   for (const MechKind& k : mechanisms()) {
     bool named = false;
