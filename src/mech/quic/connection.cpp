@@ -236,7 +236,10 @@ void Connection::write() {
   uint64_t ts = to_ns(m_.host().now());
   DatagramIo& io = m_.io();
   size_t max_payload = ngtcp2_conn_get_max_tx_udp_payload_size(conn_.get());
-  size_t burst = std::clamp<size_t>(ngtcp2_conn_get_send_quantum(conn_.get()) / max_payload, 1, 64);
+  // As many packets as ngtcp2's send quantum (paced as a whole), at most one
+  // GSO group. (Raising it to a full group measured no faster on a veth.)
+  size_t quantum = ngtcp2_conn_get_send_quantum(conn_.get());
+  size_t burst = std::clamp<size_t>(quantum / max_payload, 1, kMaxBurst);
   for (size_t pkts = 0; pkts < burst;) {
     if (!m_.make_room()) {
       m_.dirty(*this);  // the socket is full: again once it has room

@@ -36,6 +36,7 @@ Time from_ns(uint64_t ns);
 
 class Connection {
  public:
+  static constexpr size_t kMaxBurst = 44;  // packets per write: one GSO group (UdpSocket::kGsoMax)
   // To `peer` (we are the QUIC client).
   static Result<std::unique_ptr<Connection>> connect(QuicMechanism& m, const sockaddr_in6& peer);
   // From `peer`, whose first Initial packet `hd` describes.

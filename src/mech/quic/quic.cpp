@@ -229,7 +229,13 @@ void QuicMechanism::on_readable(int) {
     }
     if (!*r) break;
   }
-  write_dirty();  // ACKs and what the packets let go
+  for (size_t i = 0; i < deliver_.size(); i++) {  // deliver() may add none, but be safe
+    QuicStream* s = deliver_[i];
+    s->deliver_queued = false;
+    if (!s->retired()) s->deliver();
+  }
+  deliver_.clear();
+  write_dirty();  // ACKs, credit, and what the packets let go
   flush_io();
 }
 

@@ -106,6 +106,7 @@ class QuicMechanism final : public Mechanism {
   ChunkPool& chunks() { return chunks_; }
   bool make_room();  // room in the send queue, flushing it if full
   void dirty(Connection& c);
+  void deliver_later(QuicStream& s) { deliver_.push_back(&s); }
   void add_cid(const ngtcp2_cid& cid, Connection& c);
   void remove_cid(const ngtcp2_cid& cid);
   void on_dead(Connection& c, std::string_view why);  // unregistered now, deleted at reap
@@ -133,6 +134,9 @@ class QuicMechanism final : public Mechanism {
   std::unordered_map<CidKey, Connection*, CidHash> by_cid_;
   std::unordered_map<PeerKey, std::vector<Connection*>, PeerHash> by_peer_;
   std::vector<Connection*> dirty_, writing_, due_;
+  // Streams that got bytes in this batch (retired ones stay readable until
+  // the turn ends: each is checked).
+  std::vector<QuicStream*> deliver_;
   std::unordered_map<uint64_t, QuicStream*> awaiting_;  // ours, for the peer's stream
   std::unordered_map<uint64_t, Incoming*> pending_;     // the peer's, for our open()
   std::unordered_set<uint64_t> refused_;               // tokens refused here or by the peer

@@ -303,7 +303,12 @@ void QuicStream::on_data(const uint8_t* data, size_t len, bool fin) {
   auto* b = reinterpret_cast<const std::byte*>(data);
   rx_.insert(rx_.end(), b, b + len);
   peer_fin_ = peer_fin_ || fin;
-  if (started_) deliver();
+  // Handed over once the batch of packets is read: one write into the
+  // application per stream per batch, not one per packet.
+  if (started_ && !deliver_queued) {
+    deliver_queued = true;
+    m_.deliver_later(*this);
+  }
 }
 
 void QuicStream::deliver() {

@@ -144,9 +144,10 @@ class QuicStream final : public MechConn, public StreamSink {
   bool retired() const { return retired_; }
 
   bool queued = false;  // in its connection's send queue
+  bool deliver_queued = false;  // in the mechanism's list for the batch's end
+  void deliver();       // buffered peer bytes -> application
 
  private:
-  void deliver();      // buffered peer bytes -> application
   void credit(size_t n);  // n more bytes handed over: the peer may send them
   void fail(std::string_view why, bool tell_peer);
   void detach();       // out of the connection's tables, no ngtcp2 call after
