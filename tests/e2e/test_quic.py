@@ -5,14 +5,16 @@ wire shows only UDP on hookerd's QUIC port (--port + 1): not one TCP payload
 byte on the port, nothing on the udp mechanism's port, and not a known
 plaintext the server sent. A quic rule without certificates is refused in
 one line. Certificates are made here with certtool; no key is committed."""
+import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from apps import fetch, http_server, make_files, url
-from hookerd import UDP_PORT, Hookerd
-from testbed import Capture
+from hookerd import UDP_PORT, Hookerd, wait_for
+from testbed import Capture, LinkSpec, TwoHosts, require_root
 
 PORT = 8000
 QUIC_PORT = UDP_PORT + 1  # quic's socket: hookerd's --port + 1
@@ -44,14 +46,19 @@ def make_pki(d: Path, hosts) -> dict:
     return out
 
 
-@pytest.fixture
-def hooked(bed, tmp_path):
-    """hookerd on both hosts, moving PORT over quic."""
+def start_pair(bed, tmp_path):
+    """hookerd on both hosts, moving PORT over quic, with fresh certificates."""
     pki = tmp_path / "pki"
     pki.mkdir()
     args = make_pki(pki, [bed.a, bed.b])
     a = Hookerd(bed.a, [f"{PORT}=quic"], extra=args[bed.a.name]).start()
     b = Hookerd(bed.b, [f"{PORT}=quic"], extra=args[bed.b.name]).start()
+    return a, b
+
+
+@pytest.fixture
+def hooked(bed, tmp_path):
+    a, b = start_pair(bed, tmp_path)
     yield bed, a, b
     assert a.stop() == 0, a.stderr()
     assert b.stop() == 0, b.stderr()
@@ -115,3 +122,80 @@ def test_quic_rule_without_certificates_is_refused(bed):
     lines = [l for l in d.stderr().splitlines() if l.strip()]
     assert len(lines) == 1, lines
     assert "--quic-cert FILE --quic-key FILE --quic-ca FILE" in lines[0], lines[0]
+
+
+def fetch_partial(host, link: str, out: Path, timeout=90):
+    """curl that may fail: (exit code, seconds it took)."""
+    start = time.monotonic()
+    r = host.run(["curl", "-sS", "-m", str(timeout), "-o", str(out), link],
+                 timeout=timeout + 5, check=False)
+    return r.returncode, time.monotonic() - start
+
+
+def test_lossy_link_quic_delivers_everything_udp_resets(tmp_path):
+    """5% loss, reordering and duplication both ways: over quic every byte
+    arrives; over udp (no retransmission) the download fails loudly, never
+    with a wrong byte."""
+    reason = require_root()
+    if reason:
+        pytest.skip(reason)
+    spec = LinkSpec(delay_ms=5, loss_pct=5, reorder_pct=5, dup_pct=5, seed=11)
+    with TwoHosts(link=spec) as bed:
+        pki = tmp_path / "pki"
+        pki.mkdir()
+        args = make_pki(pki, [bed.a, bed.b])
+        srv = tmp_path / "srv"
+        srv.mkdir()
+        sums = make_files(srv, {"medium": 510_000, "big": 2_000_000})
+        http_server(bed.b, srv, PORT)
+        a = Hookerd(bed.a, [f"{PORT}=quic"], extra=args[bed.a.name]).start()
+        b = Hookerd(bed.b, [f"{PORT}=quic"], extra=args[bed.b.name]).start()
+        for name in sums:
+            assert fetch(bed.a, url(bed.b, PORT, name), tmp_path / name, timeout=90) == sums[name]
+        assert a.counter("moved_active") == 2
+        assert a.stop() == 0 and b.stop() == 0
+        # The same over udp: a loud failure, and what arrived is a prefix.
+        a = Hookerd(bed.a, [f"{PORT}=udp"]).start()
+        b = Hookerd(bed.b, [f"{PORT}=udp"]).start()
+        rc, _ = fetch_partial(bed.a, url(bed.b, PORT, "big"), tmp_path / "udp-big")
+        got = (tmp_path / "udp-big").read_bytes() if (tmp_path / "udp-big").exists() else b""
+        assert rc != 0, "udp delivered everything through 5% loss: was the link lossy?"
+        assert (srv / "big").read_bytes().startswith(got), "udp delivered a wrong byte"
+        assert a.counter("moved_active") == 1
+        assert a.stop() == 0 and b.stop() == 0
+        link = bed.stop_link()
+        assert sum(d["lost"] for d in link.values()) > 0, link
+
+
+def test_peer_killed_mid_transfer_resets_within_the_idle_timeout(bed, tmp_path):
+    """kill -9 of the server's hookerd mid-download: the client's curl gets an
+    error once the QUIC connection times out, never a hang."""
+    a, b = start_pair(bed, tmp_path)
+    srv = tmp_path / "srv"
+    srv.mkdir()
+    make_files(srv, {"big": 26_000_000})
+    http_server(bed.b, srv, PORT)
+    # Slow enough to be under way when the peer dies.
+    cli = bed.a.popen(["curl", "-sS", "--limit-rate", "1M", "-m", "60", "-o",
+                       str(tmp_path / "got"), url(bed.b, PORT, "big")],
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (tmp_path / "got").exists() and (tmp_path / "got").stat().st_size > 0,
+                 20, "the download under way")
+        b.proc.kill()
+        b.proc.wait(timeout=10)
+        killed = time.monotonic()
+        rc = cli.wait(timeout=40)
+        took = time.monotonic() - killed
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+        # b's hookerd died with pins: they would keep its maps alive.
+        shutil.rmtree(b.pin_dir, ignore_errors=True)
+    err = cli.stderr.read()
+    assert rc != 0, "the download went on without the peer's hookerd"
+    # Idle timeout 10 s, counted from the last keep-alive (every 3 s).
+    assert took < 15, f"curl took {took:.1f}s to fail: {err}"
+    assert "reset" in err.lower() or rc in (18, 56), err
+    assert "timed out" in a.stderr(), a.stderr()[-2000:]
+    assert a.stop() == 0, a.stderr()
