@@ -136,7 +136,7 @@ void QuicMechanism::match(Incoming& in) {
   if ((h.flags & StreamHeader::kRefused) || refused_.count(token)) {
     // The peer refused it, or we did: neither side carries it.
     cnt_.streams_refused++;
-    refused_.insert(token);
+    refused_[token] = host_.now();
     auto it = awaiting_.find(token);
     Connection* c = in.conn;
     c->drop_incoming(in.id, kErrRefused);
@@ -196,7 +196,7 @@ void QuicMechanism::refuse(const PeerInfo& peer) {
   cnt_.streams_refused++;
   if (!opens(peer)) {
     // The peer opens the stream: it is dropped when it comes.
-    refused_.insert(peer.token);
+    refused_[peer.token] = host_.now();
     auto it = pending_.find(peer.token);
     if (it != pending_.end()) {
       Incoming* in = it->second;
@@ -311,7 +311,25 @@ void QuicMechanism::reap() {
   std::erase_if(refusals_, [](auto& r) { return r->done; });
 }
 
-void QuicMechanism::housekeeping() {}
+void QuicMechanism::housekeeping() {
+  Time now = host_.now();
+  // A refusal matters while the other side's stream may still come.
+  std::erase_if(refused_, [&](auto& kv) { return now - kv.second > 2 * settings_.idle_timeout; });
+  // A peer's stream waits for a connection hookerd binds; one whose
+  // handshake is gone (no bind will come) is dropped, its bytes with it.
+  // (By token: asking the host may bind, and free, any of them.)
+  std::vector<uint64_t> tokens;
+  for (auto& [token, in] : pending_) tokens.push_back(token);
+  std::vector<uint64_t> gone;
+  for (uint64_t t : tokens)
+    if (!host_.expect_token(t)) gone.push_back(t);
+  for (uint64_t t : gone) {
+    auto it = pending_.find(t);
+    if (it == pending_.end()) continue;  // bound meanwhile
+    cnt_.streams_unknown_token++;
+    it->second->conn->drop_incoming(it->second->id, kErrUnknownToken);  // forgets it
+  }
+}
 
 // A few QUIC connections (one per peer hookerd): a scan is cheaper than a heap.
 Time QuicMechanism::deadline() const {

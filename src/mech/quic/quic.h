@@ -10,7 +10,6 @@
 #include <cstring>
 #include <memory>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include <ngtcp2/ngtcp2.h>
@@ -139,7 +138,8 @@ class QuicMechanism final : public Mechanism {
   std::vector<QuicStream*> deliver_;
   std::unordered_map<uint64_t, QuicStream*> awaiting_;  // ours, for the peer's stream
   std::unordered_map<uint64_t, Incoming*> pending_;     // the peer's, for our open()
-  std::unordered_set<uint64_t> refused_;               // tokens refused here or by the peer
+  // Tokens refused here or by the peer, and when: forgotten after a while.
+  std::unordered_map<uint64_t, Time> refused_;
   // Streams that only carry a refusal to the peer (refuse(), opener's side).
   struct Refusal;
   std::vector<std::unique_ptr<Refusal>> refusals_;
