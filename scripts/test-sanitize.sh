@@ -34,4 +34,6 @@ paths="nonblocking_writer or threads_sending or epoll-et-sendmsg or duplicated_o
   tests/e2e/test_lifetime.py tests/e2e/test_stream.py tests/e2e/test_core.py \
   tests/e2e/test_deploy.py tests/e2e/test_tcp_cc.py tests/e2e/test_udplite_ebpf.py \
   -k "test_lifetime or paper_files or first_need or undeploy or lazy or killed or (ipv4 and ($lifetimes or $paths))" || rc=1
+# quic: streams made, ended and reset on QUIC connections that live and die.
+/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e/test_quic.py || rc=1
 exit $rc
