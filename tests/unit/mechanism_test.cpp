@@ -656,6 +656,28 @@ TEST_F(QuicStreams, ConnectionDeathResetsEveryStream) {
     for (auto& a : c) EXPECT_NE(a.aborted.value_or("").find("timed out"), std::string::npos) << a.aborted.value_or("");
 }
 
+// hookerd retires a connection whose application closed once its own
+// stream left whole, though the peer still writes: the peer's writer must
+// be reset (as TCP's RST would), not left waiting. (ngtcp2 0.12 reports the
+// STOP_SENDING this sends only as a shut stream.)
+TEST_F(QuicStreams, ReaderThatLeavesResetsTheWriter) {
+  FakeApp& w = app_[0][0];
+  w.out = pattern(8 << 20, 40);
+  w.writable = w.out.size();
+  w.shut = true;
+  FakeApp& r = app_[0][1];
+  r.shut = true;   // writes nothing
+  r.room = 0;      // and reads nothing: then it is gone
+  run(2s, [&] { return r.sent_whole; });
+  ASSERT_TRUE(r.sent_whole);
+  conn_[0][1]->retire();  // as hookerd does when the application closed
+  Time gone = now_;
+  run(5s, [&] { return w.aborted.has_value(); });
+  ASSERT_TRUE(w.aborted) << "the writer was left waiting";
+  EXPECT_LT(now_ - gone, 1s);
+  EXPECT_NE(w.aborted->find("stopped reading"), std::string::npos) << *w.aborted;
+}
+
 // udp's and udplite's own: a frame naming another mechanism (the other of
 // the two, or none known) is dropped and counted, each has sockets of its own.
 TEST(Udp, FrameOfAnotherMechanismIsDropped) {

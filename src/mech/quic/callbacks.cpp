@@ -54,12 +54,15 @@ int Connection::on_acked(ngtcp2_conn*, int64_t, uint64_t offset, uint64_t len, v
   return 0;
 }
 
-int Connection::on_stream_close(ngtcp2_conn* c, uint32_t, int64_t id, uint64_t, void* ud,
-                                void* sud) {
+int Connection::on_stream_close(ngtcp2_conn* c, uint32_t flags, int64_t id, uint64_t code,
+                                void* ud, void* sud) {
   Connection& me = self(ud);
   // The peer may open another in its place.
   if (!ngtcp2_conn_is_local_stream(c, id)) ngtcp2_conn_extend_max_streams_bidi(c, 1);
-  if (StreamSink* s = sink(sud)) s->on_closed();
+  // An error code: it ended by a reset (the peer's STOP_SENDING, say, on a
+  // stream with nothing more to send), not by both FINs.
+  bool reset = flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET;
+  if (StreamSink* s = sink(sud)) s->on_closed(reset ? code : 0);
   auto it = me.incoming_.find(id);
   if (it != me.incoming_.end()) {
     me.dropped_.push_back(std::move(it->second));
@@ -73,10 +76,6 @@ int Connection::on_stream_reset(ngtcp2_conn*, int64_t, uint64_t, uint64_t, void*
   return 0;
 }
 
-int Connection::on_stop_sending(ngtcp2_conn*, int64_t, uint64_t, void*, void* sud) {
-  if (StreamSink* s = sink(sud)) s->on_reset("the peer stopped reading the connection");
-  return 0;
-}
 
 int Connection::on_extend_stream_data(ngtcp2_conn*, int64_t, uint64_t, void*, void* sud) {
   if (StreamSink* s = sink(sud)) s->on_credit();

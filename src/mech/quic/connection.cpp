@@ -88,7 +88,6 @@ Status Connection::init(const ngtcp2_pkt_hd* hd) {
   cb.stream_open = on_stream_open;
   cb.stream_close = on_stream_close;
   cb.stream_reset = on_stream_reset;
-  cb.stream_stop_sending = on_stop_sending;
   cb.extend_max_local_streams_bidi = on_extend_streams;
   cb.extend_max_stream_data = on_extend_stream_data;
   cb.rand = on_rand;
@@ -273,10 +272,14 @@ void Connection::write() {
     if (nw == NGTCP2_ERR_WRITE_MORE) continue;  // the packet has room for more
     if (nw == NGTCP2_ERR_STREAM_DATA_BLOCKED || nw == NGTCP2_ERR_STREAM_SHUT_WR ||
         nw == NGTCP2_ERR_STREAM_NOT_FOUND) {
-      // Out of its credit (extend_max_stream_data queues it again), or gone.
+      // Out of its credit (extend_max_stream_data queues it again), or its
+      // write side is shut. ngtcp2 0.12 tells of a STOP_SENDING received
+      // only this way (its stream_stop_sending callback is about ours): the
+      // peer stopped reading, a reset, told once the packet is done.
       if (s) {
         sendq_.pop_front();
         s->queued = false;
+        if (nw != NGTCP2_ERR_STREAM_DATA_BLOCKED) stopped_.push_back(s);
       }
       continue;
     }
@@ -290,6 +293,11 @@ void Connection::write() {
     pkts++;
   }
   ngtcp2_conn_update_pkt_tx_time(conn_.get(), ts);
+  if (stopped_.empty()) return;
+  auto stopped = std::move(stopped_);
+  stopped_.clear();
+  for (QuicStream* s : stopped)
+    if (!s->retired()) s->on_reset("the peer stopped reading the connection");
 }
 
 Time Connection::expiry() const {

@@ -90,7 +90,6 @@ class Connection {
                              void* sud);
   static int on_stream_reset(ngtcp2_conn*, int64_t id, uint64_t final_size, uint64_t code,
                              void* ud, void* sud);
-  static int on_stop_sending(ngtcp2_conn*, int64_t id, uint64_t code, void* ud, void* sud);
   static int on_extend_streams(ngtcp2_conn*, uint64_t max, void* ud);
   static int on_extend_stream_data(ngtcp2_conn*, int64_t id, uint64_t max, void* ud, void* sud);
   static void on_rand(uint8_t* dest, size_t len, const ngtcp2_rand_ctx*);
@@ -114,6 +113,7 @@ class Connection {
   std::vector<QuicStream*> members_;  // every stream of ours using it, opened or not
   std::vector<QuicStream*> to_open_;  // waiting for the handshake or stream credit
   std::deque<QuicStream*> sendq_;     // with bytes to send, round robin
+  std::vector<QuicStream*> stopped_;  // found shut for writing by write()
 };
 
 }  // namespace hooker::quic

@@ -73,7 +73,7 @@ void Incoming::on_data(const uint8_t* d, size_t len, bool f) {
 
 void Incoming::on_reset(std::string_view) { reset = true; }
 
-void Incoming::on_closed() { m.forget(*this); }
+void Incoming::on_closed(uint64_t) { m.forget(*this); }
 
 // ---- a moved connection's stream -------------------------------------------
 
@@ -183,7 +183,11 @@ void QuicStream::on_reset(std::string_view why) {
   fail(why, true);  // our direction too: RESET_STREAM both ways
 }
 
-void QuicStream::on_closed() { closed_ = true; }
+void QuicStream::on_closed(uint64_t error) {
+  closed_ = true;  // no ngtcp2 call about it any more
+  if (error && !(sent_all_ && finished_))
+    fail("the peer reset the connection (QUIC error " + std::to_string(error) + ")", false);
+}
 
 StreamStatus QuicStream::status() const {
   StreamStatus s;

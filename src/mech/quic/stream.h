@@ -57,7 +57,9 @@ class StreamSink {
   virtual void on_acked(uint64_t offset, uint64_t len) = 0;
   virtual void on_credit() = 0;                   // the peer extended our credit
   virtual void on_reset(std::string_view why) = 0; // RESET_STREAM or STOP_SENDING
-  virtual void on_closed() = 0;                   // ngtcp2 forgot the stream
+  // ngtcp2 forgot the stream; `error`: the application error code it
+  // ended with (a reset), 0 if it ended well.
+  virtual void on_closed(uint64_t error) = 0;
   // The QUIC connection died: no ngtcp2 call may follow.
   virtual void on_connection_dead(std::string_view why) = 0;
 
@@ -91,7 +93,7 @@ struct Incoming final : StreamSink {
   void on_acked(uint64_t, uint64_t) override {}
   void on_credit() override {}
   void on_reset(std::string_view why) override;
-  void on_closed() override;
+  void on_closed(uint64_t error) override;
   void on_connection_dead(std::string_view) override { conn = nullptr; }
 
   QuicMechanism& m;
@@ -124,7 +126,7 @@ class QuicStream final : public MechConn, public StreamSink {
   void on_acked(uint64_t offset, uint64_t len) override;
   void on_credit() override { pull(); }
   void on_reset(std::string_view why) override;
-  void on_closed() override;
+  void on_closed(uint64_t error) override;
   void on_connection_dead(std::string_view why) override;
 
   // From the connection and the mechanism.
