@@ -33,7 +33,7 @@ int Connection::on_stream_open(ngtcp2_conn* c, int64_t id, void* ud) {
   return 0;
 }
 
-int Connection::on_recv_stream_data(ngtcp2_conn* c, uint32_t flags, int64_t id, uint64_t,
+int Connection::on_recv_stream_data(ngtcp2_conn* c, uint32_t flags, int64_t id, uint64_t offset,
                                     const uint8_t* data, size_t len, void* ud, void* sud) {
   Connection& me = self(ud);
   // Hookerd took the bytes in: the connection's credit grows at once, so
@@ -41,7 +41,7 @@ int Connection::on_recv_stream_data(ngtcp2_conn* c, uint32_t flags, int64_t id, 
   ngtcp2_conn_extend_max_offset(c, len);
   StreamSink* s = sink(sud);
   if (!s) return 0;  // retired: its read side is shut already
-  s->on_data(data, len, flags & NGTCP2_STREAM_DATA_FLAG_FIN);
+  s->on_data(offset, data, len, flags & NGTCP2_STREAM_DATA_FLAG_FIN);
   auto it = me.incoming_.find(id);
   if (it != me.incoming_.end() && it->second.get() == s && it->second->header)
     me.m_.match(*it->second);  // may bind or drop it

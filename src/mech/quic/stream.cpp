@@ -55,7 +55,12 @@ void ChunkPool::give(std::unique_ptr<Chunk> c) {
 
 // ---- a peer's stream before it is bound ------------------------------------
 
-void Incoming::on_data(const uint8_t* d, size_t len, bool f) {
+void Incoming::on_data(uint64_t offset, const uint8_t* d, size_t len, bool f) {
+  if (offset != next) {
+    reset = true;  // out of order: the stream is refused when bound
+    return;
+  }
+  next += len;
   size_t h = std::min(len, StreamHeader::kSize - head_len);
   std::memcpy(head + head_len, d, h);
   head_len += h;
@@ -212,6 +217,7 @@ void QuicStream::adopt(Incoming& in) {
   id_ = in.id;
   auto* b = in.data.data();
   rx_.assign(b, b + in.data.size());
+  rx_next_ = in.next;
   peer_fin_ = in.fin;
   // The header was taken in: the peer may send that much more.
   ngtcp2_conn_extend_max_stream_offset(conn_->get(), id_, StreamHeader::kSize);
@@ -302,8 +308,16 @@ void QuicStream::on_acked(uint64_t offset, uint64_t len) {
 
 // ---- peer -> application -----------------------------------------------------
 
-void QuicStream::on_data(const uint8_t* data, size_t len, bool fin) {
+void QuicStream::on_data(uint64_t offset, const uint8_t* data, size_t len, bool fin) {
   if (inbound_dead_ || retired_) return;
+  if (offset != rx_next_) {
+    // ngtcp2 promises in-order, non-overlapping data; if it ever broke that
+    // promise, a reset is the only honest answer.
+    return fail("QUIC stream data out of order (offset " + std::to_string(offset) +
+                    ", expected " + std::to_string(rx_next_) + ")",
+                true);
+  }
+  rx_next_ += len;
   auto* b = reinterpret_cast<const std::byte*>(data);
   rx_.insert(rx_.end(), b, b + len);
   peer_fin_ = peer_fin_ || fin;

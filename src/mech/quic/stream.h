@@ -53,7 +53,9 @@ enum : uint64_t {
 // What ngtcp2's stream callbacks reach (the stream's user data).
 class StreamSink {
  public:
-  virtual void on_data(const uint8_t* data, size_t len, bool fin) = 0;
+  // The stream's next bytes, at stream offset `offset` (ngtcp2 hands them
+  // over in order; checked all the same: a wrong byte must never pass).
+  virtual void on_data(uint64_t offset, const uint8_t* data, size_t len, bool fin) = 0;
   virtual void on_acked(uint64_t offset, uint64_t len) = 0;
   virtual void on_credit() = 0;                   // the peer extended our credit
   virtual void on_reset(std::string_view why) = 0; // RESET_STREAM or STOP_SENDING
@@ -89,7 +91,7 @@ class ChunkPool {
 // bytes wait here, within the stream credit we gave it.
 struct Incoming final : StreamSink {
   Incoming(QuicMechanism& m, Connection& c, int64_t id) : m(m), conn(&c), id(id) {}
-  void on_data(const uint8_t* data, size_t len, bool fin) override;
+  void on_data(uint64_t offset, const uint8_t* data, size_t len, bool fin) override;
   void on_acked(uint64_t, uint64_t) override {}
   void on_credit() override {}
   void on_reset(std::string_view why) override;
@@ -103,6 +105,7 @@ struct Incoming final : StreamSink {
   size_t head_len = 0;
   std::optional<StreamHeader> header;
   std::vector<std::byte> data;  // after the header
+  uint64_t next = 0;            // stream offset of the next byte
   bool fin = false, reset = false;
 };
 
@@ -122,7 +125,7 @@ class QuicStream final : public MechConn, public StreamSink {
   StreamStatus status() const override;
 
   // StreamSink
-  void on_data(const uint8_t* data, size_t len, bool fin) override;
+  void on_data(uint64_t offset, const uint8_t* data, size_t len, bool fin) override;
   void on_acked(uint64_t offset, uint64_t len) override;
   void on_credit() override { pull(); }
   void on_reset(std::string_view why) override;
@@ -181,6 +184,7 @@ class QuicStream final : public MechConn, public StreamSink {
   std::vector<std::byte> rx_;  // received, not yet delivered: rx_[rx_head_..]
   size_t rx_head_ = 0;
   uint64_t delivered_ = 0;
+  uint64_t rx_next_ = 0;  // stream offset of the next byte from the peer
   bool peer_fin_ = false, finished_ = false;
   bool inbound_dead_ = false;  // the application takes no more
 };
