@@ -39,7 +39,8 @@ for tp in ip:iproute2 tc:iproute2 ss:iproute2 nsenter:util-linux unshare:util-li
           sysctl:procps iptables:iptables ip6tables:iptables bpftool:bpftool \
           tcpdump:tcpdump tshark:tshark iperf3:iperf3 curl:curl ethtool:ethtool \
           kcptun-client:kcptun kcptun-server:kcptun gnuplot:gnuplot-nox g++:build-essential \
-          prometheus:prometheus systemd-analyze:systemd; do
+          prometheus:prometheus systemd-analyze:systemd \
+          certtool:gnutls-bin; do
   command -v "${tp%%:*}" >/dev/null || fail "${tp%%:*} is missing: make deps (package ${tp#*:})"
 done
 /usr/bin/python3 -c 'import pytest' 2>/dev/null ||

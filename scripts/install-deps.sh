@@ -21,6 +21,7 @@ PKGS=(
   # reads YAML and runs systemd-analyze verify (Debian 12's systemd has it,
   # a fresh container may lack systemd).
   prometheus python3-yaml systemd
+  libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev gnutls-bin
 )
 [ "${1:-}" = "--build" ] && PKGS=("${BUILD_PKGS[@]}")
 

@@ -37,4 +37,6 @@ paths="nonblocking_writer or threads_sending or epoll-et-sendmsg or duplicated_o
   tests/e2e/test_deploy.py tests/e2e/test_tcp_cc.py tests/e2e/test_udplite_ebpf.py \
   tests/e2e/test_udplite_coverage.py tests/e2e/test_metrics.py \
   -k "count_a_transfer or bad_requests or silent_clients or test_lifetime or paper_files or first_need or undeploy or lazy or killed or (ipv4 and ($lifetimes or $paths)) or (ebpf and ipv4 and each_host_covers)" || rc=1
+# quic: streams made, ended and reset on QUIC connections that live and die.
+/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e/test_quic.py || rc=1
 exit $rc

@@ -213,8 +213,10 @@ def parse_pcap(path: Path, timeout=60) -> list[Packet]:
 class Capture:
     """tcpdump on a host's interface; see Host.capture."""
 
-    def __init__(self, host: "Host", bpf_filter: str, path: Path):
-        self.host, self.filter, self.path = host, bpf_filter, path
+    def __init__(self, host: "Host", bpf_filter: str, path: Path, snaplen: int = 200):
+        # snaplen: bytes kept of each packet; 0 keeps them whole (a test that
+        # looks for bytes in the payloads).
+        self.host, self.filter, self.path, self.snaplen = host, bpf_filter, path, snaplen
         self.marker = f"hooker-testbed-end-{uuid.uuid4().hex}".encode()
         self._packets: list[Packet] | None = None
         self._proc: subprocess.Popen | None = None
@@ -226,7 +228,7 @@ class Capture:
         full = f"({self.filter}) or ({marker_filter})" if self.filter else ""
         # Headers are all the assertions read (lengths come from them), and a
         # large buffer: a burst of Hooker datagrams overflows the default one.
-        argv = ["tcpdump", "-n", "-U", "--immediate-mode", "-s", "200", "-B", "65536",
+        argv = ["tcpdump", "-n", "-U", "--immediate-mode", "-s", str(self.snaplen), "-B", "65536",
                 "-i", self.host.iface,
                 "-w", str(self.path)] + ([full] if full else [])
         self._proc = self.host.popen(argv, cgroup=False, stdout=subprocess.DEVNULL,

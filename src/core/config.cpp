@@ -10,7 +10,7 @@ namespace hooker {
 
 const char* const kConfigKeys =
     "cgroup, ifaces, xdp_mode, port, redirect, control, control_group, metrics, pin_dir, "
-    "max_conns, udplite_impl, eager, verbose, [[rule]]";
+    "max_conns, udplite_impl, quic_cert, quic_key, quic_ca, quic_cc, eager, verbose, [[rule]]";
 
 namespace {
 
@@ -183,6 +183,12 @@ Result<ConfigFile> parse_config(const std::string& text, const std::string& path
       if (st && *c.udplite_impl != "auto" && *c.udplite_impl != "kernel" &&
           *c.udplite_impl != "ebpf")
         return at(path, v, "udplite_impl " + *c.udplite_impl + ": use kernel, ebpf or auto");
+    } else if (key == "quic_cert" || key == "quic_key" || key == "quic_ca") {
+      st = str(key == "quic_cert" ? c.quic_cert : key == "quic_key" ? c.quic_key : c.quic_ca);
+    } else if (key == "quic_cc") {
+      st = str(c.quic_cc);
+      if (st && *c.quic_cc != "cubic" && *c.quic_cc != "bbr")
+        return at(path, v, "quic_cc " + *c.quic_cc + ": use cubic or bbr");
     } else if (key == "control") {
       st = str(c.control);
     } else if (key == "control_group") {

@@ -95,7 +95,8 @@ std::optional<uint8_t> mech_by_name(const std::string& name) {
 }
 
 bool mech_implemented(uint8_t mech) {
-  return mech == HK_MECH_UDP || mech == HK_MECH_UDPLITE || mech == HK_MECH_TCP_CC;
+  return mech == HK_MECH_UDP || mech == HK_MECH_UDPLITE || mech == HK_MECH_QUIC ||
+         mech == HK_MECH_TCP_CC;
 }
 
 hk_port_rule PortRule::kernel() const {

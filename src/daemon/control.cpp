@@ -148,7 +148,10 @@ void Daemon::on_control() {
       return deployed_.json([this](uint8_t id) { return users_of(id).size(); });
     };
     out = policy_request(req.substr(6), {opt_.redirect, *kernel_, *fins_, in_use,
-                                         check_rule, added, mechs});
+                                         [this](const PortRule& r) {
+                                           return check_rule(r, deployed_.config());
+                                         },
+                                         added, mechs});
     // The file's rules come first: policy list shows them too.
     if (req == "policy list") {
       auto j = nlohmann::json::parse(out, nullptr, false);

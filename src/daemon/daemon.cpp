@@ -171,7 +171,7 @@ Status Daemon::setup() {
 // deployed when the first connection needs it.
 Status Daemon::prepare_mechanisms() {
   for (auto& r : opt_.redirect.rules())
-    if (std::string why = check_rule(r); !why.empty())
+    if (std::string why = check_rule(r, deployed_.config()); !why.empty())
       return Error{"--redirect " + r.str() + ": " + why, 0};
   for (const MechKind& k : mechanisms()) {
     bool named = false;
@@ -361,11 +361,16 @@ void Daemon::run_deadlines() {
     c.scheduled = kNever;
     c.mech->on_deadline(now);
   }
+  deployed_.for_each([now](const MechKind&, Mechanism& m) {
+    if (m.deadline() <= now) m.on_deadline(now);
+  });
 }
 
 int Daemon::next_deadline_ms() const {
-  if (deadlines_.empty()) return -1;
-  auto left = deadlines_.top().first - Clock::now();
+  Time next = deadlines_.empty() ? kNever : deadlines_.top().first;
+  deployed_.for_each([&next](const MechKind&, Mechanism& m) { next = std::min(next, m.deadline()); });
+  if (next == kNever) return -1;
+  auto left = next - Clock::now();
   if (left <= Clock::duration::zero()) return 0;
   return static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
 }

@@ -42,6 +42,19 @@ struct DaemonCounters {
   uint64_t wake_acks_sent = 0, wake_acks_failed = 0;
 };
 
+// What hookerd tells the mechanisms it deploys, from its options.
+inline MechConfig mech_config(const Options& o) {
+  MechConfig c;
+  c.port = o.port;
+  c.ifaces = o.ifaces;
+  c.udplite_impl = o.udplite_impl;
+  c.quic_cert = o.quic_cert;
+  c.quic_key = o.quic_key;
+  c.quic_ca = o.quic_ca;
+  c.quic_cc = o.quic_cc;
+  return c;
+}
+
 class Daemon final : AppSide, MechHost {
  public:
   static Result<std::unique_ptr<Daemon>> start(const Options& o);
@@ -55,7 +68,7 @@ class Daemon final : AppSide, MechHost {
   std::vector<std::pair<std::string, double>> startup_ms;
 
  private:
-  Daemon(const Options& o) : opt_(o), deployed_(*this, MechConfig{o.port, o.ifaces, o.udplite_impl}) {}
+  Daemon(const Options& o) : opt_(o), deployed_(*this, mech_config(o)) {}
   Status setup();
   Status prepare_mechanisms();
   Status open_fin_hold();  // runs on a thread while the kernel programs load

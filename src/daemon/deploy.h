@@ -23,6 +23,7 @@ class Deployments {
  public:
   // One entry per compiled-in mechanism, none deployed.
   Deployments(MechHost& host, MechConfig cfg);
+  const MechConfig& config() const { return cfg_; }
 
   // Where deployed mechanisms' sockets are polled (under tag(i), i an index
   // for polled()) and which kernel hears what is deployed. Mechanisms

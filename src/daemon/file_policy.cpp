@@ -15,7 +15,7 @@ Status Daemon::set_file_rules(const std::vector<MatchRule>& rules, const std::st
   std::vector<std::pair<uint16_t, uint16_t>> ranges;
   for (auto& r : rules) {
     if (r.never) continue;
-    if (std::string bad = check_rule(r.action); !bad.empty())
+    if (std::string bad = check_rule(r.action, deployed_.config()); !bad.empty())
       return Error{opt_.config + ":" + std::to_string(r.line) + ": " + bad, 0};
     if (!r.action.cc().empty() || !r.ports) continue;  // tcp-cc moves nothing: no FINs
     ranges.emplace_back(r.ports->lo, r.ports->hi);

@@ -8,6 +8,7 @@
 #include <cstdlib>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -62,6 +63,13 @@ Result<Options> parse_options(int argc, char** argv) {
                  "who makes udplite's datagrams: kernel (UDP-Lite sockets), ebpf (UDP "
                  "sockets whose datagrams BPF programs turn into UDP-Lite and back) or auto "
                  "(default: kernel where it has UDP-Lite, else ebpf)");
+  app.add_option("--quic-cert", o.quic_cert,
+                 "quic: this hookerd's certificate (PEM), naming its IP addresses "
+                 "(subjectAltName IP) and signed by the CA its peers trust");
+  app.add_option("--quic-key", o.quic_key, "quic: the certificate's private key (PEM)");
+  app.add_option("--quic-ca", o.quic_ca, "quic: the CA a peer's certificate must chain to (PEM)");
+  app.add_option("--quic-cc", o.quic_cc,
+                 "quic: congestion control of its QUIC connections, cubic (default) or bbr");
   app.add_flag("--eager", o.eager,
                "deploy every mechanism the policy names at start (default: when the first "
                "connection needs it; that connection stays plain TCP)");
@@ -100,6 +108,10 @@ Result<Options> parse_options(int argc, char** argv) {
     take("--pin-dir", o.pin_dir, file->pin_dir);
     take("--max-conns", o.max_conns, file->max_conns);
     take("--udplite-impl", o.udplite_impl, file->udplite_impl);
+    take("--quic-cert", o.quic_cert, file->quic_cert);
+    take("--quic-key", o.quic_key, file->quic_key);
+    take("--quic-ca", o.quic_ca, file->quic_ca);
+    take("--quic-cc", o.quic_cc, file->quic_cc);
     take("--eager", o.eager, file->eager);
     take("--verbose", o.verbose, file->verbose);
     o.rules = file->rules;
@@ -116,6 +128,11 @@ Result<Options> parse_options(int argc, char** argv) {
   o.xdp_mode = xdp_mode;
   if (o.udplite_impl != "auto" && o.udplite_impl != "kernel" && o.udplite_impl != "ebpf")
     return Error{"--udplite-impl " + o.udplite_impl + ": use kernel, ebpf or auto", 0};
+  int quic_files = !o.quic_cert.empty() + !o.quic_key.empty() + !o.quic_ca.empty();
+  if (quic_files != 0 && quic_files != 3)
+    return Error{"quic needs all three: --quic-cert FILE --quic-key FILE --quic-ca FILE", 0};
+  if (o.quic_cc != "cubic" && o.quic_cc != "bbr")
+    return Error{"--quic-cc " + o.quic_cc + ": use cubic or bbr", 0};
   if (port < 1 || port > 65535)
     return Error{"--port " + std::to_string(port) + " is out of range: use 1..65535", 0};
   o.port = static_cast<uint16_t>(port);
@@ -125,6 +142,10 @@ Result<Options> parse_options(int argc, char** argv) {
   for (auto& text : redirect) {
     auto r = parse_rule(text);
     if (!r) return Error{from("--redirect", "redirect") + text + ": " + r.error().what, 0};
+    // A usage error, found before anything is set up: quic without its files.
+    bool quic = std::find(r->mechs.begin(), r->mechs.end(), HK_MECH_QUIC) != r->mechs.end();
+    if (quic && quic_files == 0)
+      return Error{from("--redirect", "redirect") + text + ": " + kQuicNeedsFiles, 0};
     if (auto s = o.redirect.add(r.take()); !s)
       return Error{from("--redirect", "redirect") + text + ": " + s.error().what, 0};
   }

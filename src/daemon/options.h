@@ -35,6 +35,9 @@ struct Options {
   uint32_t max_conns = 16384;
   bool max_conns_given = false;  // else fitted to the open-files limit
   std::string udplite_impl = "auto";  // kernel, ebpf or auto (kernel where it has UDP-Lite)
+  // quic: this hookerd's certificate and key, the CA it trusts (PEM), and
+  // the congestion control of its QUIC connections.
+  std::string quic_cert, quic_key, quic_ca, quic_cc = "cubic";
   bool eager = false;  // deploy the policy's mechanisms at start, not at first need
   bool verbose = false;
 };
@@ -43,6 +46,10 @@ struct Options {
 // resolved under `cgroup` (the served cgroup); errors name the file's line.
 Result<hk_rules> compile_file_rules(const std::vector<MatchRule>& rules, const std::string& path,
                                     const std::string& cgroup, uint32_t gen);
+// Why a quic rule is refused when hookerd has no certificate.
+inline constexpr char kQuicNeedsFiles[] =
+    "quic needs hookerd's certificate: start it with --quic-cert FILE --quic-key FILE "
+    "--quic-ca FILE (PEM)";
 
 // Parses argv. On --help prints usage and returns an Error with err == 0
 // and an empty message (exit 0).

@@ -1,7 +1,9 @@
 #include "daemon/policy_ctl.h"
 
+#include "daemon/options.h"
 #include "mech/tcp_cc/tcp_cc.h"
 
+#include <algorithm>
 #include <charconv>
 #include <sstream>
 #include <vector>
@@ -88,9 +90,12 @@ json policy_json(const Policy& p) {
   return rules;
 }
 
-std::string check_rule(const PortRule& r) {
+std::string check_rule(const PortRule& r, const MechConfig& cfg) {
   if (std::string cc = r.cc(); !cc.empty())
     if (auto s = tcp_cc_known(cc); !s) return s.error().message();
+  bool quic = std::find(r.mechs.begin(), r.mechs.end(), HK_MECH_QUIC) != r.mechs.end();
+  if (quic && (cfg.quic_cert.empty() || cfg.quic_key.empty() || cfg.quic_ca.empty()))
+    return kQuicNeedsFiles;
   return "";
 }
 

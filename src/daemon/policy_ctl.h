@@ -12,6 +12,7 @@
 #include "bpf/kernel.h"
 #include "core/policy.h"
 #include "daemon/fin_hold.h"
+#include "mech/mechanism.h"
 
 namespace hooker {
 
@@ -38,7 +39,8 @@ std::string policy_request(const std::string& args, const PolicyTargets& t);
 // What parse_rule cannot know: whether a tcp-cc rule's algorithm exists
 // (built in here, or registered in the kernel now). "" if the rule may go
 // in, else why not (PolicyTargets::check; --redirect at start).
-std::string check_rule(const PortRule& r);
+// quic: hookerd was given no certificate.
+std::string check_rule(const PortRule& r, const MechConfig& cfg);
 
 // The rules as JSON (policy list, hookerctl status).
 nlohmann::json policy_json(const Policy& p);

@@ -134,6 +134,12 @@ class Mechanism {
   virtual void flush() = 0;  // once per loop turn: what waited for room
   virtual void reap() = 0;   // end of the turn: forget the retired
   virtual void housekeeping() = 0;  // every second or so
+  // Timers of the mechanism's own, beside its connections' (AppPort::wake_at):
+  // quic's QUIC connections (loss recovery, pacing, ACK delay, idle,
+  // keep-alive) belong to no one moved connection and run with none.
+  // on_deadline is called at deadline() or soon after; early is harmless.
+  virtual Time deadline() const { return kNever; }
+  virtual void on_deadline(Time /*now*/) {}
   virtual std::unique_ptr<MechConn> open(const PeerInfo& peer, AppPort& port) = 0;
   // Negotiated but never bound here: the peer must drop its side.
   virtual void refuse(const PeerInfo& peer) = 0;
@@ -182,6 +188,10 @@ struct MechConfig {
   uint16_t port = 0;                // its sockets' port (the one the TCP option names)
   std::vector<std::string> ifaces;  // where kernel programs of its own attach
   std::string udplite_impl = "auto";  // udplite: kernel, ebpf, or auto (probe)
+  // quic: this hookerd's certificate and key, and the CA both peers trust
+  // (PEM files), and its congestion control (cubic or bbr).
+  std::string quic_cert, quic_key, quic_ca;
+  std::string quic_cc = "cubic";
 };
 
 // The compiled-in mechanisms, by name and by the id the handshake names.
@@ -192,8 +202,11 @@ struct MechKind {
   // With its own sockets (hookerd).
   Result<std::unique_ptr<Mechanism>> (*open)(MechHost& host, const MechConfig& cfg);
   // Over a given datagram I/O (the conformance suite). Null for one that
-  // carries no bytes (tcp-cc: the connection stays TCP).
-  std::unique_ptr<Mechanism> (*over)(MechHost& host, std::unique_ptr<DatagramIo> io);
+  // carries no bytes (tcp-cc: the connection stays TCP). It takes the
+  // config and may fail since `quic` needs certificates (MechConfig::quic_*);
+  // `port` means nothing here.
+  Result<std::unique_ptr<Mechanism>> (*over)(MechHost& host, std::unique_ptr<DatagramIo> io,
+                                             const MechConfig& cfg);
   bool takes_objects = false;  // deploy NAME --object FILE (Mechanism::load_object)
 };
 // Every compiled-in mechanism, deployable.

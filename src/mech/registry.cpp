@@ -9,20 +9,27 @@
 namespace hooker {
 
 Result<std::unique_ptr<Mechanism>> udp_open(MechHost& host, const MechConfig& cfg);
-std::unique_ptr<Mechanism> udp_over(MechHost& host, std::unique_ptr<DatagramIo> io);
+Result<std::unique_ptr<Mechanism>> udp_over(MechHost& host, std::unique_ptr<DatagramIo> io,
+                                            const MechConfig& cfg);
 Result<std::unique_ptr<Mechanism>> udplite_open(MechHost& host, const MechConfig& cfg);
-std::unique_ptr<Mechanism> udplite_over(MechHost& host, std::unique_ptr<DatagramIo> io);
+Result<std::unique_ptr<Mechanism>> udplite_over(MechHost& host, std::unique_ptr<DatagramIo> io,
+                                                const MechConfig& cfg);
+Result<std::unique_ptr<Mechanism>> quic_open(MechHost& host, const MechConfig& cfg);
+Result<std::unique_ptr<Mechanism>> quic_over(MechHost& host, std::unique_ptr<DatagramIo> io,
+                                             const MechConfig& cfg);
 Result<std::unique_ptr<Mechanism>> tcp_cc_open(MechHost& host, const MechConfig& cfg);
 
 namespace {
 const std::array kMechanisms = {
     MechKind{"udp", HK_MECH_UDP, /*reliable=*/false, udp_open, udp_over},
     MechKind{"udplite", HK_MECH_UDPLITE, /*reliable=*/false, udplite_open, udplite_over},
+    // Every byte arrives: ngtcp2 retransmits.
+    MechKind{"quic", HK_MECH_QUIC, /*reliable=*/true, quic_open, quic_over},
     // Carries nothing (the connection stays TCP): after every carrier.
     MechKind{"tcp-cc", HK_MECH_TCP_CC, /*reliable=*/true, tcp_cc_open, nullptr,
              /*takes_objects=*/true},
 };
-constexpr size_t kCarriers = 2;  // the entries with `over`, first
+constexpr size_t kCarriers = 3;  // the entries with `over`, first
 }  // namespace
 
 std::span<const MechKind> mechanisms() { return kMechanisms; }

@@ -68,7 +68,7 @@ def _base(bed, hd):
 @pytest.mark.parametrize("case", [
     "unknown_flag", "port_out_of_range", "redirect_out_of_range", "no_redirect",
     "cgroup_missing", "iface_missing", "not_root", "no_cgroup2", "udp_port_in_use",
-    "max_conns_over_open_files", "redirect_unknown_mech", "redirect_unimplemented_mech",
+    "max_conns_over_open_files", "redirect_unknown_mech", "redirect_quic_without_certificates",
     "redirect_duplicate",
 ])
 def test_bad_input_is_refused_clearly(bed, case):
@@ -83,9 +83,10 @@ def test_bad_input_is_refused_clearly(bed, case):
         argv, want = base + ["--redirect", "0"], "--redirect 0: port out of range"
     elif case == "redirect_unknown_mech":
         argv, want = base + ["--redirect", "8000=tcp"], "--redirect 8000=tcp: unknown mechanism 'tcp'"
-    elif case == "redirect_unimplemented_mech":
+    elif case == "redirect_quic_without_certificates":
         argv = base + ["--redirect", "8000=udp,quic"]
-        want = "--redirect 8000=udp,quic: mechanism quic is not implemented yet"
+        want = ("--redirect 8000=udp,quic: quic needs hookerd's certificate: start it with "
+                "--quic-cert FILE --quic-key FILE --quic-ca FILE (PEM)")
     elif case == "redirect_duplicate":
         argv = base + ["--redirect", "8000", "--redirect", "8000=udp"]
         want = "--redirect 8000=udp: port 8000 already has a rule (8000=udp)"

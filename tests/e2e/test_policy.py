@@ -126,7 +126,8 @@ BAD = [
     (["add", "70000"], "policy add 70000: port out of range"),
     (["add", "http"], "policy add http: not PORT[=MECH[,MECH...]]"),
     (["add", "8080=frob"], "policy add 8080=frob: unknown mechanism 'frob': use udp, udplite"),
-    (["add", "8080=quic"], "policy add 8080=quic: mechanism quic is not implemented yet"),
+    (["add", "8080=quic"], "policy add 8080=quic: quic needs hookerd's certificate: start it "
+                           "with --quic-cert FILE --quic-key FILE --quic-ca FILE (PEM)"),
     (["add", "8080=udp,udp"], "policy add 8080=udp,udp: mechanism udp is named twice"),
     (["add", "5201=udp"], "port 5201 already has a rule (5201=udp): policy del 5201 first"),
     (["del", "8080"], "policy del 8080: port 8080 has no rule"),

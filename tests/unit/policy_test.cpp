@@ -25,8 +25,7 @@ TEST(Policy, BadRulesSayWhy) {
       {"", "not PORT"},                    {"=udp", "not PORT"},
       {"8080=", "unknown mechanism ''"},   {"8080=tcp", "unknown mechanism 'tcp'"},
       {"8080=udp,,udp", "unknown mechanism ''"},
-      {"8080=quic", "quic is not implemented yet"},
-      {"8080=udplite,quic", "quic is not implemented yet"},
+      {"8080=quic:bbr", "quic takes no options (quic:bbr)"},
       {"8080=udp,udp", "udp is named twice"},
       {"8080=tcp-cc", "tcp-cc needs its options: tcp-cc:NAME"},
       {"8080=tcp-cc:", "a congestion control's name is 1 to 15"},
@@ -44,7 +43,7 @@ TEST(Policy, BadRulesSayWhy) {
       {"8080=udplite:cov=99999999999", "the checksum coverage is cov=N"},
       {"8080=udplite:coverage=200", "the checksum coverage is cov=N"},
       {"8080=udplite:", "the checksum coverage is cov=N"},
-      {"8080=frob:x", "unknown mechanism 'frob': use udp, udplite, tcp-cc:NAME"},
+      {"8080=frob:x", "unknown mechanism 'frob': use udp, udplite, quic, tcp-cc:NAME"},
   };
   for (auto& c : cases) {
     auto r = parse_rule(c.text);

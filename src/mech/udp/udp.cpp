@@ -227,14 +227,15 @@ void UdpMechanism::status(nlohmann::json& out) const {
 
 // ---- the registry's entry --------------------------------------------------
 
-std::unique_ptr<Mechanism> udp_over(MechHost& host, std::unique_ptr<DatagramIo> io) {
-  return std::make_unique<UdpMechanism>(host, std::move(io), HK_MECH_UDP);
+Result<std::unique_ptr<Mechanism>> udp_over(MechHost& host, std::unique_ptr<DatagramIo> io,
+                                             const MechConfig&) {
+  return std::unique_ptr<Mechanism>(std::make_unique<UdpMechanism>(host, std::move(io), HK_MECH_UDP));
 }
 
 Result<std::unique_ptr<Mechanism>> udp_open(MechHost& host, const MechConfig& cfg) {
   auto s = UdpSocket::open(cfg.port);
   if (!s) return s.error();
-  return udp_over(host, s.take());
+  return udp_over(host, s.take(), cfg);
 }
 
 }  // namespace hooker

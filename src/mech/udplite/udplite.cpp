@@ -34,8 +34,9 @@ DatagramProto udplite_proto() {
   return p;
 }
 
-std::unique_ptr<Mechanism> udplite_over(MechHost& host, std::unique_ptr<DatagramIo> io) {
-  return std::make_unique<UdpMechanism>(host, std::move(io), HK_MECH_UDPLITE);
+Result<std::unique_ptr<Mechanism>> udplite_over(MechHost& host, std::unique_ptr<DatagramIo> io,
+                                             const MechConfig&) {
+  return std::unique_ptr<Mechanism>(std::make_unique<UdpMechanism>(host, std::move(io), HK_MECH_UDPLITE));
 }
 
 // Whether this kernel has UDP-Lite (built without it, or Linux 7.1 and
@@ -53,7 +54,7 @@ Result<std::unique_ptr<Mechanism>> udplite_open(MechHost& host, const MechConfig
   if (ebpf) return udplite_ebpf_open(host, cfg);
   auto s = UdpSocket::open(cfg.port, udplite_proto());
   if (!s) return s.error();
-  return udplite_over(host, s.take());
+  return udplite_over(host, s.take(), cfg);
 }
 
 }  // namespace hooker
