@@ -182,6 +182,9 @@ class DatagramIo {
 
   uint64_t datagrams_sent = 0, datagrams_received = 0, truncated = 0;
 };
+// Its counters into a mechanism's status counters: datagrams_sent,
+// datagrams_received, datagrams_truncated.
+void add_io_counters(nlohmann::json& counters, const DatagramIo& io);
 
 // What hookerd tells a mechanism it deploys.
 struct MechConfig {

@@ -3,6 +3,8 @@
 // every line.
 #include <array>
 
+#include <nlohmann/json.hpp>
+
 #include "core/abi.h"
 #include "mech/mechanism.h"
 
@@ -34,6 +36,12 @@ constexpr size_t kCarriers = 3;  // the entries with `over`, first
 
 std::span<const MechKind> mechanisms() { return kMechanisms; }
 std::span<const MechKind> carriers() { return std::span(kMechanisms).first(kCarriers); }
+
+void add_io_counters(nlohmann::json& counters, const DatagramIo& io) {
+  counters["datagrams_sent"] = io.datagrams_sent;
+  counters["datagrams_received"] = io.datagrams_received;
+  counters["datagrams_truncated"] = io.truncated;
+}
 
 const MechKind* find_mechanism(std::string_view name) {
   for (const MechKind& k : kMechanisms)

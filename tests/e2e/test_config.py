@@ -248,10 +248,10 @@ def test_reload_changes_new_connections_only(bed, tmp_path, servers):
         transfer(bed.a, bed.b.ip4, 5320)
 
         # A broken file changes nothing, and says where and why.
-        write(conf, '[[rule]]\nport = 5311\nmech = "never"\n[[rule]]\nport = 5310\nmech = "quic"\n')
+        write(conf, '[[rule]]\nport = 5311\nmech = "never"\n[[rule]]\nport = 5310\nmech = "warp"\n')
         r = ctl(a, "policy", "reload")
         assert r.returncode == 1
-        assert f"{conf}:6: mech: mechanism quic is not implemented yet" in r.stderr, r.stderr
+        assert f"{conf}:6: mech: unknown mechanism 'warp'" in r.stderr, r.stderr
         write(conf, 'redirect = ["5320"\n')
         r = ctl(a, "policy", "reload")
         assert r.returncode == 1 and f"{conf}:1: syntax error" in r.stderr, r.stderr
@@ -292,7 +292,8 @@ BAD = [
      ":2: port out of range: '70000': use 1..65535"),
     ("daemon port out of range", 'port = 0\nredirect = ["80"]\n',
      ":1: port 0 is out of range: use 1..65535"),
-    ("redirect", 'redirect = ["80=quic"]\n', ":1: redirect 80=quic: mechanism quic"),
+    ("redirect", 'redirect = ["80=quic"]\n',
+     ":1: redirect 80=quic: quic needs hookerd's certificate"),
     ("no such cgroup", '[[rule]]\nport = 80\ncgroup = "no/such"\nmech = "udp"\n',
      ":1: cgroup no/such: no such cgroup"),
 ]

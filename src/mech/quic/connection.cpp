@@ -354,13 +354,20 @@ void Connection::die(std::string_view why, bool tell_peer) {
 
 // ---- streams -------------------------------------------------------------------
 
-void Connection::open_stream(QuicStream& s) {
+// A stream joins: the first turns keep-alive on (an idle connection closes,
+// a used one stays up).
+void Connection::add_member(QuicStream& s) {
   members_.push_back(&s);
   if (members_.size() == 1)
     ngtcp2_conn_set_keep_alive_timeout(
         conn_.get(), static_cast<ngtcp2_duration>(
-                         std::chrono::duration_cast<std::chrono::nanoseconds>(m_.settings().keep_alive)
+                         std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             m_.settings().keep_alive)
                              .count()));
+}
+
+void Connection::open_stream(QuicStream& s) {
+  add_member(s);
   if (s.opener()) to_open_.push_back(&s);
   open_pending();
   m_.dirty(*this);
@@ -392,12 +399,7 @@ void Connection::want_send(QuicStream& s) {
 void Connection::adopt(Incoming& in, QuicStream& s) {
   auto it = incoming_.find(in.id);
   if (it == incoming_.end()) return;
-  members_.push_back(&s);
-  if (members_.size() == 1)
-    ngtcp2_conn_set_keep_alive_timeout(
-        conn_.get(), static_cast<ngtcp2_duration>(
-                         std::chrono::duration_cast<std::chrono::nanoseconds>(m_.settings().keep_alive)
-                             .count()));
+  add_member(s);
   ngtcp2_conn_set_stream_user_data(conn_.get(), in.id, static_cast<StreamSink*>(&s));
   m_.counters().streams_accepted++;
   auto keep = std::move(it->second);  // `in` lives until adopt() returned

@@ -73,6 +73,7 @@ class Connection {
   bool dirty = false;  // in the mechanism's list of those to write
 
  private:
+  void add_member(QuicStream& s);
   Connection(QuicMechanism& m, const sockaddr_in6& peer, bool server);
   Status init(const ngtcp2_pkt_hd* hd);
   void open_pending();

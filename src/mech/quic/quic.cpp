@@ -361,10 +361,8 @@ void QuicMechanism::status(nlohmann::json& out) const {
       {"streams_unknown_token", cnt_.streams_unknown_token},
       {"streams_refused", cnt_.streams_refused},
       {"streams_reset", cnt_.streams_reset},
-      {"datagrams_sent", io_->datagrams_sent},
-      {"datagrams_received", io_->datagrams_received},
-      {"datagrams_truncated", io_->truncated},
   };
+  add_io_counters(out["counters"], *io_);
   nlohmann::json conns = nlohmann::json::array();
   for (auto& c : conns_) {
     nlohmann::json j;

@@ -213,10 +213,8 @@ void UdpMechanism::status(nlohmann::json& out) const {
       {"resets_lost_datagram", cnt_.resets_lost_datagram},
       {"resets_peer_silent", cnt_.resets_peer_silent},
       {"resets_local_failure", cnt_.resets_local_failure},
-      {"datagrams_sent", io_->datagrams_sent},
-      {"datagrams_received", io_->datagrams_received},
-      {"datagrams_truncated", io_->truncated},
   };
+  add_io_counters(out["counters"], *io_);
   // Datagrams queued for the socket; blocked: it is full and the
   // mechanism waits for room.
   out["queue"] = {{"datagrams", io_->queued()},
