@@ -27,6 +27,8 @@ HOOKER_LABELS = {
                                "(`--redirect PORT=udplite --udplite-impl kernel`)",
     "hooker:udplite (ebpf)": "Hooker's udplite mechanism made by BPF programs on UDP "
                              "(`--redirect PORT=udplite --udplite-impl ebpf`)",
+    "hooker:quic": "Hooker's quic mechanism: QUIC (ngtcp2, GnuTLS) between the hookerds, "
+                   "certificates made for the run (`--redirect PORT=quic --quic-cert ...`)",
     "hooker:tcp-cc (hk_vegas)": "TCP with Hooker's BPF congestion control, TCP Vegas written "
                                 "in BPF, set on the port's connections "
                                 "(`--redirect PORT=tcp-cc:hk_vegas`)",
@@ -121,6 +123,12 @@ set grid
 {''.join(panels)}unset multiplot
 """, out)
     return name
+
+
+def quic_bytes(pc) -> str:
+    """The quic mechanism's share of a wire check: its socket is on port 7001."""
+    n = pc.get("udp_payload_bytes_port_7001")
+    return f", {n} UDP payload bytes on port 7001 (quic)" if n else ""
 
 
 def size_rows(res, loss, vs, cell) -> list[str]:
@@ -298,7 +306,7 @@ def saved_downloads_section(c: dict, name: str) -> list[str]:
                      f"{pc['udp_payload_bytes_port_7000']} UDP and UDP-Lite payload bytes "
                      "on port 7000"
                      + (f", of them UDP-Lite {pc['udplite_payload_bytes_port_7000']}"
-                        if "udplite_payload_bytes_port_7000" in pc else ""))
+                        if "udplite_payload_bytes_port_7000" in pc else "") + quic_bytes(pc))
     L.append("")
     for loss in cfg.get("losses_pct", []):
         L += [f"{loss:g}% loss:", ""] + saved_download_table(c, loss) + [""]
@@ -386,7 +394,7 @@ def write(res: dict, out: Path, md_path: Path | None = None) -> Path:
                             f"{pc['udplite_payload_bytes_port_7000']})"
                             if "udplite_payload_bytes_port_7000" in pc else  # older runs
                             f"{pc['udp_payload_bytes_port_7000']} UDP payload bytes on port 7000")
-                         + f" (tcpdump dropped {pc.get('frames_tcpdump_dropped')}).")
+                         + quic_bytes(pc) + f" (tcpdump dropped {pc.get('frames_tcpdump_dropped')}).")
                 if pc["tcp_payload_bytes_http_port"] >= pc["file_bytes"]:
                     L.append("  **The file crossed the wire as TCP payload: Hooker did not "
                              "redirect it, so its numbers below measure plain TCP.**")

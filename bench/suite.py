@@ -14,6 +14,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import testbed  # noqa: E402
 import workloads as wl  # noqa: E402
 import report  # noqa: E402
 import tax  # noqa: E402
+import pki  # noqa: E402
 
 SIZES = {"3KB": 3 * 1024, "510KB": 510 * 1024, "26MB": 26 * 1024 * 1024}
 KNOWN = ("cubic", "bbr", "kcptun", "hooker")  # cubic, bbr: plain TCP with that CC
@@ -39,6 +41,8 @@ HOOKER_VARIANTS = {
     # Moves nothing: TCP with the congestion control written here in BPF, set
     # per connection by the rule (beside cubic and bbr, not by default).
     "hooker:tcp-cc": ("tcp-cc:hk_vegas", [], "hooker:tcp-cc (hk_vegas)"),
+    # QUIC on ngtcp2: certificates made for the run (tests/pki.py).
+    "hooker:quic": ("quic", [], "hooker:quic"),
 }
 # The parts of a run, in the order they run (--parts picks some).
 PARTS = ("ready", "path", "downloads", "throughput", "setup", "scale", "deploy", "unmoved")
@@ -79,7 +83,8 @@ def parse_args(argv):
                    help="comma list of cubic, bbr, reno, tcp (system default CC), kcptun, "
                         "hooker (its udp mechanism), hooker:udp, hooker:udplite (the "
                         "kernel's UDP-Lite), hooker:udplite-ebpf (udplite made by BPF), "
-                        "hooker:tcp-cc (TCP with hk_vegas, the BPF congestion control); "
+                        "hooker:tcp-cc (TCP with hk_vegas, the BPF congestion control), "
+                        "hooker:quic; "
                         "default: " + "; ".join(f"{k} mode {','.join(v['mechanisms'])}"
                                                 for k, v in MODES.items()))
     p.add_argument("--parts", default=",".join(PARTS),
@@ -172,6 +177,8 @@ class Suite:
                     "not_measured": [], "loadavg": []}
         self.hooker_reason = None
         self.hookerd = None  # the run's private copy of hookerd (snapshot_hookerd)
+        self.pki = None      # quic's certificates, made at first use
+        self.pki_args = {}
         sysdef = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
         self.res["machine"]["cc_default"] = sysdef
         self.sys_cc = sysdef
@@ -218,6 +225,13 @@ class Suite:
     def hooker_pair(self, bed, v, port) -> wl.HookerPair:
         """hookerd on both hosts moving `port`'s connections as variant v says."""
         mech, extra, _ = HOOKER_VARIANTS[v]
+        if mech == "quic":
+            # Every bed has the same addresses: one CA and pair of certificates
+            # serve the whole run.
+            if self.pki is None:
+                self.pki = Path(tempfile.mkdtemp(prefix="hooker-bench-pki-"))
+                self.pki_args = pki.make_pki(self.pki, [bed.a, bed.b])
+            extra = {h: list(extra) + self.pki_args[h] for h in ("a", "b")}
         return wl.HookerPair(self.hookerd, bed, f"{port}={mech}", extra)
 
     def probe_hooker(self):
@@ -355,6 +369,7 @@ class Suite:
                         server = wl.HttpServer(bed, files, port)
                         # "port" matches TCP and UDP only: UDP-Lite by its protocol
                         with bed.b.capture(f"port {port} or port {wl.HOOKER_PORT} or "
+                                           f"port {wl.HOOKER_PORT + 1} or "
                                            "ip proto 136 or ip6 proto 136") as cap:
                             wl.download(bed, server.url("510KB"), "510KB",
                                         files.digest["510KB"], 60)
@@ -366,6 +381,8 @@ class Suite:
                         + cap.udp_payload_bytes(wl.HOOKER_PORT, "udplite"),
                         "udplite_payload_bytes_port_7000":
                             cap.udp_payload_bytes(wl.HOOKER_PORT, "udplite"),
+                        # quic's socket is on hookerd's port + 1
+                        "udp_payload_bytes_port_7001": cap.udp_payload_bytes(wl.HOOKER_PORT + 1),
                         "frames_tcpdump_dropped": cap.dropped}
                 except (wl.Unavailable, RuntimeError) as e:
                     self.res["hooker"].setdefault("path_check", {})[self.label(v)] = {
@@ -628,6 +645,8 @@ class Suite:
         finally:
             if self.hookerd:
                 shutil.rmtree(self.hookerd.parent, ignore_errors=True)
+            if self.pki:
+                shutil.rmtree(self.pki, ignore_errors=True)
 
     def _run(self):
         t0 = time.monotonic()

@@ -30,7 +30,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the bench only runs a
     (["build", "quick", "--loss", "-1"], "at least 0%"),
     (["build", "quick", "--loss", "lots"], "loss rates are numbers"),
     (["build", "quick", "--runs", "0"], "at least 1"),
-    (["build", "quick", "--mechanisms", "hooker:quic"], "unknown mechanism 'hooker:quic'"),
+    (["build", "quick", "--mechanisms", "hooker:warp"], "unknown mechanism 'hooker:warp'"),
     (["build", "quick", "--mechanisms", "hooker:"], "unknown mechanism 'hooker:'"),
     (["build", "quick", "--mechanisms", ","], "--mechanisms is empty"),
     (["build", "quick", "--parts", "downloads,everything"], "unknown part 'everything'"),

@@ -295,7 +295,9 @@ class Hookerd:
 
 
 class HookerPair:
-    """hookerd on both hosts; a context manager. redirect: as for Hookerd."""
+    """hookerd on both hosts; a context manager. redirect: as for Hookerd.
+    `extra`: flags for both, or {host name: flags} where each needs its own
+    (quic's certificates)."""
 
     def __init__(self, binary, bed, redirect, extra=()):
         self.binary, self.bed, self.port, self.extra = binary, bed, redirect, extra
@@ -304,7 +306,8 @@ class HookerPair:
     def __enter__(self):
         try:
             for h in (self.bed.b, self.bed.a):
-                self.daemons.append(Hookerd(self.binary, h, self.port, self.extra))
+                extra = self.extra[h.name] if isinstance(self.extra, dict) else self.extra
+                self.daemons.append(Hookerd(self.binary, h, self.port, extra))
         except BaseException:
             self.__exit__()
             raise

@@ -14,36 +14,12 @@ import pytest
 
 from apps import fetch, http_server, make_files, url
 from hookerd import UDP_PORT, Hookerd, wait_for
+from pki import make_pki
 from testbed import Capture, LinkSpec, TwoHosts, require_root
 
 PORT = 8000
 QUIC_PORT = UDP_PORT + 1  # quic's socket: hookerd's --port + 1
 FILTER = "tcp or udp"
-
-
-def certtool(*args, cwd):
-    subprocess.run(["certtool", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def make_pki(d: Path, hosts) -> dict:
-    """A CA, and for each host a certificate naming its IPv4 and IPv6
-    addresses; returns {host name: [--quic-* arguments]}."""
-    (d / "ca.tmpl").write_text('cn = "hooker test CA"\nca\ncert_signing_key\nexpiration_days = 2\n')
-    certtool("--generate-privkey", "--key-type", "ecdsa", "--outfile", "ca.key", cwd=d)
-    certtool("--generate-self-signed", "--load-privkey", "ca.key", "--template", "ca.tmpl",
-             "--outfile", "ca.pem", cwd=d)
-    out = {}
-    for h in hosts:
-        (d / f"{h.name}.tmpl").write_text(
-            f'cn = "{h.name}"\nip_address = "{h.ip4}"\nip_address = "{h.ip6}"\n'
-            "tls_www_server\ntls_www_client\nsigning_key\nexpiration_days = 2\n")
-        certtool("--generate-privkey", "--key-type", "ecdsa", "--outfile", f"{h.name}.key", cwd=d)
-        certtool("--generate-certificate", "--load-privkey", f"{h.name}.key",
-                 "--load-ca-certificate", "ca.pem", "--load-ca-privkey", "ca.key",
-                 "--template", f"{h.name}.tmpl", "--outfile", f"{h.name}.pem", cwd=d)
-        out[h.name] = ["--quic-cert", str(d / f"{h.name}.pem"), "--quic-key",
-                       str(d / f"{h.name}.key"), "--quic-ca", str(d / "ca.pem")]
-    return out
 
 
 def start_pair(bed, tmp_path):
