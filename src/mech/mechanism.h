@@ -185,6 +185,8 @@ class DatagramIo {
 // Its counters into a mechanism's status counters: datagrams_sent,
 // datagrams_received, datagrams_truncated.
 void add_io_counters(nlohmann::json& counters, const DatagramIo& io);
+// Every datagram waiting, in batches, to `on_datagram`; an error is logged.
+void receive_all(DatagramIo& io, MechHost& host, const DatagramIo::Handler& on_datagram);
 
 // What hookerd tells a mechanism it deploys.
 struct MechConfig {

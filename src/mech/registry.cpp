@@ -43,6 +43,17 @@ void add_io_counters(nlohmann::json& counters, const DatagramIo& io) {
   counters["datagrams_truncated"] = io.truncated;
 }
 
+void receive_all(DatagramIo& io, MechHost& host, const DatagramIo::Handler& on_datagram) {
+  for (;;) {
+    auto r = io.receive(on_datagram);
+    if (!r) {
+      host.log(r.error().message());
+      return;
+    }
+    if (!*r) return;  // drained
+  }
+}
+
 const MechKind* find_mechanism(std::string_view name) {
   for (const MechKind& k : kMechanisms)
     if (k.name == name) return &k;

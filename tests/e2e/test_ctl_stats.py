@@ -12,16 +12,7 @@ import pytest
 
 from apps import PY, listening
 from hookerd import HOOKERCTL, HOOKERD, Hookerd, wait_for
-from test_policy import RECEIVER, SENDER, ctl, policy
-
-
-@pytest.fixture
-def hooked(bed):
-    a = Hookerd(bed.a, [5201]).start()
-    b = Hookerd(bed.b, [5201]).start()
-    yield bed, a, b
-    assert a.stop() == 0, a.stderr()
-    assert b.stop() == 0, b.stderr()
+from test_policy import RECEIVER, SENDER, ctl, hooked, policy  # noqa: F401 (hooked: fixture)
 
 
 def ctl_json(hd, *args):

@@ -220,15 +220,8 @@ void QuicMechanism::refuse(const PeerInfo& peer) {
 // ---- packets -------------------------------------------------------------------
 
 void QuicMechanism::on_readable(int) {
-  for (;;) {
-    auto r = io_->receive(
-        [this](const sockaddr_in6& from, std::span<const std::byte> d) { on_datagram(from, d); });
-    if (!r) {
-      host_.log(r.error().message());
-      break;
-    }
-    if (!*r) break;
-  }
+  receive_all(*io_, host_,
+              [this](const sockaddr_in6& from, std::span<const std::byte> d) { on_datagram(from, d); });
   for (size_t i = 0; i < deliver_.size(); i++) {  // deliver() may add none, but be safe
     QuicStream* s = deliver_[i];
     s->deliver_queued = false;

@@ -113,15 +113,8 @@ void UdpMechanism::flush() {
 // ---- receiving -------------------------------------------------------------
 
 void UdpMechanism::on_readable(int) {
-  for (;;) {
-    auto r = io_->receive(
-        [this](const sockaddr_in6& from, std::span<const std::byte> d) { on_datagram(from, d); });
-    if (!r) {
-      host_.log(r.error().message());
-      break;
-    }
-    if (!*r) break;  // drained
-  }
+  receive_all(*io_, host_,
+              [this](const sockaddr_in6& from, std::span<const std::byte> d) { on_datagram(from, d); });
   // One hand-over per connection per batch into its application, then an
   // acknowledgement, so a sender waiting for credit never waits on a
   // threshold.
