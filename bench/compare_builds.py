@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -99,25 +100,28 @@ def main(argv=None) -> int:
     if reason:
         print(f"compare_builds: {reason}", file=sys.stderr)
         return 1
-    builds = {}
     for name in ("before", "after"):
         why = wl.hooker_missing(getattr(cfg, name))
         if why:
             print(f"compare_builds: --{name}: {why}", file=sys.stderr)
             return 1
-        builds[name] = wl.snapshot_hookerd(getattr(cfg, name))[0]
-    runs = {k: [] for k in ("tcp", *builds)}
-    with testbed.TwoHosts() as bed:
-        plain = servers(bed, 0)
-        try:
-            for r in range(cfg.rounds):
-                print(f"round {r + 1}/{cfg.rounds}", file=sys.stderr)
-                runs["tcp"].append(measure(bed, {"iperf": IPERF[0], "setup": SETUP[0],
-                                                 "rr": RR[0]}, cfg))
-                for name, binary in builds.items():
-                    runs[name].append(hooker_round(bed, binary, cfg))
-        finally:
-            stop(bed, plain)
+    builds = {name: wl.snapshot_hookerd(getattr(cfg, name))[0] for name in ("before", "after")}
+    try:
+        runs = {k: [] for k in ("tcp", *builds)}
+        with testbed.TwoHosts() as bed:
+            plain = servers(bed, 0)
+            try:
+                for r in range(cfg.rounds):
+                    print(f"round {r + 1}/{cfg.rounds}", file=sys.stderr)
+                    runs["tcp"].append(measure(bed, {"iperf": IPERF[0], "setup": SETUP[0],
+                                                     "rr": RR[0]}, cfg))
+                    for name, binary in builds.items():
+                        runs[name].append(hooker_round(bed, binary, cfg))
+            finally:
+                stop(bed, plain)
+    finally:
+        for binary in builds.values():  # the run's private copies
+            shutil.rmtree(binary.parent, ignore_errors=True)
     res = {"title": cfg.title,
            "config": {k: str(v) for k, v in vars(cfg).items() if k not in ("save", "title")},
            "runs": runs, "ratios": {}}
