@@ -334,10 +334,11 @@ def saved_sections() -> list[str]:
         for f, c in by_kind("udplite_impls"):
             L += udplite_impls_section(c, f.name)
     if by_kind("downloads"):
-        L += ["## Figure 2 over udplite, beside udp and plain TCP (saved suite runs)", "",
+        L += ["## Figure 2 downloads of other mechanisms (saved suite runs)", "",
               "Saved runs (`bench/suite.py --parts path,downloads --save`, in "
-              "`bench/comparisons/`). udp and udplite do not retransmit: under loss a "
-              "connection over them ends in a reset, counted as a failure.", ""]
+              "`bench/comparisons/`): udplite, tcp-cc and quic beside udp and plain TCP. "
+              "udp and udplite do not retransmit: under loss a connection over them ends "
+              "in a reset, counted as a failure.", ""]
         for f, c in by_kind("downloads"):
             L += saved_downloads_section(c, f.name)
     if by_kind("compare_builds"):
