@@ -139,6 +139,19 @@ struct {
 	__type(value, struct hk_send);
 } sends SEC(".maps");
 
+/* Handshakes our SYN-ACK accepted, by tuple as on the wire (this side's
+ * view), until the connection is established. A client whose last
+ * handshake ACK was lost completes the handshake with its FIN, which hookerd
+ * must hold like a moved connection's (its bytes crossed already); this is
+ * how it knows the FIN is one. LRU: a handshake that never completes ages
+ * out without a sweep. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, HK_MAX_SLOTS);
+	__type(key, struct hk_flow);
+	__type(value, __u64); /* the token */
+} embryos SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
@@ -752,6 +765,8 @@ static __always_inline int synack_answer(struct bpf_sock_ops *skops,
 		release_slot(tok.slot);
 		return 0;
 	}
+	wire_flow(&f);
+	bpf_map_update_elem(&embryos, &f, &ans->token, BPF_ANY);
 	return 1;
 }
 
@@ -783,6 +798,12 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	tok = bpf_map_lookup_elem(&tokens, &token);
 	if (!tok || tok->state != HK_TOKEN_EMBRYONIC)
 		return; /* our SYN-ACK did not accept */
+	{
+		struct hk_flow w = f;
+
+		wire_flow(&w);
+		bpf_map_delete_elem(&embryos, &w);
+	}
 	st = sk_state_of(skops, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st)
 		return;

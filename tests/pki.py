@@ -16,15 +16,18 @@ def make_pki(d: Path, hosts) -> dict:
     certtool("--generate-privkey", "--key-type", "ecdsa", "--outfile", "ca.key", cwd=d)
     certtool("--generate-self-signed", "--load-privkey", "ca.key", "--template", "ca.tmpl",
              "--outfile", "ca.pem", cwd=d)
-    out = {}
-    for h in hosts:
-        (d / f"{h.name}.tmpl").write_text(
-            f'cn = "{h.name}"\nip_address = "{h.ip4}"\nip_address = "{h.ip6}"\n'
-            "tls_www_server\ntls_www_client\nsigning_key\nexpiration_days = 2\n")
-        certtool("--generate-privkey", "--key-type", "ecdsa", "--outfile", f"{h.name}.key", cwd=d)
-        certtool("--generate-certificate", "--load-privkey", f"{h.name}.key",
-                 "--load-ca-certificate", "ca.pem", "--load-ca-privkey", "ca.key",
-                 "--template", f"{h.name}.tmpl", "--outfile", f"{h.name}.pem", cwd=d)
-        out[h.name] = ["--quic-cert", str(d / f"{h.name}.pem"), "--quic-key",
-                       str(d / f"{h.name}.key"), "--quic-ca", str(d / "ca.pem")]
-    return out
+    return {h.name: issue(d, h, d) for h in hosts}
+
+
+def issue(d: Path, h, ca: Path) -> list:
+    """A certificate for `h` (name, ip4, ip6: the addresses it names) signed
+    by the CA in directory `ca`, written to `d`; its --quic-* arguments."""
+    (d / f"{h.name}.tmpl").write_text(
+        f'cn = "{h.name}"\nip_address = "{h.ip4}"\nip_address = "{h.ip6}"\n'
+        "tls_www_server\ntls_www_client\nsigning_key\nexpiration_days = 2\n")
+    certtool("--generate-privkey", "--key-type", "ecdsa", "--outfile", f"{h.name}.key", cwd=d)
+    certtool("--generate-certificate", "--load-privkey", f"{h.name}.key",
+             "--load-ca-certificate", str(ca / "ca.pem"), "--load-ca-privkey", str(ca / "ca.key"),
+             "--template", f"{h.name}.tmpl", "--outfile", f"{h.name}.pem", cwd=d)
+    return ["--quic-cert", str(d / f"{h.name}.pem"), "--quic-key", str(d / f"{h.name}.key"),
+            "--quic-ca", str(ca / "ca.pem")]

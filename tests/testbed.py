@@ -437,6 +437,14 @@ class TwoHosts:
     def processes(self) -> list[subprocess.Popen]:
         return list(self._procs)
 
+    def stop_processes(self, since: int = 0):
+        """Stops the processes started after the first `since` (a count taken
+        from processes()), newest first, so a bed kept across tests frees
+        the ports each test's applications held."""
+        for p in reversed(self._procs[since:]):
+            self._stop_proc(p)
+        del self._procs[since:]
+
     def stop_link(self) -> dict:
         """Stops the link emulator; returns its counters per direction,
         {"a2b": {"rx": .., "tx": .., "lost": .., ...}, "b2a": {...}}."""

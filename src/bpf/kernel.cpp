@@ -87,6 +87,7 @@ Result<std::unique_ptr<Kernel>> Kernel::load(const KernelConfig& cfg) {
   bpf_map__set_max_entries(k->redir_->maps.readers, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.consumed, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.fin_guards, cfg.max_slots);
+  bpf_map__set_max_entries(k->redir_->maps.embryos, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.lanes, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.sends, cfg.max_slots);
   if (int r = redirector_bpf__load(k->redir_))
@@ -251,6 +252,13 @@ int Kernel::counters_fd() const { return bpf_map__fd(redir_->maps.counters); }
 int Kernel::events_fd() const { return bpf_map__fd(redir_->maps.events); }
 int Kernel::consumed_fd() const { return bpf_map__fd(redir_->maps.consumed); }
 int Kernel::fin_guards_fd() const { return bpf_map__fd(redir_->maps.fin_guards); }
+
+bool Kernel::embryonic(const hk_flow& wire) const {
+  uint64_t token;
+  hk_token t;
+  return bpf_map_lookup_elem(bpf_map__fd(redir_->maps.embryos), &wire, &token) == 0 &&
+         bpf_map_lookup_elem(tokens_fd(), &token, &t) == 0 && t.state == HK_TOKEN_EMBRYONIC;
+}
 
 bool Kernel::del_fin_guard(const hk_flow& wire) {
   if (bpf_map_delete_elem(fin_guards_fd(), &wire) != 0) return false;

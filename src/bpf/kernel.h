@@ -57,6 +57,9 @@ class Kernel {
   // was there.
   bool del_fin_guard(const hk_flow& wire);
   int fin_guards_fd() const;
+  // Whether our SYN-ACK accepted Hooker for this connection (its wire flow)
+  // and it is not established yet.
+  bool embryonic(const hk_flow& wire) const;
   // Each slot's two lanes into hookerd, shared with the sk_msg program.
   hk_lanes* lanes(uint32_t slot) const { return lanes_.at(slot); }
   const LoadTimes& times() const { return times_; }

@@ -317,6 +317,10 @@ void Daemon::on_bound(const hk_event& ev) {
   Conn* cp = c.get();
   by_token_[cp->token] = cp;
   by_flow_[wire_flow(cp->app)] = cp;
+  if (auto e = early_fins_.find(wire_flow(cp->app)); e != early_fins_.end()) {
+    cp->held_fins = std::move(e->second);
+    early_fins_.erase(e);
+  }
   by_slot_[ev.slot] = std::move(c);
   cnt_.conns_moved++;
   for (int fd : {cp->out_fd, cp->in_fd})
@@ -380,7 +384,15 @@ int Daemon::next_deadline_ms() const {
 bool Daemon::on_fin(const hk_flow& local, uint32_t id) {
   consume_events();  // a connection bound a moment ago
   auto it = by_flow_.find(local);
-  if (it == by_flow_.end()) return true;  // not moved: plain TCP's FIN
+  if (it == by_flow_.end()) {
+    // Our SYN-ACK accepted it and the client's last ACK was lost: this FIN
+    // completes the handshake, and the bytes it follows crossed already
+    // (TCP's SYN-ACK retry brings the connection up without it).
+    if (!kernel_->embryonic(local)) return true;  // not moved: plain TCP's FIN
+    early_fins_[local].push_back(id);
+    cnt_.fins_before_bind++;
+    return false;
+  }
   Conn& c = *it->second;
   if (c.peer_done || c.app_gone || c.inbound_dead) {
     drop_guard(c);

@@ -39,6 +39,7 @@ namespace hooker {
 struct DaemonCounters {
   uint64_t rst_injected = 0, delivery_retries = 0, conns_moved = 0, conns_closed = 0;
   uint64_t conns_unknown_mech = 0;
+  uint64_t fins_before_bind = 0;  // held for a handshake still completing
   uint64_t wake_acks_sent = 0, wake_acks_failed = 0;
 };
 
@@ -163,6 +164,10 @@ class Daemon final : AppSide, MechHost {
   std::vector<std::unique_ptr<Conn>> by_slot_;
   std::unordered_map<uint64_t, Conn*> by_token_;
   std::unordered_map<hk_flow, Conn*, FlowHash> by_flow_;
+  // FINs of connections our SYN-ACK accepted that are not established yet
+  // (the client's last handshake ACK was lost, so its FIN completes the
+  // handshake): held until the connection binds, then as its own.
+  std::unordered_map<hk_flow, std::vector<uint32_t>, FlowHash> early_fins_;
   std::vector<std::unique_ptr<Conn>> graveyard_;
   // Application sides waiting for something, one list per AppWait; reap()
   // purges the retired from each.

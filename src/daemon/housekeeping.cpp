@@ -49,6 +49,14 @@ void Daemon::gc_embryonic() {
   }
   for (auto [tok, slot] : dead)
     if (bpf_map_delete_elem(fd, &tok) == 0) (void)slots_->offer(slot);
+  // FINs held for a handshake that is gone: plain TCP's now. (Events
+  // first: a connection established a moment ago takes its own.)
+  consume_events();
+  std::erase_if(early_fins_, [&](auto& kv) {
+    if (kernel_->embryonic(kv.first)) return false;
+    for (uint32_t id : kv.second) fins_->release(id);
+    return true;
+  });
   // Early datagrams of a handshake that is gone: nobody will claim them.
   deployed_.for_each([](const MechKind&, Mechanism& m) { m.housekeeping(); });
 

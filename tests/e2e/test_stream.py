@@ -280,6 +280,33 @@ def test_first_bytes_close_and_rst(hooked, v6, scenario):
     no_live_conns(a, b, SINK)
 
 
+@FAMILY
+def test_fin_completing_the_handshake_waits_for_the_bytes(hooked, v6):
+    """The client's last handshake ACK is lost (dropped at b: the second
+    packet of the connection from a), so its FIN, sent after its 4 KB went
+    through hookerd, is what completes the handshake at the server. hookerd
+    holds that FIN as a moved connection's until the bytes are delivered:
+    the echo comes back whole, not cut by an early EOF."""
+    bed, a, b = hooked
+    tool = "ip6tables" if v6 else "iptables"
+    rule = ["INPUT", "-p", "tcp", "--dport", str(ECHO), "-m", "connbytes", "--connbytes", "2:2",
+            "--connbytes-dir", "original", "--connbytes-mode", "packets", "-j", "DROP"]
+    bed.b.run([tool, "-I", *rule], timeout=10, cgroup=False)
+    try:
+        srv, lines = server(bed.b, "echo-server", "--port", ECHO)
+        rc, res, err = run_app(bed.a, "patterns-client", "--host", dst(bed, v6), "--port", ECHO,
+                               "--pattern", "iov1x1024", "--timeout", 30, timeout=45)
+        if rc != 0 or not res["ok"]:
+            raise AssertionError(f"client {res} {err[-1000:]}\nserver {server_state(srv, lines)}"
+                                 f"\nhookerd b {b.status()['counters']}")
+    finally:
+        bed.b.run([tool, "-D", *rule], timeout=10, cgroup=False, check=False)
+    # The FIN and TCP's retransmissions of it, until the SYN-ACK's retry.
+    assert b.counter("fins_before_bind") >= 1, b.status()["counters"]["daemon"]
+    assert a.counter("moved_active") == 1 and b.counter("moved_passive") == 1
+    no_live_conns(a, b, ECHO)
+
+
 # ---------------------------------------------------------------- 4. back-pressure
 
 class RssSampler(threading.Thread):

@@ -45,6 +45,7 @@ Connection::Connection(QuicMechanism& m, const sockaddr_in6& peer, bool server)
   ref_.conn_ref.user_data = this;
   ref_.peer = peer;
   ngtcp2_connection_close_error_default(&last_error_);
+  last_rx_ = m.host().now();
 }
 
 Connection::~Connection() {
@@ -167,6 +168,7 @@ ngtcp2_cid Connection::initial_dcid() const {
 
 void Connection::read(const sockaddr_in6& from, std::span<const std::byte> pkt) {
   if (dead_) return;
+  last_rx_ = m_.host().now();
   sockaddr_in6 remote = from;
   ngtcp2_path path{path_.local, {reinterpret_cast<sockaddr*>(&remote), sizeof(remote)}, nullptr};
   ngtcp2_pkt_info pi{};
@@ -300,13 +302,20 @@ void Connection::write() {
     if (!s->retired()) s->on_reset("the peer stopped reading the connection");
 }
 
+Time Connection::silent_until() const {
+  return members_.empty() ? kNever : last_rx_ + m_.settings().idle_timeout;
+}
+
 Time Connection::expiry() const {
-  return dead_ ? kNever : from_ns(ngtcp2_conn_get_expiry(conn_.get()));
+  if (dead_) return kNever;
+  return std::min(from_ns(ngtcp2_conn_get_expiry(conn_.get())), silent_until());
 }
 
 void Connection::on_expiry() {
   if (dead_) return;
-  int rv = ngtcp2_conn_handle_expiry(conn_.get(), to_ns(m_.host().now()));
+  Time now = m_.host().now();
+  int rv = now >= silent_until() ? NGTCP2_ERR_IDLE_CLOSE
+                                 : ngtcp2_conn_handle_expiry(conn_.get(), to_ns(now));
   if (rv == NGTCP2_ERR_IDLE_CLOSE) {
     if (members_.empty()) m_.counters().conns_idle_closed++;
     return die("the QUIC connection to the peer timed out (no packet for " +
@@ -358,12 +367,10 @@ void Connection::die(std::string_view why, bool tell_peer) {
 // a used one stays up).
 void Connection::add_member(QuicStream& s) {
   members_.push_back(&s);
-  if (members_.size() == 1)
-    ngtcp2_conn_set_keep_alive_timeout(
-        conn_.get(), static_cast<ngtcp2_duration>(
-                         std::chrono::duration_cast<std::chrono::nanoseconds>(
-                             m_.settings().keep_alive)
-                             .count()));
+  if (members_.size() > 1) return;
+  last_rx_ = std::max(last_rx_, m_.host().now());  // silence counts from now
+  auto every = std::chrono::duration_cast<std::chrono::nanoseconds>(m_.settings().keep_alive);
+  ngtcp2_conn_set_keep_alive_timeout(conn_.get(), static_cast<ngtcp2_duration>(every.count()));
 }
 
 void Connection::open_stream(QuicStream& s) {

@@ -48,6 +48,7 @@ class Connection {
   void write();  // what ngtcp2 has to send, into the datagram I/O
   void on_expiry();
   Time expiry() const;
+  Time silent_until() const;  // a used connection whose peer is silent dies then
   // The peer must learn why: CONNECTION_CLOSE unless it closed it itself.
   void die(std::string_view why, bool tell_peer);
 
@@ -106,6 +107,11 @@ class Connection {
   Session tls_;  // before conn_: ngtcp2_conn_del still uses it
   std::unique_ptr<ngtcp2_conn, ConnFree> conn_;
   bool dead_ = false;
+  // The last packet from the peer. ngtcp2 counts its idle timeout from our
+  // first ack-eliciting packet after it, so with keep-alives a dead peer
+  // would be noticed a keep-alive interval late; while streams use the
+  // connection, this counts it from the peer's silence.
+  Time last_rx_;
   ngtcp2_connection_close_error last_error_{};
   std::vector<ngtcp2_cid> cids_;  // ours, in the mechanism's table
 

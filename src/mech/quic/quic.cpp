@@ -143,6 +143,9 @@ void QuicMechanism::match(Incoming& in) {
     if (it != awaiting_.end()) it->second->on_reset("the peer refused the connection");
     return;
   }
+  // Already waiting for open(): asking the host again could bind it, and
+  // open() would adopt (and free) `in` inside this call.
+  if (auto p = pending_.find(token); p != pending_.end() && p->second == &in) return;
   auto it = awaiting_.find(token);
   if (it == awaiting_.end()) {
     bool expected = host_.expect_token(token);  // may bind it meanwhile

@@ -115,6 +115,10 @@ void UdpMechanism::flush() {
 void UdpMechanism::on_readable(int) {
   receive_all(*io_, host_,
               [this](const sockaddr_in6& from, std::span<const std::byte> d) { on_datagram(from, d); });
+  end_batch();
+}
+
+void UdpMechanism::end_batch() {
   // One hand-over per connection per batch into its application, then an
   // acknowledgement, so a sender waiting for credit never waits on a
   // threshold.
@@ -175,6 +179,9 @@ void UdpMechanism::replay_early(UdpConn& c) {
     stash_bytes_ -= e.d.size();
     on_datagram(e.from, e.d);
   }
+  // They were the batch: every byte and the END may have come early, and
+  // no later datagram would end another.
+  end_batch();
 }
 
 void UdpMechanism::housekeeping() {

@@ -62,6 +62,7 @@ class UdpMechanism final : public Mechanism {
   uint16_t coverage(const PeerInfo& peer) const;
   void wait(UdpConn& c, UdpWait why) { lists_[why].add(c); }
   void replay_early(UdpConn& c);
+  void end_batch();  // what a batch of datagrams left for the applications
   void forget(UdpConn& c);
 
  private:
