@@ -307,6 +307,9 @@ enum hk_event_type {
 	HK_EV_WRITER_WAITS = 5, /* hk_lanes.writer_waits went up (slot only) */
 	HK_EV_NEED_MECH = 6, /* a connection wanted an undeployed mechanism
 			      * (mech, app); it stayed plain TCP */
+	HK_EV_CONNECTING = 7, /* a SYN proposes a mechanism whose per-peer
+			       * state starts early (quic's handshake: mech,
+			       * app); nothing is bound yet */
 };
 
 struct hk_event {

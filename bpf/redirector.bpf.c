@@ -652,6 +652,10 @@ static __always_inline void on_connect(struct bpf_sock_ops *skops)
 	st->rule = ref;
 	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG |
 						 BPF_SOCK_OPS_STATE_CB_FLAG);
+	/* quic's handshake with the peer's hookerd can overlap TCP's. The
+	 * other mechanisms need nothing per peer: no event, no cost. */
+	if (mech == HK_MECH_QUIC)
+		emit(HK_EV_CONNECTING, st, &f, 0, 0, 1, 0, skops);
 }
 
 static __always_inline struct hk_sk *syn_sent_state(struct bpf_sock_ops *skops)

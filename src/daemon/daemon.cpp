@@ -236,6 +236,10 @@ void Daemon::on_event(const hk_event& ev) {
   if (ev.type == HK_EV_BOUND) return on_bound(ev);
   if (ev.type == HK_EV_WRITER_WAITS) return on_writer_waits(ev.slot);
   if (ev.type == HK_EV_NEED_MECH) return on_need_mech(ev);
+  if (ev.type == HK_EV_CONNECTING) {
+    if (Mechanism* m = mechanism(ev.mech)) m->prepare(remote_addr(ev.app, opt_.port));
+    return;
+  }
   if (ev.type == HK_EV_BIND_FAILED) {
     if (Mechanism* m = mechanism(ev.mech))
       m->refuse({ev.token, ev.peer_token, remote_addr(ev.app, ev.peer_port), {}, ev.mss});

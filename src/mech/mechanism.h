@@ -141,6 +141,11 @@ class Mechanism {
   virtual Time deadline() const { return kNever; }
   virtual void on_deadline(Time /*now*/) {}
   virtual std::unique_ptr<MechConn> open(const PeerInfo& peer, AppPort& port) = 0;
+  // A SYN to `peer` proposes this mechanism: what it keeps per peer (quic's
+  // handshake) may start now, overlapping TCP's. The peer's hookerd is
+  // assumed on our own --port: its option, naming its port, comes only with
+  // the SYN-ACK (a guess that is wrong costs an unused handshake).
+  virtual void prepare(const sockaddr_in6& /*peer*/) {}
   // Negotiated but never bound here: the peer must drop its side.
   virtual void refuse(const PeerInfo& peer) = 0;
   // {"counters": {...}, ...}

@@ -101,6 +101,37 @@ def test_quic_rule_without_certificates_is_refused(bed):
     assert "--quic-cert FILE --quic-key FILE --quic-ca FILE" in lines[0], lines[0]
 
 
+def test_quic_handshake_overlaps_tcps(tmp_path):
+    """Through a link with 25 ms each way, the client's hookerd starts the
+    QUIC handshake as the SYN leaves (it proposes quic), not once TCP's
+    handshake is done: its first packet to b's QUIC port leaves before the
+    SYN-ACK is back, and the download's stream uses that connection."""
+    reason = require_root()
+    if reason:
+        pytest.skip(reason)
+    with TwoHosts(link=LinkSpec(delay_ms=25)) as bed:
+        a, b = start_pair(bed, tmp_path)
+        srv = tmp_path / "srv"
+        srv.mkdir()
+        sums = make_files(srv, {"small": 3_000})
+        http_server(bed.b, srv, PORT)
+        with bed.a.capture(FILTER) as cap:
+            assert fetch(bed.a, url(bed.b, PORT, "small"), tmp_path / "got") == sums["small"]
+        pkts = cap.packets()
+        syn_ack = [p for p in pkts if p.proto == "tcp" and p.sport == PORT and p.tcp_flags == 0x12]
+        first_quic = [p for p in pkts if p.proto == "udp" and p.dport == QUIC_PORT
+                      and p.src == bed.a.ip4]
+        assert syn_ack and first_quic, pkts[:10]
+        assert first_quic[0].time < syn_ack[0].time, (
+            f"the QUIC handshake started {first_quic[0].time - syn_ack[0].time:.3f} s after "
+            "the SYN-ACK came back")
+        ca, cb = quic_counters(a), quic_counters(b)
+        assert ca["conns_early"] == 1 and ca["conns_opened"] == 1, ca
+        assert cb["conns_accepted"] == 1 and cb["conns_opened"] == 0, cb
+        assert ca["streams_opened"] + cb["streams_opened"] == 1
+        assert a.stop() == 0 and b.stop() == 0
+
+
 @pytest.mark.parametrize("bad", ["other-ca", "other-address"])
 def test_unauthenticated_peer_is_refused(bed, tmp_path, bad):
     """b's certificate comes from a CA a does not trust, or names an address

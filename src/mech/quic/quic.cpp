@@ -95,6 +95,14 @@ Connection* QuicMechanism::connection_to(const sockaddr_in6& peer, std::string* 
   return p;
 }
 
+void QuicMechanism::prepare(const sockaddr_in6& peer) {
+  auto key = PeerKey(quic_addr(peer));
+  if (by_peer_.count(key)) return;  // up, or in its handshake already
+  std::string why;
+  if (!connection_to(quic_addr(peer), &why)) return host_.log("quic: " + why);
+  cnt_.conns_early++;
+}
+
 // ---- streams -------------------------------------------------------------------
 
 sockaddr_in6 QuicMechanism::quic_addr(const sockaddr_in6& peer) const {
@@ -348,6 +356,7 @@ void QuicMechanism::status(nlohmann::json& out) const {
       {"rx_malformed", cnt_.rx_malformed},
       {"rx_unknown_cid", cnt_.rx_unknown_cid},
       {"conns_opened", cnt_.conns_opened},
+      {"conns_early", cnt_.conns_early},
       {"conns_accepted", cnt_.conns_accepted},
       {"conns_idle_closed", cnt_.conns_idle_closed},
       {"conns_failed", cnt_.conns_failed},

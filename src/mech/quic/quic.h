@@ -24,6 +24,7 @@ namespace hooker::quic {
 struct Counters {
   uint64_t rx_malformed = 0, rx_unknown_cid = 0, rx_not_initial = 0;
   uint64_t conns_opened = 0, conns_accepted = 0, conns_idle_closed = 0, conns_failed = 0;
+  uint64_t conns_early = 0;  // of conns_opened: started at a SYN (prepare)
   uint64_t handshakes_failed = 0, streams_opened = 0, streams_accepted = 0;
   uint64_t streams_unknown_token = 0, streams_refused = 0, streams_reset = 0;
 };
@@ -114,6 +115,7 @@ class QuicMechanism final : public Mechanism {
   void forget(QuicStream& s);       // retired before its stream arrived
   bool refused(uint64_t token) const { return refused_.count(token) > 0; }
   static bool opens(const PeerInfo& p) { return p.token < p.peer_token; }
+  void prepare(const sockaddr_in6& peer) override;
 
  private:
   void on_datagram(const sockaddr_in6& from, std::span<const std::byte> d);
