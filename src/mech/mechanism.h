@@ -106,6 +106,9 @@ struct PeerInfo {
   // The TCP connection's MSS at establishment (0: unknown): its datagrams
   // must fit the same path (wire::payload_for_mss).
   uint32_t mss = 0;
+  // This side connected (the TCP client). quic opens the connection's
+  // stream from it, on the QUIC connection its SYN started (prepare).
+  bool active = false;
 };
 
 // What a mechanism asks of hookerd (or of a test).

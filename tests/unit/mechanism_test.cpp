@@ -266,7 +266,7 @@ class Conformance : public ::testing::TestWithParam<MechKind> {
                                config(e));
       ASSERT_TRUE(m) << m.error().message();
       x.mech = m.take();
-      PeerInfo p{uint64_t(100 + e), uint64_t(100 + (1 - e)), address(1 - e), {}, 0};
+      PeerInfo p{uint64_t(100 + e), uint64_t(100 + (1 - e)), address(1 - e), {}, 0, e == 0};
       x.conn = x.mech->open(p, x.app);
       x.app.conn = x.conn.get();
     }
@@ -589,9 +589,9 @@ class QuicStreams : public ::testing::Test {
     }
     for (int k = 0; k < kConns; k++)
       for (int e = 0; e < 2; e++) {
-        // Tokens 100+10k and 101+10k: end 0 opens every stream.
+        // End 0 connects: it opens every stream.
         PeerInfo p{uint64_t(100 + 10 * k + e), uint64_t(100 + 10 * k + (1 - e)), address(1 - e),
-                   {}, 0};
+                   {}, 0, e == 0};
         conn_[k][e] = mech_[e]->open(p, app_[k][e]);
         app_[k][e].conn = conn_[k][e].get();
         conn_[k][e]->start();

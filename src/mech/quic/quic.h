@@ -114,7 +114,9 @@ class QuicMechanism final : public Mechanism {
   void forget(Incoming& in);        // it closed before it was bound
   void forget(QuicStream& s);       // retired before its stream arrived
   bool refused(uint64_t token) const { return refused_.count(token) > 0; }
-  static bool opens(const PeerInfo& p) { return p.token < p.peer_token; }
+  // The connecting side: its SYN started the QUIC connection the stream
+  // goes on, so the accepting side never opens a second one to it.
+  static bool opens(const PeerInfo& p) { return p.active; }
   void prepare(const sockaddr_in6& peer) override;
 
  private:

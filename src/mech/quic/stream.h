@@ -1,7 +1,7 @@
 // One moved TCP connection on `quic`: a bidirectional QUIC stream.
 //
-// The side with the smaller token opens it (both know both tokens), and its
-// first bytes are a header naming the connection (StreamHeader), so the
+// The connecting side opens it (on the QUIC connection its SYN started),
+// and its first bytes are a header naming the connection (StreamHeader), so the
 // accepting side matches it to the PeerInfo hookerd gave it. A write-side
 // close is the stream's FIN; a reset is RESET_STREAM + STOP_SENDING and
 // AppPort::abort on both ends.
