@@ -307,6 +307,17 @@ enum hk_event_type {
 	HK_EV_WRITER_WAITS = 5, /* hk_lanes.writer_waits went up (slot only) */
 	HK_EV_NEED_MECH = 6, /* a connection wanted an undeployed mechanism
 			      * (mech, app); it stayed plain TCP */
+	HK_EV_FELL_BACK = 7, /* a connection that asked for (client) or was
+			      * asked for (server) mechanism `mech` stays
+			      * plain TCP: hk_event.why says why (app, active) */
+};
+
+/* hk_event.why of HK_EV_FELL_BACK: the handshake's outcome, as counted by
+ * HK_CNT_PEER_NO_HOOKER, HK_CNT_PEER_REFUSED_MECH, HK_CNT_MECH_NOT_ACCEPTED. */
+enum hk_fallback {
+	HK_FB_PEER_NO_HOOKER = 1, /* client: the SYN-ACK had no option */
+	HK_FB_PEER_REFUSED = 2,   /* client: the server refused the mechanism */
+	HK_FB_NOT_ACCEPTED = 3,   /* server: this side's rule refuses it */
 };
 
 struct hk_event {
@@ -329,7 +340,7 @@ struct hk_event {
 	 * so hookerd sizes the connection's datagrams by it. */
 	__u32 mss;
 	__u32 rule; /* hk_sk.rule: whose options the mechanism takes */
-	__u32 pad;
+	__u32 why;  /* HK_EV_FELL_BACK: enum hk_fallback; else 0 */
 };
 
 /* ---- counters (PERCPU_ARRAY, one per reason) -------------------------- */

@@ -493,7 +493,7 @@ static __always_inline void emit(__u32 type, const struct hk_sk *st,
 	ev->rcv_nxt = rcv_nxt;
 	ev->mss = mss;
 	ev->rule = st->rule;
-	ev->pad = 0;
+	ev->why = 0;
 	bpf_ringbuf_submit(ev, 0);
 }
 
@@ -513,6 +513,26 @@ static __always_inline void need_mech(__u8 mech, const struct hk_flow *app)
 	ev->type = HK_EV_NEED_MECH;
 	ev->app = *app;
 	ev->mech = mech;
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/* This connection stays plain TCP although a rule named a mechanism: one
+ * line in hookerd's log (rate-limited there). */
+static __always_inline void fell_back(__u8 mech, __u32 why, __u8 active,
+				      const struct hk_flow *app)
+{
+	struct hk_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+
+	if (!ev) {
+		count(HK_CNT_EVENT_LOST);
+		return;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->type = HK_EV_FELL_BACK;
+	ev->app = *app;
+	ev->mech = mech;
+	ev->active = active;
+	ev->why = why;
 	bpf_ringbuf_submit(ev, 0);
 }
 
@@ -655,6 +675,8 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 {
 	struct hk_sk *st = syn_sent_state(skops);
 	struct hk_tcp_opt peer;
+	struct hk_flow f;
+	__u32 why;
 
 	if (!st)
 		return;
@@ -663,15 +685,19 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	if (load_opt(skops, &peer, 0) ||
 	    (peer.mech != st->mech && peer.mech != HK_MECH_NONE)) {
 		count(HK_CNT_PEER_NO_HOOKER);
+		why = HK_FB_PEER_NO_HOOKER;
 		goto plain;
 	}
 	if (peer.mech == HK_MECH_NONE) {
 		count(HK_CNT_PEER_REFUSED_MECH);
+		why = HK_FB_PEER_REFUSED;
 		goto plain;
 	}
 	bind_conn(skops, st, &peer, 1);
 	return;
 plain:
+	flow_of(skops, &f);
+	fell_back(st->mech, why, 1, &f);
 	st->state = HK_SK_PLAIN;
 	release_slot(st->slot);
 	bpf_sock_ops_cb_flags_set(skops, 0);
@@ -697,6 +723,7 @@ struct synack {
 	__u64 token;
 	__u8 mech;
 	__u8 not_deployed; /* the mechanism refused only for that */
+	__u8 asked;        /* the mechanism the SYN asked for */
 };
 
 /* Decide whether this SYN-ACK accepts Hooker; returns 0 if it carries no
@@ -727,6 +754,7 @@ static __always_inline int synack_answer(struct bpf_sock_ops *skops,
 	 * the policy says now: the established callback will bind by it. */
 	ans->token = passive_token(bpf_be64_to_cpu(syn.token), &f);
 	ans->mech = syn.mech;
+	ans->asked = syn.mech;
 	old = bpf_map_lookup_elem(&tokens, &ans->token);
 	if (old)
 		return 1;
@@ -827,8 +855,13 @@ static __always_inline void on_write_hdr_opt(struct bpf_sock_ops *skops)
 			need_mech(ans.not_deployed, &f);
 			return;
 		}
-		count(ans.mech == HK_MECH_NONE ? HK_CNT_MECH_NOT_ACCEPTED
-					       : HK_CNT_SYNACK_OPT_SENT);
+		if (ans.mech != HK_MECH_NONE) {
+			count(HK_CNT_SYNACK_OPT_SENT);
+			return;
+		}
+		count(HK_CNT_MECH_NOT_ACCEPTED);
+		flow_of(skops, &f);
+		fell_back(ans.asked, HK_FB_NOT_ACCEPTED, 0, &f);
 	} else if (flags & TCPHDR_SYN) {
 		st = syn_sent_state(skops);
 		if (st && !store_opt(skops, st->token, st->mech))

@@ -294,6 +294,8 @@ BAD = [
      ":1: port 0 is out of range: use 1..65535"),
     ("redirect", 'redirect = ["80=quic"]\n',
      ":1: redirect 80=quic: quic needs hookerd's certificate"),
+    ("log level", 'redirect = ["80"]\nlog_level = "loud"\n',
+     ":2: log level 'loud': use error, warn, info or debug"),
     ("no such cgroup", '[[rule]]\nport = 80\ncgroup = "no/such"\nmech = "udp"\n',
      ":1: cgroup no/such: no such cgroup"),
 ]
@@ -307,7 +309,7 @@ def test_bad_configuration_is_one_line_naming_file_and_line(tmp_path, name, text
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
-    assert lines[0].startswith(f"hookerd: {conf}:"), r.stderr
+    assert lines[0].startswith(f"hookerd: error: {conf}:"), r.stderr
     assert f"{conf}{why}" in lines[0], r.stderr
 
 

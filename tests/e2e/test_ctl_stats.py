@@ -136,4 +136,4 @@ def test_unknown_control_group_stops_hookerd_in_one_line():
                        capture_output=True, text=True, timeout=10)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, r
-    assert lines[0].startswith("hookerd: --control-group no-such-group-13: no such group"), lines
+    assert lines[0].startswith("hookerd: error: --control-group no-such-group-13: no such group"), lines
