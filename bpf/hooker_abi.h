@@ -197,6 +197,32 @@ struct hk_rules {
 	struct hk_rule rule[HK_MAX_RULES];
 };
 
+/* A listener's cgroup, for the rules' cgroup match on the server side. In
+ * the SYN-ACK callbacks sock_ops has no socket (skops->sk is NULL for a
+ * request socket), so the cgroup of the listener answering is recorded
+ * when it starts listening (the sock_ops listen callback, or the
+ * listener-following iterator for one opened earlier) and looked up by
+ * the connection's network namespace, local port and family. Two
+ * listeners on one port and family in one namespace (SO_REUSEPORT, or
+ * two local addresses) share an entry: the last one to listen names it. */
+struct hk_listener_key {
+	__u64 netns;  /* network namespace cookie */
+	__u16 port;   /* host order */
+	__u16 family; /* the listener's own: AF_INET6 for a dual-stack one */
+	__u32 pad;
+};
+
+struct hk_listener_cg {
+	__u64 cookie; /* the listening socket's: only it removes the entry */
+	__u32 level;  /* the cgroup's depth under the cgroup v2 root */
+	__u32 pad;
+	/* id[i]: the id of its ancestor at depth i (its own at `level`), the
+	 * one struct cgroup.ancestors[i] names, to HK_CG_MAX_LEVEL. */
+	__u64 id[HK_CG_MAX_LEVEL + 1];
+};
+
+#define HK_MAX_LISTENERS 4096
+
 /* What a moved socket remembers of the rule that moved it. */
 static inline __u32 hk_rule_ref(__u32 gen, __u16 ref)
 {

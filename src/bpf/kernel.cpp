@@ -287,7 +287,7 @@ void Kernel::set_deployed(uint32_t mechs) {
 
 Result<Listeners::Outcome> Kernel::follow_listeners(const std::vector<uint16_t>& ports) {
   if (!listeners_) {
-    auto l = Listeners::load(cgroup_);
+    auto l = Listeners::load(cgroup_, bpf_map__fd(redir_->maps.listener_cgs));
     if (!l) return l.error();
     listeners_ = l.take();
   }

@@ -218,6 +218,36 @@ def test_rules_move_exactly_what_they_name(bed, tmp_path, subcgroups, servers):
         assert b.stop() == 0, b.stderr()
 
 
+def test_cgroup_rule_on_the_accepting_side(bed, tmp_path, subcgroups, servers):
+    """The server's rule names a cgroup: a listener inside it accepts, one
+    outside answers as plain TCP, whoever the client is. The listener's
+    cgroup is recorded when it listens (or, for one opened before hookerd,
+    by the listener-following iterator)."""
+    client = write(tmp_path / "a.toml", '[[rule]]\nport = "5330-5332"\nmech = "udp"\n')
+    server = write(tmp_path / "b.toml",
+                   '[[rule]]\nport = "5330-5332"\ncgroup = "moved"\nmech = "udp"\n')
+    servers.start(5332, subcgroups["b"])  # before hookerd
+    a = Hookerd(bed.a, [], extra=["--config", str(client)]).start()
+    b = Hookerd(bed.b, [], extra=["--config", str(server)]).start()
+    try:
+        servers.start(5330, subcgroups["b"])
+        servers.start(5331)  # b's cgroup, outside its sub-cgroup "moved"
+        moved = [(bed.b.ip4, 5330), (bed.b.ip6, 5330), (bed.b.ip4, 5332)]
+        plain = [(bed.b.ip4, 5331), (bed.b.ip6, 5331)]
+        with bed.a.capture("tcp or udp") as cap:
+            for dst, port in moved + plain:
+                transfer(bed.a, dst, port)
+        for dst, port in moved:
+            assert tcp_payload(cap, dst, port) == 0, f"{dst}:{port} should have moved"
+        for dst, port in plain:
+            assert tcp_payload(cap, dst, port) >= SIZE, f"{dst}:{port} should stay TCP"
+        assert b.counter("moved_passive") == len(moved)
+        assert a.counter("peer_no_hooker") == len(plain)
+    finally:
+        assert a.stop() == 0, a.stderr()
+        assert b.stop() == 0, b.stderr()
+
+
 def test_reload_changes_new_connections_only(bed, tmp_path, servers):
     v1 = 'redirect = ["5320"]\n[[rule]]\nport = 5310\nmech = "udp"\n'
     conf = write(tmp_path / "hookerd.toml", v1)
