@@ -1,6 +1,7 @@
 """Issue 13's logs: hookerd logs by level (--log-level, log_level), one line
 per connection moved, refused or reset at info, and a flood of connections
 gives at most the rate limit's lines plus a count of the rest."""
+import os
 import re
 import subprocess
 import time
@@ -138,6 +139,26 @@ def test_a_burst_of_connections_is_rate_limited(bed, server):
     # The limit: a burst of 10 lines, then 10 a second; one count a second.
     assert len(moved_lines(a)) <= 10 + 10 * (took + 1), (len(moved_lines(a)), took)
     assert 1 <= len(suppressed(a)) <= took + 2, (suppressed(a), took)
+
+
+def test_the_journal_gets_each_lines_priority(bed, server):
+    """With stderr the journal (JOURNAL_STREAM names it, as systemd sets it),
+    each line starts with its syslog priority for journald to file it by."""
+    a = Hookerd(bed.a, [PORT])
+    b = Hookerd(bed.b, [PORT]).start()
+    a.stderr_path.write_text("")  # the file hookerd's stderr will be: its inode now
+    st = os.stat(a.stderr_path)
+    a.env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
+    a.start()
+    try:
+        connections(bed, 1)
+        wait_for(lambda: "<6>hookerd: moved " in a.stderr(), 10, "a's moved line")
+    finally:
+        assert a.stop() == 0, a.stderr()
+        assert b.stop() == 0, b.stderr()
+    lines = a.stderr().splitlines()
+    assert lines and all(re.match(r"<[3467]>hookerd: ", l) for l in lines), lines
+    assert not any(l.startswith("<") for l in b.stderr().splitlines()), b.stderr()
 
 
 def test_bad_log_level_is_one_line(tmp_path):
