@@ -101,21 +101,40 @@ def test_a_moved_connection_is_one_info_line_and_none_at_warn(bed, server):
                     if not l.startswith(("hookerd: error: ", "hookerd: warning: "))], hd.stderr()
 
 
+def refused(hd):
+    return [l for l in hd.stderr().splitlines() if l.startswith("hookerd: refused ")]
+
+
 def test_a_refused_connection_is_one_line(bed, server):
     # b moves nothing on PORT: a's SYN gets no answer, the connection stays TCP.
     a = Hookerd(bed.a, [PORT]).start()
     b = Hookerd(bed.b, [PORT + 1]).start()
     try:
         connections(bed, 1)
-        refused = lambda: [l for l in a.stderr().splitlines() if l.startswith("hookerd: refused ")]
-        wait_for(refused, 10, "a's refused line")
+        wait_for(lambda: refused(a), 10, "a's refused line")
     finally:
         assert a.stop() == 0, a.stderr()
         assert b.stop() == 0, b.stderr()
-    assert len(refused()) == 1, a.stderr()
+    [line] = refused(a)
     assert f" -> {bed.b.ip4}:{PORT} (client): udp: the server's SYN-ACK has no Hooker option" \
-        in refused()[0], refused()
+        in line, line
     assert not moved_lines(a)
+
+    # b accepts udplite only on PORT: it refuses a's udp, and both say so.
+    a = Hookerd(bed.a, [PORT]).start()
+    b = Hookerd(bed.b, [f"{PORT}=udplite"]).start()
+    try:
+        connections(bed, 1)
+        wait_for(lambda: refused(a) and refused(b), 10, "both refused lines")
+    finally:
+        assert a.stop() == 0, a.stderr()
+        assert b.stop() == 0, b.stderr()
+    [client], [srv] = refused(a), refused(b)
+    assert f" -> {bed.b.ip4}:{PORT} (client): udp: the server refused it; it stays TCP" \
+        in client, client
+    assert re.fullmatch(rf"hookerd: refused {re.escape(bed.b.ip4)}:{PORT} -> "
+                        rf"{re.escape(bed.a.ip4)}:\d+ \(server\): udp: this server's rule does "
+                        r"not accept it; it stays TCP", srv), srv
 
 
 def test_a_burst_of_connections_is_rate_limited(bed, server):
