@@ -221,6 +221,8 @@ struct hk_listener_cg {
 	__u64 id[HK_CG_MAX_LEVEL + 1];
 };
 
+/* Listeners recorded at once, on ports a rule may move: past that a new
+ * listener is not recorded, and matches no cgroup rule. */
 #define HK_MAX_LISTENERS 4096
 
 /* What a moved socket remembers of the rule that moved it. */
