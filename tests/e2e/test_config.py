@@ -345,12 +345,20 @@ def test_bad_configuration_is_one_line_naming_file_and_line(tmp_path, name, text
 
 def test_flags_override_the_file(bed, tmp_path):
     conf = write(tmp_path / "hookerd.toml",
-                 'port = 7111\nredirect = ["5201"]\neager = true\nmax_conns = 64\n')
-    a = Hookerd(bed.a, ["5202"], extra=["--config", str(conf)]).start()
+                 'port = 7111\nredirect = ["5201"]\neager = true\nmax_conns = 64\n'
+                 'log_level = "error"\n')
+    a = Hookerd(bed.a, ["5202"], extra=["--config", str(conf), "--log-level", "debug"]).start()
     try:
         st = a.status()["hookerd"]
         assert st["udp_port"] == 7000  # --port on the command line wins
         assert [r["port"] for r in st["redirect"]] == [5202]  # so does --redirect
         assert st["config"] == str(conf)
+        assert st["log_level"] == "debug"  # and --log-level
+    finally:
+        assert a.stop() == 0, a.stderr()
+    # The file's log_level where no flag says otherwise.
+    a = Hookerd(bed.a, ["5202"], extra=["--config", str(conf)]).start()
+    try:
+        assert a.status()["hookerd"]["log_level"] == "error"
     finally:
         assert a.stop() == 0, a.stderr()
