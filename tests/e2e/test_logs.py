@@ -144,7 +144,6 @@ def test_a_burst_of_connections_is_rate_limited(bed, server):
     try:
         t0 = time.monotonic()
         connections(bed, n)
-        took = time.monotonic() - t0
         moved = a.counter("moved_active")
         assert moved > n // 2, f"only {moved} of {n} moved"
         # Every moved connection is a line or counted in a suppressed line;
@@ -152,6 +151,9 @@ def test_a_burst_of_connections_is_rate_limited(bed, server):
         wait_for(lambda: len(moved_lines(a)) + sum(suppressed(a)) == moved, 10,
                  f"{moved} connections in a's lines and counts: {len(moved_lines(a))} "
                  f"lines, {suppressed(a)} suppressed")
+        # hookerd wrote them all within this time (it may lag the
+        # connections themselves on a busy machine).
+        took = time.monotonic() - t0
     finally:
         assert a.stop() == 0, a.stderr()
         assert b.stop() == 0, b.stderr()
