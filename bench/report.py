@@ -252,6 +252,36 @@ def udplite_impls_section(c: dict, name: str) -> list[str]:
     return L + [""]
 
 
+def rules_cost_section(c: dict, name: str) -> list[str]:
+    """A saved bench/rules_cost.py run: hk_sockops's time per unmoved connection."""
+    f = lambda s: f"{s['median']:.0f} ns ({s['min']:.0f}–{s['max']:.0f})"  # noqa: E731
+    n, ns = c["rules"], c["ns_per_conn"]
+    L = [f"### {c.get('title') or name}", "",
+         f"`{name}`, {c['date']}: {c['rounds']} rounds of {c['conns']} short connections "
+         f"(connect, the server closes) on port {c['port']}, outside the policy, a → b, "
+         f"hookerd on both hosts, the three variants taking turns in each round; "
+         f"`hk_sockops`'s run time (`kernel.bpf_stats_enabled`) summed over both hosts, "
+         f"per connection, median (min–max) over rounds; Linux {c['machine']['kernel']}, "
+         f"{c['machine']['cores']} cores"
+         + (f", load average (1 min) {c['loadavg_end'][0]:.2f} at the end" if c.get("loadavg_end")
+            else "") + ".", "",
+         "| configuration | sock_ops runs per connection | sock_ops ns per connection | "
+         "added by the rules (paired per round) |", "|---|---|---|---|"]
+    what = {"none": "no file (port rules only)",
+            "other": f"{n} rules on other ports",
+            "prefixes": f"{n} rules over the port, other destination prefixes"}
+    for v in ("none", "other", "prefixes"):
+        extra = "—" if v == "none" else f(c[f"extra_ns_per_conn_{v}"])
+        L.append(f"| {what[v]} | {c['runs_per_conn'][v]['median']:g} | {f(ns[v])} | {extra} |")
+    # The table is walked twice per connection: the client's connect, the
+    # server's establishment (a SYN without the option stops before it).
+    per_rule = lambda v: c[f"extra_ns_per_conn_{v}"]["median"] / 2 / n  # noqa: E731
+    L += ["", f"Two walks of the table per connection (the client's connect, the server's "
+          f"establishment): about {per_rule('other'):.0f} ns a rule a walk when the port "
+          f"rejects it, {per_rule('prefixes'):.0f} ns when its prefixes are compared."]
+    return L + [""]
+
+
 def saved_base(c: dict) -> str | None:
     """The plain TCP variant ratios are taken to: the system default congestion
     control if it was measured, else the first plain TCP variant."""
@@ -341,6 +371,14 @@ def saved_sections() -> list[str]:
               "in a reset, counted as a failure.", ""]
         for f, c in by_kind("downloads"):
             L += saved_downloads_section(c, f.name)
+    if by_kind("rules_cost"):
+        L += ["## What the configuration file's rules cost an unmoved connection "
+              "(bench/rules_cost.py)", "",
+              "The sock_ops program walks the file's rule table at the connecting side's "
+              "connect and the accepting side's establishment of every connection in the "
+              "served cgroup, moved or not. Saved runs (`bench/comparisons/`).", ""]
+        for f, c in by_kind("rules_cost"):
+            L += rules_cost_section(c, f.name)
     if by_kind("compare_builds"):
         L += ["## Before and after a change (bench/compare_builds.py)", "",
               "Saved comparisons, each from its own run: plain TCP and the two builds "

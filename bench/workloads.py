@@ -278,6 +278,8 @@ class Hookerd:
         """hookerd's own start-up breakdown, if it printed one:
         'hookerd: start to ready 48.6 ms: udp_and_control 0.26 bpf_open_load 31.8 ...'"""
         for line in self.stderr().splitlines():
+            # A debug line since hookerd has log levels: "hookerd: debug: start ..."
+            line = line.replace("hookerd: debug: ", "hookerd: ", 1)
             if line.startswith("hookerd: start to ready") and ":" in line[8:]:
                 words = line.split(":", 2)[2].split()
                 try:

@@ -197,6 +197,34 @@ struct hk_rules {
 	struct hk_rule rule[HK_MAX_RULES];
 };
 
+/* A listener's cgroup, for the rules' cgroup match on the server side. In
+ * the SYN-ACK callbacks sock_ops has no socket (skops->sk is NULL for a
+ * request socket), so the cgroup of the listener answering is recorded
+ * when it starts listening (the sock_ops listen callback, or the
+ * listener-following iterator for one opened earlier) and looked up by
+ * the connection's network namespace, local port and family. Two
+ * listeners on one port and family in one namespace (SO_REUSEPORT, or
+ * two local addresses) share an entry: the last one to listen names it. */
+struct hk_listener_key {
+	__u64 netns;  /* network namespace cookie */
+	__u16 port;   /* host order */
+	__u16 family; /* the listener's own: AF_INET6 for a dual-stack one */
+	__u32 pad;
+};
+
+struct hk_listener_cg {
+	__u64 cookie; /* the listening socket's: only it removes the entry */
+	__u32 level;  /* the cgroup's depth under the cgroup v2 root */
+	__u32 pad;
+	/* id[i]: the id of its ancestor at depth i (its own at `level`), the
+	 * one struct cgroup.ancestors[i] names, to HK_CG_MAX_LEVEL. */
+	__u64 id[HK_CG_MAX_LEVEL + 1];
+};
+
+/* Listeners recorded at once, on ports a rule may move: past that a new
+ * listener is not recorded, and matches no cgroup rule. */
+#define HK_MAX_LISTENERS 4096
+
 /* What a moved socket remembers of the rule that moved it. */
 static inline __u32 hk_rule_ref(__u32 gen, __u16 ref)
 {
@@ -310,6 +338,17 @@ enum hk_event_type {
 	HK_EV_CONNECTING = 7, /* a SYN proposes a mechanism whose per-peer
 			       * state starts early (quic's handshake: mech,
 			       * app); nothing is bound yet */
+	HK_EV_FELL_BACK = 8, /* a connection that asked for (client) or was
+			      * asked for (server) mechanism `mech` stays
+			      * plain TCP: hk_event.why says why (app, active) */
+};
+
+/* hk_event.why of HK_EV_FELL_BACK: the handshake's outcome, as counted by
+ * HK_CNT_PEER_NO_HOOKER, HK_CNT_PEER_REFUSED_MECH, HK_CNT_MECH_NOT_ACCEPTED. */
+enum hk_fallback {
+	HK_FB_PEER_NO_HOOKER = 1, /* client: the SYN-ACK had no option */
+	HK_FB_PEER_REFUSED = 2,   /* client: the server refused the mechanism */
+	HK_FB_NOT_ACCEPTED = 3,   /* server: this side's rule refuses it */
 };
 
 struct hk_event {
@@ -332,7 +371,7 @@ struct hk_event {
 	 * so hookerd sizes the connection's datagrams by it. */
 	__u32 mss;
 	__u32 rule; /* hk_sk.rule: whose options the mechanism takes */
-	__u32 pad;
+	__u32 why;  /* HK_EV_FELL_BACK: enum hk_fallback; else 0 */
 };
 
 /* ---- counters (PERCPU_ARRAY, one per reason) -------------------------- */

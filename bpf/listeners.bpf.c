@@ -10,12 +10,14 @@
  * it does the same for their listeners in the served cgroup. Only a TCP
  * iterator may call bpf_setsockopt on a socket it did not get from its own
  * hook (it holds the socket's lock), and TCP_BPF_SOCK_OPS_CB_FLAGS is
- * accepted there since Linux 6.13.
+ * accepted there since Linux 6.13. It also records each such listener's
+ * cgroup (listener_cg.bpf.h), as the listen callback does for new ones.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include "hooker_abi.h"
+#include "listener_cg.bpf.h"
 
 #define SOL_TCP 6
 #define TCP_SAVE_SYN 27
@@ -60,6 +62,7 @@ int hk_follow_listeners(struct bpf_iter__tcp *ctx)
 {
 	struct sock_common *skc = ctx->sk_common;
 	struct hk_followed rec = {};
+	struct hk_listener_key k = {};
 	struct tcp_sock *tp;
 	int one = 1, flags;
 	__u16 port;
@@ -73,11 +76,20 @@ int hk_follow_listeners(struct bpf_iter__tcp *ctx)
 	if (!tp || !in_served_cgroup((struct sock *)tp))
 		return 0;
 	rec.port = port;
-	flags = tp->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG;
+	/* The state callback forgets the listener's cgroup when it closes. */
+	flags = tp->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG |
+		BPF_SOCK_OPS_STATE_CB_FLAG;
 	rec.err = bpf_setsockopt(tp, SOL_TCP, TCP_SAVE_SYN, &one, sizeof(one));
 	if (!rec.err)
 		rec.err = bpf_setsockopt(tp, SOL_TCP, TCP_BPF_SOCK_OPS_CB_FLAGS, &flags,
 					 sizeof(flags));
+	if (!rec.err) {
+		k.netns = BPF_CORE_READ(skc, skc_net.net, net_cookie);
+		k.port = port;
+		k.family = skc->skc_family;
+		hk_listener_record(&k, BPF_CORE_READ((struct sock *)tp, sk_cgrp_data.cgroup),
+				   bpf_get_socket_cookie(tp));
+	}
 	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
 	return 0;
 }

@@ -18,6 +18,7 @@
 #include <bpf/bpf_core_read.h>
 #include "hooker_abi.h"
 #include "maps.bpf.h"
+#include "listener_cg.bpf.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -35,6 +36,7 @@
 #define HK_TCP_FIN_WAIT1 4
 #define HK_TCP_CLOSE 7
 #define HK_TCP_LAST_ACK 9
+#define HK_TCP_LISTEN 10
 
 #define CTX(field) (*(volatile __u32 *)&(field))
 
@@ -233,12 +235,12 @@ static __always_inline struct hk_port_rule *rule_of(__u16 port)
 
 /* ---- the file's rules ------------------------------------------------- */
 
-/* The connecting socket's cgroup. sock_ops has no helper for a socket's
- * cgroup, so it is read through BTF (bpf_skc_to_tcp_sock, CO-RE reads).
- * Only the client side asks: in the SYN-ACK callbacks the kernel hands the
- * program no socket at all (skops->sk is NULL for a request socket:
- * SOCK_OPS_GET_SK needs a full one), so the server cannot know its
- * listener's cgroup when it answers. */
+/* A full socket's cgroup (the connecting one's, a listener's, an accepted
+ * one's). sock_ops has no helper for a socket's cgroup, so it is read
+ * through BTF (bpf_skc_to_tcp_sock, CO-RE reads). In the SYN-ACK callbacks
+ * the kernel hands the program no socket at all (skops->sk is NULL for a
+ * request socket: SOCK_OPS_GET_SK needs a full one): there the listener's
+ * cgroup comes from its record (listener_of). */
 static __always_inline struct cgroup *sk_cgroup(struct bpf_sock_ops *skops)
 {
 	struct bpf_sock *sk = skops->sk;
@@ -252,17 +254,45 @@ static __always_inline struct cgroup *sk_cgroup(struct bpf_sock_ops *skops)
 	return BPF_CORE_READ((struct sock *)tp, sk_cgrp_data.cgroup);
 }
 
+/* The key of the listener answering this connection (or of this
+ * listener, in the listen callback): a request socket has the listener's
+ * network namespace, port and family (inet_reqsk_alloc copies them). */
+static __always_inline void listener_key(struct bpf_sock_ops *skops, __u16 port,
+					 __u16 family, struct hk_listener_key *k)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->netns = bpf_get_netns_cookie(skops);
+	k->port = port;
+	k->family = family;
+}
+
+static __always_inline const struct hk_listener_cg *
+listener_of(struct bpf_sock_ops *skops, const struct hk_flow *f)
+{
+	struct hk_listener_key k;
+
+	listener_key(skops, f->lport, f->family, &k);
+	return bpf_map_lookup_elem(&listener_cgs, &k);
+}
+
 /* Whether the cgroup is the rule's or under it: its ancestor at the rule's
  * depth is the rule's cgroup (struct cgroup.ancestors, kernel 6.1,
- * commit 7f203bc89eb6). */
-static __always_inline int in_cgroup(struct cgroup *cg, const struct hk_rule *r)
+ * commit 7f203bc89eb6). A server answering a SYN has only its listener's
+ * record: the same question, on the ids recorded at listen time. */
+static __always_inline int in_cgroup(struct cgroup *cg, const struct hk_listener_cg *lis,
+				     const struct hk_rule *r)
 {
 	struct cgroup *anc = NULL;
 	__u32 level = r->cgroup_level;
 	int depth;
 
-	if (!cg || level > HK_CG_MAX_LEVEL)
+	if (level > HK_CG_MAX_LEVEL)
 		return 0;
+	if (!cg) {
+		if (!lis || lis->level < level)
+			return 0;
+		return lis->id[level] == r->cgroup;
+	}
 	depth = BPF_CORE_READ(cg, level);
 	if (depth < (int)level)
 		return 0;
@@ -272,11 +302,12 @@ static __always_inline int in_cgroup(struct cgroup *cg, const struct hk_rule *r)
 
 struct match {
 	const struct hk_rules *set;
-	struct cgroup *cg;
+	struct cgroup *cg;                /* the socket's, if it is a full one */
+	const struct hk_listener_cg *lis; /* else its listener's record */
 	__u32 src[4], dst[4];
 	__u16 port;
 	__u8 family;
-	__u8 passive; /* the server: cgroups unknown (sk_cgroup), not matched */
+	__u8 passive;
 	__u32 found;  /* index + 1 of the rule that matched, 0: none yet */
 };
 
@@ -290,7 +321,7 @@ static long match_one(__u32 i, void *ctx)
 	r = &m->set->rule[i];
 	if (!hk_rule_matches(r, m->family, m->src, m->dst, m->port))
 		return 0;
-	if (r->cgroup && !m->passive && !in_cgroup(m->cg, r))
+	if (r->cgroup && !in_cgroup(m->cg, m->lis, r))
 		return 0;
 	m->found = i + 1;
 	return 1;
@@ -325,8 +356,13 @@ policy_of(struct bpf_sock_ops *skops, const struct hk_flow *f, int passive,
 	__builtin_memcpy(m.src, passive ? w.raddr : w.laddr, sizeof(m.src));
 	__builtin_memcpy(m.dst, passive ? w.laddr : w.raddr, sizeof(m.dst));
 	m.passive = passive;
-	if ((m.set->flags & HK_RULES_CGROUP) && !passive)
+	if (m.set->flags & HK_RULES_CGROUP) {
 		m.cg = sk_cgroup(skops);
+		/* A server's SYN-ACK: no socket, its listener's cgroup. No
+		 * record (a listener hookerd never saw) matches no cgroup. */
+		if (!m.cg && passive)
+			m.lis = listener_of(skops, f);
+	}
 	n = m.set->n;
 	bpf_loop(n < HK_MAX_RULES ? n : HK_MAX_RULES, match_one, &m, 0);
 	if (m.found && m.found <= HK_MAX_RULES) {
@@ -506,7 +542,7 @@ static __always_inline void emit(__u32 type, const struct hk_sk *st,
 	ev->rcv_nxt = rcv_nxt;
 	ev->mss = mss;
 	ev->rule = st->rule;
-	ev->pad = 0;
+	ev->why = 0;
 	bpf_ringbuf_submit(ev, 0);
 }
 
@@ -526,6 +562,26 @@ static __always_inline void need_mech(__u8 mech, const struct hk_flow *app)
 	ev->type = HK_EV_NEED_MECH;
 	ev->app = *app;
 	ev->mech = mech;
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/* This connection stays plain TCP although a rule named a mechanism: one
+ * line in hookerd's log (rate-limited there). */
+static __always_inline void fell_back(__u8 mech, __u32 why, __u8 active,
+				      const struct hk_flow *app)
+{
+	struct hk_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+
+	if (!ev) {
+		count(HK_CNT_EVENT_LOST);
+		return;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->type = HK_EV_FELL_BACK;
+	ev->app = *app;
+	ev->mech = mech;
+	ev->active = active;
+	ev->why = why;
 	bpf_ringbuf_submit(ev, 0);
 }
 
@@ -672,6 +728,8 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 {
 	struct hk_sk *st = syn_sent_state(skops);
 	struct hk_tcp_opt peer;
+	struct hk_flow f;
+	__u32 why;
 
 	if (!st)
 		return;
@@ -680,15 +738,19 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	if (load_opt(skops, &peer, 0) ||
 	    (peer.mech != st->mech && peer.mech != HK_MECH_NONE)) {
 		count(HK_CNT_PEER_NO_HOOKER);
+		why = HK_FB_PEER_NO_HOOKER;
 		goto plain;
 	}
 	if (peer.mech == HK_MECH_NONE) {
 		count(HK_CNT_PEER_REFUSED_MECH);
+		why = HK_FB_PEER_REFUSED;
 		goto plain;
 	}
 	bind_conn(skops, st, &peer, 1);
 	return;
 plain:
+	flow_of(skops, &f);
+	fell_back(st->mech, why, 1, &f);
 	st->state = HK_SK_PLAIN;
 	release_slot(st->slot);
 	bpf_sock_ops_cb_flags_set(skops, 0);
@@ -698,14 +760,34 @@ plain:
 
 static __always_inline void on_listen(struct bpf_sock_ops *skops)
 {
+	struct hk_listener_key k;
 	int one = 1;
 
 	if (!port_may_move(skops->local_port))
 		return;
 	/* Keep the SYN so the established callback can read its option. */
 	bpf_setsockopt(skops, SOL_TCP, TCP_SAVE_SYN, &one, sizeof(one));
+	/* Its cgroup, for the rules' cgroup match when it answers a SYN; the
+	 * state callback forgets it when it closes (forget_listener). Its
+	 * children inherit the flags, and on_passive_established clears them. */
+	listener_key(skops, skops->local_port, skops->family, &k);
+	hk_listener_record(&k, sk_cgroup(skops), bpf_get_socket_cookie(skops));
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
-						 BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
+						 BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG |
+						 BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+/* A listener closed: its record goes, unless a newer listener on the same
+ * port replaced it (then the record is that one's). */
+static __always_inline void forget_listener(struct bpf_sock_ops *skops)
+{
+	const struct hk_listener_cg *v;
+	struct hk_listener_key k;
+
+	listener_key(skops, skops->local_port, skops->family, &k);
+	v = bpf_map_lookup_elem(&listener_cgs, &k);
+	if (v && v->cookie == bpf_get_socket_cookie(skops))
+		bpf_map_delete_elem(&listener_cgs, &k);
 }
 
 /* What a SYN-ACK says: the mechanism it confirms with this side's token,
@@ -714,6 +796,7 @@ struct synack {
 	__u64 token;
 	__u8 mech;
 	__u8 not_deployed; /* the mechanism refused only for that */
+	__u8 asked;        /* the mechanism the SYN asked for */
 };
 
 /* Decide whether this SYN-ACK accepts Hooker; returns 0 if it carries no
@@ -744,6 +827,7 @@ static __always_inline int synack_answer(struct bpf_sock_ops *skops,
 	 * the policy says now: the established callback will bind by it. */
 	ans->token = passive_token(bpf_be64_to_cpu(syn.token), &f);
 	ans->mech = syn.mech;
+	ans->asked = syn.mech;
 	old = bpf_map_lookup_elem(&tokens, &ans->token);
 	if (old)
 		return 1;
@@ -852,8 +936,13 @@ static __always_inline void on_write_hdr_opt(struct bpf_sock_ops *skops)
 			need_mech(ans.not_deployed, &f);
 			return;
 		}
-		count(ans.mech == HK_MECH_NONE ? HK_CNT_MECH_NOT_ACCEPTED
-					       : HK_CNT_SYNACK_OPT_SENT);
+		if (ans.mech != HK_MECH_NONE) {
+			count(HK_CNT_SYNACK_OPT_SENT);
+			return;
+		}
+		count(HK_CNT_MECH_NOT_ACCEPTED);
+		flow_of(skops, &f);
+		fell_back(ans.asked, HK_FB_NOT_ACCEPTED, 0, &f);
 	} else if (flags & TCPHDR_SYN) {
 		st = syn_sent_state(skops);
 		if (st && !store_opt(skops, st->token, st->mech))
@@ -894,6 +983,10 @@ static __always_inline void on_state(struct bpf_sock_ops *skops)
 	struct hk_flow f;
 	struct hk_sk *st;
 
+	if (skops->args[0] == HK_TCP_LISTEN) {
+		forget_listener(skops);
+		return;
+	}
 	st = sk_state_of(skops, 0);
 	if (!st)
 		return;

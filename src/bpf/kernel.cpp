@@ -21,21 +21,39 @@
 #include <cstring>
 
 #include "core/abi.h"
+#include "core/log.h"
 #include "ingress.skel.h"
 #include "redirector.skel.h"
 
 namespace hooker {
 
-static bool g_verbose = false;
-
 // BPF_TCX_INGRESS (Linux 6.6): newer than the UAPI headers libbpf 1.1
 // builds against; the kernel takes the number.
 constexpr auto kBpfTcxIngress = static_cast<bpf_attach_type>(46);
 
+// libbpf's messages into hookerd's log (core/log.h says at which level).
 static int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list ap) {
-  if (!g_verbose && level != LIBBPF_WARN) return 0;
-  if (!g_verbose) return 0;  // warnings become our own error values
-  return vfprintf(stderr, fmt, ap);
+  // Formatted only when its level would be shown: libbpf's debug output at
+  // load is large, and costs start-up time when formatted for nothing.
+  if (!log::enabled(level == LIBBPF_WARN ? log::Level::kWarn : log::Level::kDebug)) return 0;
+  char small[512];
+  va_list again;
+  va_copy(again, ap);
+  int n = vsnprintf(small, sizeof(small), fmt, ap);
+  if (n < 0) {
+    va_end(again);
+    return 0;
+  }
+  if (static_cast<size_t>(n) < sizeof(small)) {
+    log::libbpf_message(level, std::string_view(small, static_cast<size_t>(n)));
+  } else {  // the verifier's log: up to megabytes
+    std::string big(static_cast<size_t>(n) + 1, '\0');
+    vsnprintf(big.data(), big.size(), fmt, again);
+    big.resize(static_cast<size_t>(n));
+    log::libbpf_message(level, big);
+  }
+  va_end(again);
+  return n;
 }
 
 IngressHook ingress_hook_for(const std::string& mode, const std::string& iface) {
@@ -52,10 +70,7 @@ IngressHook ingress_hook_for(const std::string& mode, const std::string& iface) 
   return std::strcmp(info.driver, "veth") == 0 ? IngressHook::kTc : IngressHook::kXdpNative;
 }
 
-void set_libbpf_verbose(bool verbose) {
-  g_verbose = verbose;
-  libbpf_set_print(libbpf_print);
-}
+void route_libbpf_log() { libbpf_set_print(libbpf_print); }
 
 static double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
@@ -142,7 +157,7 @@ Result<std::unique_ptr<Kernel>> Kernel::load(const KernelConfig& cfg) {
   if (listening_on_any(ports)) {
     auto f = k->follow_listeners(ports);
     if (!f || !f->refused.empty())
-      fprintf(stderr, "hookerd: %s\n", f ? f->refused.c_str() : f.error().message().c_str());
+      log::warn(f ? f->refused : f.error().message());
   }
   return k;
 }
@@ -280,7 +295,7 @@ void Kernel::set_deployed(uint32_t mechs) {
 
 Result<Listeners::Outcome> Kernel::follow_listeners(const std::vector<uint16_t>& ports) {
   if (!listeners_) {
-    auto l = Listeners::load(cgroup_);
+    auto l = Listeners::load(cgroup_, bpf_map__fd(redir_->maps.listener_cgs));
     if (!l) return l.error();
     listeners_ = l.take();
   }

@@ -114,7 +114,8 @@ class Kernel {
 enum class IngressHook { kXdpNative, kXdpGeneric, kTc };
 IngressHook ingress_hook_for(const std::string& mode, const std::string& iface);
 
-// Route libbpf's own messages through stderr only when verbose.
-void set_libbpf_verbose(bool verbose);
+// libbpf's own messages go through hookerd's log (core/log.h: warnings at
+// warn, the verifier's log of a failed load at error, the rest at debug).
+void route_libbpf_log();
 
 }  // namespace hooker

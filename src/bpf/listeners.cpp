@@ -22,7 +22,8 @@ struct Followed {  // struct hk_followed in bpf/listeners.bpf.c
 };
 }  // namespace
 
-Result<std::unique_ptr<Listeners>> Listeners::load(const std::string& cgroup) {
+Result<std::unique_ptr<Listeners>> Listeners::load(const std::string& cgroup,
+                                                   int listener_cgs_fd) {
   // A cgroup v2 directory's inode number is its kernfs id.
   struct stat st;
   if (stat(cgroup.c_str(), &st) < 0) return sys_error("stat cgroup " + cgroup);
@@ -30,6 +31,9 @@ Result<std::unique_ptr<Listeners>> Listeners::load(const std::string& cgroup) {
   l->skel_ = listeners_bpf__open();
   if (!l->skel_) return sys_error("open the listener-following BPF object");
   l->skel_->rodata->hk_cgroup_id = st.st_ino;
+  // The listeners' cgroups go where the sock_ops program reads them.
+  if (int r = bpf_map__reuse_fd(l->skel_->maps.listener_cgs, listener_cgs_fd))
+    return Error{"share the listeners' cgroups with the listener-following iterator", -r};
   if (int r = listeners_bpf__load(l->skel_))
     return Error{"load the listener-following TCP iterator into the kernel", -r};
   l->link_ = bpf_program__attach_iter(l->skel_->progs.hk_follow_listeners, nullptr);

@@ -19,7 +19,9 @@ namespace hooker {
 class Listeners {
  public:
   // cgroup: the served cgroup v2 directory; only its listeners change.
-  static Result<std::unique_ptr<Listeners>> load(const std::string& cgroup);
+  // listener_cgs_fd: the redirector's map of listeners' cgroups
+  // (hk_listener_cg), filled for the listeners it follows.
+  static Result<std::unique_ptr<Listeners>> load(const std::string& cgroup, int listener_cgs_fd);
   ~Listeners();
   Listeners(const Listeners&) = delete;
   Listeners& operator=(const Listeners&) = delete;

@@ -20,3 +20,5 @@ static_assert(sizeof(hk_send) == 32);
 static_assert(sizeof(hk_port_rule) == 4 + HK_CC_NAME_MAX);
 static_assert(sizeof(hk_rule) == 104);
 static_assert(sizeof(hk_rules) == 16 + 104 * HK_MAX_RULES);
+static_assert(sizeof(hk_listener_key) == 16);
+static_assert(sizeof(hk_listener_cg) == 16 + 8 * (HK_CG_MAX_LEVEL + 1));

@@ -5,12 +5,14 @@
 #include <toml++/toml.h>
 
 #include "core/endpoint.h"
+#include "core/log.h"
 
 namespace hooker {
 
 const char* const kConfigKeys =
     "cgroup, ifaces, xdp_mode, port, redirect, control, control_group, metrics, pin_dir, "
-    "max_conns, udplite_impl, quic_cert, quic_key, quic_ca, quic_cc, eager, verbose, [[rule]]";
+    "max_conns, udplite_impl, quic_cert, quic_key, quic_ca, quic_cc, eager, verbose, log_level, "
+    "[[rule]]";
 
 namespace {
 
@@ -189,6 +191,10 @@ Result<ConfigFile> parse_config(const std::string& text, const std::string& path
       st = str(c.quic_cc);
       if (st && *c.quic_cc != "cubic" && *c.quic_cc != "bbr")
         return at(path, v, "quic_cc " + *c.quic_cc + ": use cubic or bbr");
+    } else if (key == "log_level") {
+      st = str(c.log_level);
+      if (st)
+        if (auto l = log::parse_level(*c.log_level); !l) return at(path, v, l.error().what);
     } else if (key == "control") {
       st = str(c.control);
     } else if (key == "control_group") {

@@ -19,7 +19,7 @@ namespace hooker {
 struct ConfigFile {
   std::string path;
   std::optional<std::string> cgroup, xdp_mode, control, control_group, metrics, pin_dir,
-      udplite_impl, quic_cert, quic_key, quic_ca, quic_cc;
+      udplite_impl, quic_cert, quic_key, quic_ca, quic_cc, log_level;
   std::optional<std::vector<std::string>> ifaces, redirect;
   std::optional<uint16_t> port;
   std::optional<uint32_t> max_conns;

@@ -141,6 +141,24 @@ void print_policy(const nlohmann::json& rules) {
   }
 }
 
+// Whether the answer goes to a machine: --json anywhere on the line, so
+// even a line that does not parse gets its error as JSON.
+bool wants_json(int argc, char** argv) {
+  for (int i = 1; i < argc; i++)
+    if (std::strcmp(argv[i], "--json") == 0) return true;
+  return false;
+}
+
+// An error, and the exit code: with --json a JSON object {"error": ...} on
+// stdout (where the machine reads the answer), else a line on stderr.
+int fail(bool json, const std::string& why, int code) {
+  if (json)
+    printf("%s\n", nlohmann::json({{"error", why}}).dump(2).c_str());
+  else
+    fprintf(stderr, "hookerctl: %s\n", why.c_str());
+  return code;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -148,6 +166,9 @@ int main(int argc, char** argv) {
   std::string control = "/run/hooker/hookerd.sock";
   bool json = false;
   app.add_option("--control", control, "hookerd's control socket");
+  // Every command answers in JSON with --json (given before or after it),
+  // errors included: {"error": "..."} and a non-zero exit.
+  app.add_flag("--json", json, "machine-readable output, errors too");
   auto* status = app.add_subcommand("status", "live connections and every counter");
   status->add_flag("--json", json, "machine-readable output");
   auto* stats = app.add_subcommand("stats", "every counter: the kernel's, hookerd's, each "
@@ -164,8 +185,10 @@ int main(int argc, char** argv) {
                                 "as a client, all are accepted as a server; PORT=tcp-cc:NAME "
                                 "keeps the port's connections TCP with congestion control NAME")
       ->required();
+  add->add_flag("--json", json, "machine-readable output");
   auto* del = policy->add_subcommand("del", "new connections on PORT stay TCP");
   del->add_option("port", port, "the port of a rule")->required();
+  del->add_flag("--json", json, "machine-readable output");
   auto* list = policy->add_subcommand("list", "the rules: the configuration file's, then the ports'");
   list->add_flag("--json", json, "machine-readable output");
   auto* reload = policy->add_subcommand(
@@ -183,18 +206,19 @@ int main(int argc, char** argv) {
   deploy->add_option("--object", object,
                      "tcp-cc: a BPF object with your congestion control(s) (struct_ops "
                      "tcp_congestion_ops), loaded and registered; rules may then name them");
+  deploy->add_flag("--json", json, "machine-readable output");
   auto* undeploy = app.add_subcommand("undeploy", "stop carrying connections with a mechanism; "
                                                   "new ones on its rules stay TCP until deploy");
   undeploy->add_option("name", name, "mechanism")->required();
   undeploy->add_flag("--force", force, "reset the connections using it (else refused)");
+  undeploy->add_flag("--json", json, "machine-readable output");
   app.require_subcommand(1);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    fprintf(stderr, "hookerctl: %s (see hookerctl --help)\n", e.what());
-    return 2;
+    return fail(wants_json(argc, argv), std::string(e.what()) + " (see hookerctl --help)", 2);
   }
   // hookerd checks the rule and the port: one place says what is wrong.
   // hookerd opens the object: the path must not depend on our directory.
@@ -211,19 +235,11 @@ int main(int argc, char** argv) {
                                          : "policy list";
   std::string err;
   std::string out = ask(control, req, err);
-  if (!err.empty()) {
-    fprintf(stderr, "hookerctl: %s\n", err.c_str());
-    return 1;
-  }
+  if (!err.empty()) return fail(json, err, 1);
   auto j = nlohmann::json::parse(out, nullptr, false);
-  if (j.is_discarded()) {
-    fprintf(stderr, "hookerctl: bad answer from hookerd: %s\n", out.c_str());
-    return 1;
-  }
-  if (j.contains("error")) {
-    fprintf(stderr, "hookerctl: %s\n", j["error"].get<std::string>().c_str());
-    return 1;
-  }
+  if (j.is_discarded() || !j.is_object()) return fail(json, "bad answer from hookerd: " + out, 1);
+  // hookerd's refusal is already {"error": ...}: as it is, with --json.
+  if (j.contains("error")) return fail(json, j["error"].get<std::string>(), 1);
   if (j.contains("warning"))
     fprintf(stderr, "hookerctl: warning: %s\n", j["warning"].get<std::string>().c_str());
   if (json)

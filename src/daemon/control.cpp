@@ -11,6 +11,7 @@
 
 #include "daemon/daemon.h"
 #include "daemon/policy_ctl.h"
+#include "core/log.h"
 
 namespace hooker {
 
@@ -79,6 +80,7 @@ std::string Daemon::status_json() const {
                    {"file_rules", file_rules_json()},
                    {"ready_ms", ready_ms},
                    {"control_group", opt_.control_group},
+                   {"log_level", log::level_name(log::level())},
                    {"metrics", opt_.metrics ? json(opt_.metrics->str()) : json(nullptr)},
                    {"startup_ms", startup_ms},
                    {"uptime_s", std::chrono::duration<double>(now - started_).count()},

@@ -3,6 +3,7 @@
 #include "core/prometheus.h"
 
 #include "daemon/tuning.h"
+#include "core/log.h"
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -63,7 +64,7 @@ void Daemon::phase(const char* name) {
 }
 
 Status Daemon::setup() {
-  set_libbpf_verbose(opt_.verbose);
+  route_libbpf_log();
   // The mechanisms' sockets first: if the port is taken nothing else is
   // touched.
   if (auto s = prepare_mechanisms(); !s) return s;
@@ -90,8 +91,7 @@ Status Daemon::setup() {
     if (!m) return m.error();
     bpffs_ = m.take();
     if (!bpffs_.mounted_at().empty())
-      fprintf(stderr, "hookerd: mounted a BPF filesystem at %s (there was none)\n",
-              bpffs_.mounted_at().c_str());
+      log::info("mounted a BPF filesystem at " + bpffs_.mounted_at() + " (there was none)");
   }
   phase("pin_dir");
 
@@ -199,9 +199,7 @@ bool Daemon::expect_token(uint64_t token) {
          (t.state == HK_TOKEN_EMBRYONIC || t.state == HK_TOKEN_LIVE);
 }
 
-void Daemon::log(std::string_view line) {
-  fprintf(stderr, "hookerd: %.*s\n", static_cast<int>(line.size()), line.data());
-}
+void Daemon::log(std::string_view line, log::Level level) { log::write(level, line); }
 
 Daemon::~Daemon() {
   // Let every held FIN through before the rules go.
@@ -236,6 +234,7 @@ void Daemon::on_event(const hk_event& ev) {
   if (ev.type == HK_EV_BOUND) return on_bound(ev);
   if (ev.type == HK_EV_WRITER_WAITS) return on_writer_waits(ev.slot);
   if (ev.type == HK_EV_NEED_MECH) return on_need_mech(ev);
+  if (ev.type == HK_EV_FELL_BACK) return on_fell_back(ev);
   if (ev.type == HK_EV_CONNECTING) {
     if (Mechanism* m = mechanism(ev.mech)) m->prepare(remote_addr(ev.app, opt_.port));
     return;
@@ -278,8 +277,8 @@ void Daemon::on_bound(const hk_event& ev) {
     // more: undeployed between the handshake and now). Nothing can carry
     // the bytes: both applications are reset as TCP would, the slot goes back.
     cnt_.conns_unknown_mech++;
-    fprintf(stderr, "hookerd: reset %s: it negotiated mechanism %u, which is not deployed\n",
-            to_string(ev.app).c_str(), ev.mech);
+    log::conn("reset " + to_string(ev.app) + ": it negotiated mechanism " +
+              std::to_string(ev.mech) + ", which is not deployed");
     Conn c(static_cast<AppSide&>(*this));
     c.app = ev.app;
     c.snd_nxt = ev.snd_nxt;
@@ -287,7 +286,7 @@ void Daemon::on_bound(const hk_event& ev) {
     cnt_.rst_injected += inject_->reset(c);
     bpf_map_delete_elem(kernel_->tokens_fd(), &ev.token);
     if (auto st = slots_->recycle(ev.slot); !st)
-      fprintf(stderr, "hookerd: slot %u lost: %s\n", ev.slot, st.error().message().c_str());
+      log::error("slot " + std::to_string(ev.slot) + " lost: " + st.error().message());
     return;
   }
   auto c = std::make_unique<Conn>(static_cast<AppSide&>(*this));
@@ -305,7 +304,7 @@ void Daemon::on_bound(const hk_event& ev) {
   c->consumed_fd = kernel_->consumed_fd();
   c->consumed_base = c->app_reads();
   if (auto st = slots_->bind_inbound(ev.slot, ev.app); !st) {
-    fprintf(stderr, "hookerd: %s\n", st.error().message().c_str());
+    log::conn("refused " + to_string(ev.app) + ": " + st.error().message());
     m->refuse(peer);
     return;
   }
@@ -331,11 +330,28 @@ void Daemon::on_bound(const hk_event& ev) {
   cnt_.conns_moved++;
   for (int fd : {cp->out_fd, cp->in_fd})
     (void)epoll_add(epoll_.get(), fd, EPOLLIN | EPOLLRDHUP | EPOLLET, tag(kSlot, ev.slot));
-  if (opt_.verbose) fprintf(stderr, "hookerd: moved %s\n", to_string(cp->app).c_str());
+  const MechKind* kind = find_mechanism(cp->mech_id);
+  log::conn("moved " + to_string(cp->app) + " onto " +
+            (kind ? std::string(kind->name) : std::to_string(cp->mech_id)) +
+            (ev.active ? " (client)" : " (server)"));
   // Early datagrams, then the first bytes. A RESET among them retires the
   // connection: whatever follows passes over it.
   cp->mech->start();
   keep_pool_full();
+}
+
+// A handshake that named a mechanism ended in plain TCP: said in one line.
+void Daemon::on_fell_back(const hk_event& ev) {
+  const MechKind* k = find_mechanism(ev.mech);
+  std::string mech = k ? std::string(k->name) : "mechanism " + std::to_string(ev.mech);
+  const char* why = ev.why == HK_FB_PEER_NO_HOOKER
+                        ? "the server's SYN-ACK has no Hooker option (no hookerd there, or no "
+                          "rule for the port)"
+                    : ev.why == HK_FB_PEER_REFUSED ? "the server refused it"
+                    : ev.why == HK_FB_NOT_ACCEPTED ? "this server's rule does not accept it"
+                                                   : "unknown reason";
+  log::conn("refused " + to_string(ev.app) + (ev.active ? " (client)" : " (server)") + ": " +
+            mech + ": " + why + "; it stays TCP");
 }
 
 // ---- the application side's requests --------------------------------------
@@ -347,8 +363,7 @@ void Daemon::wait(Conn& c, AppWait why) {
 
 void Daemon::abort(Conn& c, std::string_view why) {
   if (c.retired) return;  // reset once, by the first cause
-  fprintf(stderr, "hookerd: reset %s: %.*s\n", to_string(c.app).c_str(),
-          static_cast<int>(why.size()), why.data());
+  log::conn("reset " + to_string(c.app) + ": " + std::string(why));
   c.inbound_dead = true;  // not one byte more reaches the application
   cnt_.rst_injected += inject_->reset(c);
   retire(c);
@@ -449,7 +464,7 @@ void Daemon::retire(Conn& c) {
   cnt_.conns_closed++;
   graveyard_.push_back(std::move(by_slot_[slot]));
   if (auto s = slots_->recycle(slot); !s)
-    fprintf(stderr, "hookerd: slot %u lost: %s\n", slot, s.error().message().c_str());
+    log::error("slot " + std::to_string(slot) + " lost: " + s.error().message());
 }
 
 // The end of a loop turn: nothing holds a connection retired in it any more
@@ -501,7 +516,7 @@ Status Daemon::run() {
           break;
         case kFins:
           if (auto s = fins_->on_readable(); !s)
-            fprintf(stderr, "hookerd: %s\n", s.error().message().c_str());
+            log::error(s.error().message());
           break;
       }
     }

@@ -82,6 +82,7 @@ class Daemon final : AppSide, MechHost {
   void on_event(const hk_event& ev);
   void on_bound(const hk_event& ev);
   void on_need_mech(const hk_event& ev);
+  void on_fell_back(const hk_event& ev);
   bool on_fin(const hk_flow& local, uint32_t id);
   void on_timer();
   void on_control();
@@ -98,7 +99,7 @@ class Daemon final : AppSide, MechHost {
   Time now() const override { return Clock::now(); }
   void want_writable(int fd, bool on) override;
   bool expect_token(uint64_t token) override;
-  void log(std::string_view line) override;
+  void log(std::string_view line, log::Level level) override;
 
   Mechanism* mechanism(uint8_t id) const;
   void release_fins(Conn& c);

@@ -45,7 +45,7 @@ Status Daemon::set_file_rules(const std::vector<MatchRule>& rules, const std::st
   if (!ports.empty() && listening_on_any(ports)) {
     auto f = kernel_->follow_listeners(ports);
     if (!f || !f->refused.empty())
-      log(f ? f->refused : "listeners opened before the rules: " + f.error().message());
+      log::warn(f ? f->refused : "listeners opened before the rules: " + f.error().message());
   }
   return ok();
 }
@@ -86,7 +86,7 @@ json Daemon::reload_policy() {
                             "stays)"}};
   if (auto s = set_file_rules(c->rules, "policy reload"); !s)
     return {{"error", "policy reload: " + s.error().message() + " (the policy in force stays)"}};
-  log("policy reload: " + std::to_string(file_rules_.size()) + " rules from " + opt_.config);
+  log::info("policy reload: " + std::to_string(file_rules_.size()) + " rules from " + opt_.config);
   return {{"reloaded", opt_.config},
           {"generation", rules_gen_},
           {"rules", file_rules_json()},

@@ -1,4 +1,5 @@
 #include "daemon/fin_hold.h"
+#include "core/log.h"
 
 // glibc's network headers first: they tell the kernel's uapi headers that
 // netfilter pulls in not to define the same structs again.
@@ -98,7 +99,7 @@ void FinHold::sweep(const std::function<bool(uint16_t port)>& in_use) {
     }
     idling_.erase(idling_.begin() + static_cast<long>(i));
     if (auto s = remove_port(p); !s)
-      fprintf(stderr, "hookerd: %s (the rule stays until exit)\n", s.error().message().c_str());
+      log::error(s.error().message() + " (the rule stays until exit)");
   }
 }
 

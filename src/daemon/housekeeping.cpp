@@ -27,7 +27,7 @@ void Daemon::keep_pool_full() {
   auto s = slots_->grow(n);
   // Said once per kind of failure, not at every tick (EMFILE would repeat).
   if (!s && s.error().err != pool_error_)
-    fprintf(stderr, "hookerd: cannot grow the slot pool: %s\n", s.error().message().c_str());
+    log::error("cannot grow the slot pool: " + s.error().message());
   pool_error_ = s ? 0 : s.error().err;
 }
 
@@ -90,6 +90,7 @@ void Daemon::on_timer() {
     check_waiting_writers();
   }
   keep_pool_full();
+  log::flush_conn();  // a burst of connection lines ends with its count
   if (ticks_ % (1000 / kTickMs) == 0) gc_embryonic();
   if (metrics_ && ticks_ % (1000 / kTickMs) == 0) metrics_->expire();
 }

@@ -3,6 +3,7 @@
 
 #include <cstdio>
 
+#include "core/log.h"
 #include "daemon/daemon.h"
 #include "daemon/notify.h"
 #include "daemon/options.h"
@@ -34,39 +35,44 @@ static hooker::Status fit_open_files(hooker::Options& o) {
 }
 
 int main(int argc, char** argv) {
+  namespace log = hooker::log;
   auto opt = hooker::parse_options(argc, argv);
   if (!opt) {
     if (opt.error().what.empty()) return 0;  // --help
-    fprintf(stderr, "hookerd: %s\n", opt.error().message().c_str());
+    log::error(opt.error().message());
     return 2;
   }
+  log::set_level(opt->log_level);
   if (auto s = fit_open_files(*opt); !s) {
-    fprintf(stderr, "hookerd: %s\n", s.error().message().c_str());
+    log::error(s.error().message());
     return 2;
   }
   auto d = hooker::Daemon::start(*opt);
   if (!d) {
     // Everything attached so far was detached by the destructors.
-    fprintf(stderr, "hookerd: %s\n", d.error().message().c_str());
+    log::error(d.error().message());
     return 1;
   }
   printf("hookerd: ready\n");
   fflush(stdout);
   // systemd (Type=notify) starts what needs hookerd only now, when every
   // program is attached. A manager that cannot be told is said, not fatal.
-  if (auto n = hooker::notify_service_manager("READY=1"); !n)
-    fprintf(stderr, "hookerd: %s\n", n.error().message().c_str());
-  if (opt->verbose) {
-    fprintf(stderr, "hookerd: start to ready %.2f ms:", (*d)->ready_ms);
-    for (auto& [name, ms] : (*d)->startup_ms) fprintf(stderr, " %s %.2f", name.c_str(), ms);
-    fprintf(stderr, "\n");
+  if (auto n = hooker::notify_service_manager("READY=1"); !n) log::warn(n.error().message());
+  if (log::enabled(log::Level::kDebug)) {
+    char buf[64];
+    snprintf(buf, sizeof(buf), "start to ready %.2f ms:", (*d)->ready_ms);
+    std::string line = buf;
+    for (auto& [name, ms] : (*d)->startup_ms) {
+      snprintf(buf, sizeof(buf), " %s %.2f", name.c_str(), ms);
+      line += buf;
+    }
+    log::debug(line);
   }
   auto s = (*d)->run();
   // Told before the teardown (detaching, letting held FINs through) starts.
-  if (auto n = hooker::notify_service_manager("STOPPING=1"); !n)
-    fprintf(stderr, "hookerd: %s\n", n.error().message().c_str());
+  if (auto n = hooker::notify_service_manager("STOPPING=1"); !n) log::warn(n.error().message());
   if (!s) {
-    fprintf(stderr, "hookerd: %s\n", s.error().message().c_str());
+    log::error(s.error().message());
     return 1;
   }
   return 0;

@@ -40,7 +40,7 @@ void Daemon::on_need_mech(const hk_event& ev) {
   const MechKind* k = find_mechanism(ev.mech);
   if (!k || deployed_.get(k->id) || deployed_.held_back(*k) || !deployed_.retry_due(*k)) return;
   std::string why = "first needed by " + endpoint(ev.app, true) + " - " + endpoint(ev.app, false);
-  if (auto s = deployed_.deploy(*k, why); !s) log(s.error().message());
+  if (auto s = deployed_.deploy(*k, why); !s) log::error(s.error().message());
 }
 
 std::string Daemon::mech_request(const std::string& req) {

@@ -73,7 +73,11 @@ Result<Options> parse_options(int argc, char** argv) {
   app.add_flag("--eager", o.eager,
                "deploy every mechanism the policy names at start (default: when the first "
                "connection needs it; that connection stays plain TCP)");
-  app.add_flag("-v,--verbose", o.verbose, "log more, including libbpf");
+  app.add_flag("-v,--verbose", o.verbose, "log everything: --log-level debug");
+  std::string log_level;
+  app.add_option("--log-level", log_level,
+                 "error, warn, info (default: also one line per connection moved, refused "
+                 "or reset, at most 10 a second) or debug (also libbpf's messages)");
   app.add_option("--config", o.config,
                  "TOML configuration file: a key per flag (flags given here override it) and "
                  "[[rule]] tables matching prefixes, port ranges and cgroups (README: Policy)");
@@ -114,6 +118,8 @@ Result<Options> parse_options(int argc, char** argv) {
     take("--quic-cc", o.quic_cc, file->quic_cc);
     take("--eager", o.eager, file->eager);
     take("--verbose", o.verbose, file->verbose);
+    // -v on the command line overrides the file's log_level too.
+    if (!given("--verbose")) take("--log-level", log_level, file->log_level);
     o.rules = file->rules;
   }
   // Where a value came from, for its error: the flag, or the file's line.
@@ -123,6 +129,14 @@ Result<Options> parse_options(int argc, char** argv) {
     return std::string(flag) + " ";
   };
 
+  if (!log_level.empty()) {
+    auto l = log::parse_level(log_level);
+    if (!l) return Error{from("--log-level", "log_level") + log_level + ": use error, warn, "
+                                                                           "info or debug", 0};
+    o.log_level = *l;
+  } else if (o.verbose) {
+    o.log_level = log::Level::kDebug;
+  }
   if (xdp_mode != "auto" && xdp_mode != "native" && xdp_mode != "generic" && xdp_mode != "tc")
     return Error{"--xdp-mode " + xdp_mode + ": use auto, native, generic or tc", 0};
   o.xdp_mode = xdp_mode;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/endpoint.h"
+#include "core/log.h"
 #include "core/config.h"
 #include "core/policy.h"
 #include "core/result.h"
@@ -39,7 +40,8 @@ struct Options {
   // the congestion control of its QUIC connections.
   std::string quic_cert, quic_key, quic_ca, quic_cc = "cubic";
   bool eager = false;  // deploy the policy's mechanisms at start, not at first need
-  bool verbose = false;
+  bool verbose = false;  // -v: the log level debug, unless --log-level says
+  log::Level log_level = log::Level::kInfo;  // --log-level / log_level
 };
 
 // The file's rules, checked against the machine: each cgroup sub-path is

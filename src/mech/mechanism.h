@@ -29,6 +29,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "core/log.h"
 #include "core/result.h"
 
 namespace hooker {
@@ -121,7 +122,8 @@ class MechHost {
   // first (the connection may be bound by then), and says whether a
   // handshake for it is under way (keep the datagram for it).
   virtual bool expect_token(uint64_t token) = 0;
-  virtual void log(std::string_view line) = 0;
+  // A line of hookerd's log (core/log.h), info unless said otherwise.
+  virtual void log(std::string_view line, log::Level level = log::Level::kInfo) = 0;
 
  protected:
   ~MechHost() = default;

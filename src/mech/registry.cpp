@@ -47,7 +47,7 @@ void receive_all(DatagramIo& io, MechHost& host, const DatagramIo::Handler& on_d
   for (;;) {
     auto r = io.receive(on_datagram);
     if (!r) {
-      host.log(r.error().message());
+      host.log(r.error().message(), log::Level::kError);
       return;
     }
     if (!*r) return;  // drained

@@ -218,6 +218,36 @@ def test_rules_move_exactly_what_they_name(bed, tmp_path, subcgroups, servers):
         assert b.stop() == 0, b.stderr()
 
 
+def test_cgroup_rule_on_the_accepting_side(bed, tmp_path, subcgroups, servers):
+    """The server's rule names a cgroup: a listener inside it accepts, one
+    outside answers as plain TCP, whoever the client is. The listener's
+    cgroup is recorded when it listens (or, for one opened before hookerd,
+    by the listener-following iterator)."""
+    client = write(tmp_path / "a.toml", '[[rule]]\nport = "5330-5332"\nmech = "udp"\n')
+    server = write(tmp_path / "b.toml",
+                   '[[rule]]\nport = "5330-5332"\ncgroup = "moved"\nmech = "udp"\n')
+    servers.start(5332, subcgroups["b"])  # before hookerd
+    a = Hookerd(bed.a, [], extra=["--config", str(client)]).start()
+    b = Hookerd(bed.b, [], extra=["--config", str(server)]).start()
+    try:
+        servers.start(5330, subcgroups["b"])
+        servers.start(5331)  # b's cgroup, outside its sub-cgroup "moved"
+        moved = [(bed.b.ip4, 5330), (bed.b.ip6, 5330), (bed.b.ip4, 5332)]
+        plain = [(bed.b.ip4, 5331), (bed.b.ip6, 5331)]
+        with bed.a.capture("tcp or udp") as cap:
+            for dst, port in moved + plain:
+                transfer(bed.a, dst, port)
+        for dst, port in moved:
+            assert tcp_payload(cap, dst, port) == 0, f"{dst}:{port} should have moved"
+        for dst, port in plain:
+            assert tcp_payload(cap, dst, port) >= SIZE, f"{dst}:{port} should stay TCP"
+        assert b.counter("moved_passive") == len(moved)
+        assert a.counter("peer_no_hooker") == len(plain)
+    finally:
+        assert a.stop() == 0, a.stderr()
+        assert b.stop() == 0, b.stderr()
+
+
 def test_reload_changes_new_connections_only(bed, tmp_path, servers):
     v1 = 'redirect = ["5320"]\n[[rule]]\nport = 5310\nmech = "udp"\n'
     conf = write(tmp_path / "hookerd.toml", v1)
@@ -294,6 +324,8 @@ BAD = [
      ":1: port 0 is out of range: use 1..65535"),
     ("redirect", 'redirect = ["80=quic"]\n',
      ":1: redirect 80=quic: quic needs hookerd's certificate"),
+    ("log level", 'redirect = ["80"]\nlog_level = "loud"\n',
+     ":2: log level 'loud': use error, warn, info or debug"),
     ("no such cgroup", '[[rule]]\nport = 80\ncgroup = "no/such"\nmech = "udp"\n',
      ":1: cgroup no/such: no such cgroup"),
 ]
@@ -307,18 +339,26 @@ def test_bad_configuration_is_one_line_naming_file_and_line(tmp_path, name, text
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
-    assert lines[0].startswith(f"hookerd: {conf}:"), r.stderr
+    assert lines[0].startswith(f"hookerd: error: {conf}:"), r.stderr
     assert f"{conf}{why}" in lines[0], r.stderr
 
 
 def test_flags_override_the_file(bed, tmp_path):
     conf = write(tmp_path / "hookerd.toml",
-                 'port = 7111\nredirect = ["5201"]\neager = true\nmax_conns = 64\n')
-    a = Hookerd(bed.a, ["5202"], extra=["--config", str(conf)]).start()
+                 'port = 7111\nredirect = ["5201"]\neager = true\nmax_conns = 64\n'
+                 'log_level = "error"\n')
+    a = Hookerd(bed.a, ["5202"], extra=["--config", str(conf), "--log-level", "debug"]).start()
     try:
         st = a.status()["hookerd"]
         assert st["udp_port"] == 7000  # --port on the command line wins
         assert [r["port"] for r in st["redirect"]] == [5202]  # so does --redirect
         assert st["config"] == str(conf)
+        assert st["log_level"] == "debug"  # and --log-level
+    finally:
+        assert a.stop() == 0, a.stderr()
+    # The file's log_level where no flag says otherwise.
+    a = Hookerd(bed.a, ["5202"], extra=["--config", str(conf)]).start()
+    try:
+        assert a.status()["hookerd"]["log_level"] == "error"
     finally:
         assert a.stop() == 0, a.stderr()

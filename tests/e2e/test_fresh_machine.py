@@ -178,7 +178,7 @@ def test_without_cap_sys_admin_one_line_names_the_mount_command(bed, tmp_path, w
     r = bed.a.run(argv, timeout=20, check=False, cgroup=False)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1, (r.returncode, r.stderr)
-    assert len(lines) == 1 and lines[0].startswith("hookerd: ") and hint in lines[0], r.stderr
+    assert len(lines) == 1 and lines[0].startswith("hookerd: error: ") and hint in lines[0], r.stderr
     assert "ready" not in r.stdout
     assert left_behind(bed, bed.a, hd) == NOTHING
     if where == "own_dir":  # it created the directory to mount on: gone again

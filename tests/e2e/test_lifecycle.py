@@ -119,7 +119,7 @@ def test_bad_input_is_refused_clearly(bed, case):
     r = _run(bed, argv, pre=pre)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == rc, (r.returncode, r.stderr)
-    assert len(lines) == 1 and lines[0].startswith("hookerd: ") and want in lines[0], r.stderr
+    assert len(lines) == 1 and lines[0].startswith("hookerd: error: ") and want in lines[0], r.stderr
     assert "ready" not in r.stdout
     assert attached(bed, bed.a, hd) == NOTHING
 

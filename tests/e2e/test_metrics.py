@@ -123,7 +123,7 @@ def test_bad_metrics_values_stop_hookerd_in_one_line(arg, why):
                        text=True, timeout=10)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, r
-    assert lines[0].startswith(f"hookerd: --metrics {arg}: ") and why in lines[0], lines
+    assert lines[0].startswith(f"hookerd: error: --metrics {arg}: ") and why in lines[0], lines
 
 
 def test_metrics_port_taken_stops_hookerd_before_anything_attaches(bed):

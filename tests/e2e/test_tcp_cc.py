@@ -188,6 +188,10 @@ def test_broken_object_is_refused_with_the_verifiers_reason(pair):
     one_line_error(r, f"deploy tcp-cc --object {BROKEN_CC}: the kernel refused to load "
                       f"{BROKEN_CC}: the verifier says: ")
     assert "snd_una" in r.stderr or "write" in r.stderr, r.stderr
+    # hookerd's log has the verifier's whole log, at error, a line each.
+    log = a.stderr().split(f"hookerd: error: the verifier's log of {BROKEN_CC}:\n", 1)
+    assert len(log) == 2, a.stderr()[-3000:]
+    assert log[1].startswith("hookerd: error: "), log[1][:500]
     assert mechs(a) == before and struct_ops() == ops
     assert "hk_broken_cc" not in available()
 

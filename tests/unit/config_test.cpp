@@ -42,6 +42,7 @@ max_conns = 1024
 udplite_impl = "ebpf"
 eager = true
 verbose = true
+log_level = "warn"
 )", "h.toml");
   ASSERT_TRUE(c) << c.error().what;
   EXPECT_EQ(*c->cgroup, "/sys/fs/cgroup/x");
@@ -49,6 +50,7 @@ verbose = true
   EXPECT_EQ(*c->port, 7100);
   EXPECT_EQ(*c->max_conns, 1024u);
   EXPECT_TRUE(*c->eager);
+  EXPECT_EQ(*c->log_level, "warn");
   EXPECT_EQ(c->where("port"), "h.toml:5: ");
 }
 
@@ -68,6 +70,7 @@ TEST(Config, BadInputIsOneLineWithFileAndLine) {
       {"[[rule]]\nport = 80\nmech = \"udp\"\nfoo = 1\n", "h.toml:4: unknown key 'foo' in [[rule]]"},
       {"xdp_mode = \"fast\"\n", "h.toml:1: xdp_mode fast: use auto"},
       {"eager = \"yes\"\n", "h.toml:1: eager is a string: it takes true or false"},
+      {"\nlog_level = \"loud\"\n", "h.toml:2: log level 'loud': use error, warn, info or debug"},
   };
   for (auto& c : cases) {
     auto r = parse_config(c.text, "h.toml");

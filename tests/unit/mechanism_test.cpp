@@ -168,7 +168,7 @@ struct FakeHost final : MechHost {
   Time now() const override { return clock; }
   void want_writable(int, bool) override {}
   bool expect_token(uint64_t) override { return false; }
-  void log(std::string_view line) override { logged.emplace_back(line); }
+  void log(std::string_view line, log::Level) override { logged.emplace_back(line); }
   std::vector<std::string> logged;
 };
 

@@ -202,7 +202,7 @@ void Connection::read(const sockaddr_in6& from, std::span<const std::byte> pkt) 
         why = std::string("TLS alert ") + (name ? name : std::to_string(alert));
       }
       // Worth a line even with no stream waiting: a peer was refused.
-      m_.host().log("quic: handshake with " + addr_str(peer_) + " failed: " + why);
+      m_.host().log("quic: handshake with " + addr_str(peer_) + " failed: " + why, log::Level::kWarn);
       return die("QUIC handshake failed: " + why, true);
     }
     default:
@@ -344,7 +344,8 @@ void Connection::die(std::string_view why, bool tell_peer) {
   }
   dead_ = true;
   if (!members_.empty() || !incoming_.empty())
-    m_.host().log("quic: connection with " + addr_str(peer_) + " ended: " + std::string(why));
+    m_.host().log("quic: connection with " + addr_str(peer_) + " ended: " + std::string(why),
+                  log::Level::kWarn);
   for (const ngtcp2_cid& c : cids_) m_.remove_cid(c);
   cids_.clear();
   for (auto& [id, in] : incoming_) {

@@ -99,7 +99,7 @@ void QuicMechanism::prepare(const sockaddr_in6& peer) {
   auto key = PeerKey(quic_addr(peer));
   if (by_peer_.count(key)) return;  // up, or in its handshake already
   std::string why;
-  if (!connection_to(quic_addr(peer), &why)) return host_.log("quic: " + why);
+  if (!connection_to(quic_addr(peer), &why)) return host_.log("quic: " + why, log::Level::kWarn);
   cnt_.conns_early++;
 }
 
@@ -219,7 +219,7 @@ void QuicMechanism::refuse(const PeerInfo& peer) {
   // We open it: a stream whose header says so, and nothing else.
   std::string why;
   Connection* c = connection_to(quic_addr(peer.peer), &why);
-  if (!c) return host_.log("quic: cannot tell " + why);
+  if (!c) return host_.log("quic: cannot tell " + why, log::Level::kWarn);
   auto r = std::make_unique<Refusal>();
   r->s = std::make_unique<QuicStream>(*this, peer, *r, true);
   r->s->mark_refusal();
@@ -261,7 +261,7 @@ void QuicMechanism::on_datagram(const sockaddr_in6& from, std::span<const std::b
   auto c = Connection::accept(*this, from, hd);
   if (!c) {
     cnt_.conns_failed++;
-    return host_.log("quic: " + c.error().message());
+    return host_.log("quic: " + c.error().message(), log::Level::kWarn);
   }
   cnt_.conns_accepted++;
   Connection* cp = c->get();
@@ -279,7 +279,7 @@ void QuicMechanism::flush_io() {
   if (io_->queued() == 0 && !tx_blocked_) return;
   auto r = io_->flush();
   if (!r) {
-    host_.log(r.error().message());
+    host_.log(r.error().message(), log::Level::kError);
     return;
   }
   if (*r != tx_blocked_) return;  // *r: everything left

@@ -1,4 +1,5 @@
 #include "mech/tcp_cc/cc_object.h"
+#include "core/log.h"
 
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -114,6 +115,10 @@ Status CcObject::load_and_register(bool adopt) {
   for (bpf_map* m : ops) bpf_map__set_map_flags(m, bpf_map__map_flags(m) | kBpfFLink);
   if (int r = bpf_object__load(obj_)) {
     std::string why = verifier_reason(log_);
+    // The whole log, for whoever debugs the object: the answer has its end.
+    if (log_[0])
+      log::error("the verifier's log of " + origin_ + ":\n" +
+                 std::string(log_.data(), strnlen(log_.data(), log_.size())));
     return Error{"the kernel refused to load " + origin_ +
                      (why.empty() ? "" : ": the verifier says: " + why),
                  why.empty() ? -r : 0};

@@ -49,7 +49,8 @@ class TcpCc final : public Mechanism {
     auto s = switch_off(ours);
     if (!s)
       host_.log("tcp-cc: connections using " + ours.front() + "... keep it until they close: " +
-                s.error().message());
+                    s.error().message(),
+                log::Level::kWarn);
     else if (s->sockets || s->failed || s->namespaces_failed)
       host_.log("tcp-cc: " + std::to_string(s->sockets) +
                 " connection(s) went on with their namespace's default congestion control" +

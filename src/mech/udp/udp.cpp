@@ -56,7 +56,7 @@ uint32_t UdpMechanism::window() const {
 void UdpMechanism::flush_io() {
   auto r = io_->flush();
   if (!r) {
-    host_.log(r.error().message());
+    host_.log(r.error().message(), log::Level::kError);
     return;
   }
   if (!*r == tx_blocked_) return;  // *r: everything left
