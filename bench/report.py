@@ -306,8 +306,8 @@ def saved_setup_section(c: dict, name: str, heading=True) -> list[str]:
 def sweep_cell(d) -> str:
     n_bad, n_off, _ = failures_of(d)
     if not d["times_s"]:
-        return "**failed**" + (f" ({n_bad} of {n_bad + n_off})" if n_bad else
-                               f" (not run: {n_off})")
+        return "**failed**" + (f" ({n_bad} failed" + (f", {n_off} not run)" if n_off else ")")
+                               if n_bad else f" (not run: {n_off})")
     return f"{fmt_s(d['median_s'])} ({len(d['times_s'])}/{len(d['times_s']) + n_bad + n_off})"
 
 

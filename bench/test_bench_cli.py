@@ -278,7 +278,7 @@ def test_saved_downloads_render_the_loss_sweep(tmp_path):
     md = "\n".join(report.saved_downloads_section(c, "q.json", tmp_path))
     assert "| variant | 0% loss | 5% loss |" in md
     assert "| hooker:quic | 600 ms (2/2) | 1.00 s (1/2) |" in md
-    assert "| hooker | 400 ms (2/2) | **failed** (1 of 2) |" in md
+    assert "| hooker | 400 ms (2/2) | **failed** (1 failed, 1 not run) |" in md
     assert "![loss sweep of q.json](loss_sweep_q.png)" in md
     assert (tmp_path / "loss_sweep_q.png").stat().st_size > 1000
 
