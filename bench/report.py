@@ -93,11 +93,11 @@ set ylabel 'seconds'
     return name
 
 
-def plot_loss_sweep(res, out: Path) -> str | None:
+def plot_loss_sweep(res, out: Path, stem: str = "loss_sweep") -> str | None:
     losses = res["config"].get("losses_pct", [])
     if len(losses) < 2:
         return None
-    name = "loss_sweep.png"
+    name = f"{stem}.png"
     panels = []
     for s in ["510KB", "26MB"]:
         series = []
@@ -105,7 +105,8 @@ def plot_loss_sweep(res, out: Path) -> str | None:
             pts = [(d["loss_pct"], d["median_s"]) for d in res["downloads"]
                    if d["variant"] == v and d["size"] == s and d["median_s"]]
             if len(pts) >= 2:
-                dat = out / f"sweep_{s}_{re.sub(r'[^A-Za-z0-9.-]+', '_', v)}.dat"
+                dat = out / (f"{stem.replace('loss_sweep', 'sweep', 1)}_{s}_"
+                             f"{re.sub(r'[^A-Za-z0-9.-]+', '_', v)}.dat")
                 dat.write_text("".join(f"{x} {y}\n" for x, y in sorted(pts)))
                 series.append(f"'{dat.name}' using 1:2 with linespoints lw 2 title '{v}'")
         if series:
@@ -282,6 +283,118 @@ def rules_cost_section(c: dict, name: str) -> list[str]:
     return L + [""]
 
 
+def ms_txt(d: dict) -> str:
+    """'median (min–max) ms' of a spread, or a dash."""
+    return spread_txt(d, "{:.3f}") + " ms" if d and d.get("median") is not None else "—"
+
+
+def setup_table(rows) -> list[str]:
+    """The set-up part (bench/suite.py conn_setup): per RTT and variant, the first
+    connection after a fresh hookerd pair (one per block: median and min–max over
+    blocks, and its ratio to plain TCP's first in the same block) beside the later
+    connections (median, p99, and the ratio of the block's median to plain TCP's).
+    Runs from before the first was kept apart show dashes there."""
+    L = ["| RTT | variant | first connection: median (min–max) | ÷ tcp's first, same block "
+         "| later connections | median | p99 | ÷ tcp's median, same block | failures |",
+         "|---|---|---|---|---|---|---|---|---|"]
+    for c in rows:
+        rtt = c.get("rtt_ms", 0.0)
+        first = c.get("first") or {}
+        first_txt = ms_txt(first) + (f", {len(c['first_ms'])} pairs" if first else "")
+        med = f"{c['median_ms']:.3f} ms" if c["median_ms"] is not None else "—"
+        p99 = f"{c['p99_ms']:.3f} ms" if c["p99_ms"] is not None else "—"
+        fails = "; ".join(c["failures"])[:120]
+        L.append(f"| {'bare veth' if not rtt else f'{rtt:g} ms'} | {c['variant']} | "
+                 f"{first_txt} | {spread_txt(c.get('first_ratio_to_tcp'))} | {c['n']} | "
+                 f"{med} | {p99} | {spread_txt(c.get('later_ratio_to_tcp'))} | "
+                 f"{(str(len(c['failures'])) + ': ' + fails) if fails else 0} |")
+    return L
+
+
+SETUP_WORDS = ("Connect and receive the server's first byte (`bench/probes.py`), then close. "
+               "Each block starts a fresh hookerd pair on both hosts (and the probe server "
+               "after it), so its first connection is the first to that peer (quic: it opens "
+               "the QUIC connection); the later ones reuse what the first set up. The "
+               "variants take turns block by block, each block starting with another one.")
+
+
+def saved_setup_section(c: dict, name: str, heading=True) -> list[str]:
+    """A saved suite run's set-up part (--parts setup --save)."""
+    m, st = c["machine"], c["config"].get("setup", {})
+    L = ([f"### {c.get('title') or name}", ""] if heading else []) + [
+        f"`{name}`, {c['date']}: bench/suite.py {c['mode']} mode "
+        f"({c.get('duration_s', '?')} s), {st.get('blocks', '?')} blocks per variant, "
+        f"{st.get('connections', '?')} connections per variant on the bare veth "
+        f"(at most {st.get('per_block_with_rtt', '?')} a block through hooker-linkemu); "
+        f"Linux {m['kernel']}, {m['cores']} cores; "
+        f"{loadavg_txt([x['loadavg'] for x in c.get('loadavg', [])])} during the run.", ""]
+    L += [f"- {v}: {HOOKER_LABELS[v]}" for v in
+          dict.fromkeys(r["variant"] for r in c["conn_setup"]) if v in HOOKER_LABELS]
+    return L + [""] + setup_table(c["conn_setup"]) + [""]
+
+
+def sweep_cell(d) -> str:
+    n_bad, n_off, _ = failures_of(d)
+    if not d["times_s"]:
+        return "**failed**" + (f" ({n_bad} failed" + (f", {n_off} not run)" if n_off else ")")
+                               if n_bad else f" (not run: {n_off})")
+    return f"{fmt_s(d['median_s'])} ({len(d['times_s'])}/{len(d['times_s']) + n_bad + n_off})"
+
+
+def loss_sweep_table(c: dict) -> list[str]:
+    """Download time against loss, per file size measured at two loss rates or more:
+    a row per variant, a column per loss rate; each cell the median and how many
+    runs succeeded of those made or planned."""
+    losses = c["config"].get("losses_pct", [])
+    L = []
+    for s in SIZES:
+        at = [x for x in losses if any(d["size"] == s and d["loss_pct"] == x
+                                       for d in c["downloads"])]
+        if len(at) < 2:
+            continue
+        L += [f"{s}, median (downloads that succeeded / runs):", "",
+              "| variant | " + " | ".join(f"{x:g}% loss" for x in at) + " |",
+              "|---" * (len(at) + 1) + "|"]
+        for v in variants_of(c):
+            row = {d["loss_pct"]: d for d in c["downloads"] if d["variant"] == v and
+                   d["size"] == s}
+            L.append(f"| {v} | " + " | ".join(sweep_cell(row[x]) if x in row else "—"
+                                             for x in at) + " |")
+        L.append("")
+    return L
+
+
+def mech_cpu_section(c: dict, name: str) -> list[str]:
+    """A saved bench/mech_cpu.py run: per variant and stream count, Gbit/s and CPU
+    per GB, each with its ratio to plain TCP with as many streams in the round."""
+    cfg = c["config"]
+    way = "b → a (`-R`)" if cfg.get("reverse") else "a → b"
+    bg = [r["background_cpu_per_s"] for r in c["rounds"] if "background_cpu_per_s" in r]
+    L = [f"### {c.get('title') or name}", "",
+         f"`{name}`, {c['date']}: {cfg['rounds']} rounds of iperf3 ({cfg['secs']} s, {way}, "
+         f"{cfg['link']}, -P {' and '.join(map(str, cfg['streams']))}), "
+         f"{', '.join(cfg['variants'])} taking turns in each round, each round starting one "
+         f"case later; Linux {c['machine']['kernel']}, {c['machine']['cores']} cores. "
+         f"{loadavg_txt([r.get('loadavg') for r in c['rounds']])} at the rounds' starts"
+         + (f"; the machine's background, measured for 1 s before each round, "
+            f"{min(bg):.2f}–{max(bg):.2f} busy CPU-s per s" if bg else "") + ".", "",
+         "| variant | streams | runs | Gbit/s | ratio to tcp | CPU-s per GB | ratio to tcp "
+         "| busy CPUs |", "|---|---|---|---|---|---|---|---|"]
+    for key, sm in c["summary"].items():
+        v, n = key.rsplit(" -P", 1)
+        busy = [r[key]["cpu_s"] / r[key]["wall_s"] for r in c["rounds"]
+                if "error" not in r[key] and r[key].get("wall_s")]
+        runs = f"{sm['runs']}" + (f", **{len(sm['failures'])} failed**: "
+                                  f"{sm['failures'][0][:80]}" if sm["failures"] else "")
+        same = v == "tcp"
+        L.append(f"| {v} | {n} | {runs} | {spread_txt(sm['gbps'])} | "
+                 f"{'1' if same else spread_txt(sm['gbps_ratio_to_tcp'])} | "
+                 f"{spread_txt(sm['cpu_s_per_gb'])} | "
+                 f"{'1' if same else spread_txt(sm['cpu_ratio_to_tcp'])} | "
+                 f"{f'{min(busy):.2f}–{max(busy):.2f}' if busy else '—'} |")
+    return L + [""]
+
+
 def saved_base(c: dict) -> str | None:
     """The plain TCP variant ratios are taken to: the system default congestion
     control if it was measured, else the first plain TCP variant."""
@@ -312,7 +425,8 @@ def saved_download_table(c: dict, loss: float) -> list[str]:
         size_rows(c, loss, vs, cell)
 
 
-def saved_downloads_section(c: dict, name: str) -> list[str]:
+def saved_downloads_section(c: dict, name: str, out: Path | None = None,
+                            rel: str = "") -> list[str]:
     """A saved suite run's downloads (bench/suite.py --save)."""
     cfg = c["config"]
     m = c["machine"]
@@ -340,11 +454,25 @@ def saved_downloads_section(c: dict, name: str) -> list[str]:
     L.append("")
     for loss in cfg.get("losses_pct", []):
         L += [f"{loss:g}% loss:", ""] + saved_download_table(c, loss) + [""]
+    sweep = loss_sweep_table(c)
+    if sweep:
+        L += ["Loss sweep (the same run, time against loss):", ""] + sweep
+        if out is not None and len(cfg.get("losses_pct", [])) >= 2:
+            try:
+                png = plot_loss_sweep(c, out, f"loss_sweep_{Path(name).stem}")
+            except (RuntimeError, OSError) as e:  # no gnuplot: the table stands
+                png, why = None, str(e)
+            L += [f"![loss sweep of {name}]({rel}{png})", ""] if png else \
+                [f"(plot not drawn: {why[:100]})", ""]
+    if c.get("conn_setup"):
+        L += ["Time to first byte in the same run:", ""] + \
+            saved_setup_section(c, name, heading=False)
     return L
 
 
-def saved_sections() -> list[str]:
-    """Everything saved in bench/comparisons/, by kind, each from its own run."""
+def saved_sections(out: Path | None = None, rel: str = "") -> list[str]:
+    """Everything saved in bench/comparisons/, by kind, each from its own run;
+    plots of saved runs go to `out` (none drawn without it), linked as rel + name."""
     saved = [(f, json.loads(f.read_text())) for f in sorted(COMPARISONS.glob("*.json"))]
     by_kind = lambda k: [(f, c) for f, c in saved if c.get("kind", "compare_builds") == k]  # noqa
     L = []
@@ -370,7 +498,22 @@ def saved_sections() -> list[str]:
               "udp and udplite do not retransmit: under loss a connection over them ends "
               "in a reset, counted as a failure.", ""]
         for f, c in by_kind("downloads"):
-            L += saved_downloads_section(c, f.name)
+            L += saved_downloads_section(c, f.name, out, rel)
+    if by_kind("setup"):
+        L += ["## Time to first byte: the first and the later connections to a peer "
+              "(saved suite runs)", "", SETUP_WORDS, ""]
+        for f, c in by_kind("setup"):
+            L += saved_setup_section(c, f.name)
+    if by_kind("mech_cpu"):
+        L += ["## Throughput and CPU per byte of the mechanisms (bench/mech_cpu.py)", "",
+              "Saved runs, each from its own run: iperf3 on the bare veth with 1 and 4 "
+              "streams, plain TCP and Hooker's mechanisms taking turns in every round. "
+              "CPU-s per GB is measured as in the udplite section (the whole machine's busy "
+              "CPU over the client's run, per 10^9 bytes received); each ratio is to plain "
+              "TCP with as many streams in the same round; median (min–max) over rounds.",
+              ""]
+        for f, c in by_kind("mech_cpu"):
+            L += mech_cpu_section(c, f.name)
     if by_kind("rules_cost"):
         L += ["## What the configuration file's rules cost an unmoved connection "
               "(bench/rules_cost.py)", "",
@@ -471,16 +614,13 @@ def write(res: dict, out: Path, md_path: Path | None = None) -> Path:
     L.append("")
 
     if res.get("conn_setup"):
-        L += ["## Connection set-up (bare veth)", "",
-              "Connect and receive the server's first byte, then close; "
-              f"{res['conn_setup'][0]['n']} times per variant in 4 interleaved blocks.", "",
-              "| variant | connections | median | p99 | failures |", "|---|---|---|---|---|"]
-        for c in res["conn_setup"]:
-            med = f"{c['median_ms']:.3f} ms" if c["median_ms"] is not None else "—"
-            p99 = f"{c['p99_ms']:.3f} ms" if c["p99_ms"] is not None else "—"
-            L.append(f"| {c['variant']} | {c['n']} | {med} | {p99} | "
-                     f"{'; '.join(c['failures'])[:120] or 0} |")
-        L.append("")
+        st = res["config"].get("setup", {})
+        L += ["## Connection set-up: time to first byte", "", SETUP_WORDS + " "
+              f"{st.get('blocks', 4)} blocks, {res['conn_setup'][0]['n'] + st.get('blocks', 0)}"
+              " connections per variant on the bare veth"
+              + (f" (at most {st['per_block_with_rtt']} a block through hooker-linkemu)"
+                 if any(c.get("rtt_ms") for c in res["conn_setup"]) else "") + ".", ""]
+        L += setup_table(res["conn_setup"]) + [""]
     for sc in res.get("scale", []):
         L += [f"## Scale: {sc['connections']} connections held through {sc['variant']}", ""]
         if "error" in sc:
@@ -527,7 +667,7 @@ def write(res: dict, out: Path, md_path: Path | None = None) -> Path:
                      f"{r['run_cnt']} | {r['ns_per_run']:.0f} |")
         L.append("")
 
-    L += saved_sections()
+    L += saved_sections(out, rel)
     if res["not_measured"]:
         L += ["## Not measured in this run", ""]
         L += [f"- {n['what']}: {n['why']}" for n in res["not_measured"]]

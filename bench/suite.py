@@ -52,10 +52,12 @@ PARTS = ("ready", "path", "downloads", "throughput", "setup", "scale", "deploy",
 MODES = {
     "quick": dict(runs=3, losses=[0.0, 1.0, 5.0], iperf_runs=2, iperf_secs=3,
                   ready_runs=5, big_losses=[0.0], timeout={"26MB": 60}, setups=200,
+                  setup_blocks=4, setup_rtts=[0.0],
                   held=1000, deploy_runs=20, unmoved_rounds=2,
                   mechanisms=KNOWN + ("hooker:udplite",)),
     "full": dict(runs=5, losses=[0.0, 1.0, 5.0], iperf_runs=3, iperf_secs=5,
                  ready_runs=20, big_losses=[0.0, 1.0, 5.0], timeout={"26MB": 400}, setups=1000,
+                 setup_blocks=10, setup_rtts=[0.0, 50.0],
                  held=10000, deploy_runs=20, unmoved_rounds=5,
                  mechanisms=KNOWN + ("hooker:udplite",)),
 }
@@ -67,6 +69,8 @@ PROBES = HERE / "probes.py"
 # or an earlier one): each run of a cell is a time, a failure, or this.
 NOT_TRIED = "not tried: a download of this variant failed before it"
 PROBE_PORT, HOOKED_PROBE_PORT = 9000, 9001
+# Connections per set-up block through the emulated RTT (each costs ~1.5 RTT).
+SETUPS_PER_BLOCK_WITH_RTT = 20
 
 
 def fail(msg: str) -> "NoReturn":  # noqa: F821
@@ -97,6 +101,15 @@ def parse_args(argv):
                    help="comma list of loss rates in percent (default 0,1,5)")
     p.add_argument("--runs", type=int, default=None, help="runs per cell (median)")
     p.add_argument("--out", default=None, help="results directory")
+    p.add_argument("--setup-blocks", type=int, default=None,
+                   help="set-up blocks per variant, each after a fresh hookerd pair (its "
+                        "first connection is the 'first' figure); default: "
+                        + "; ".join(f"{k} mode {v['setup_blocks']}" for k, v in MODES.items()))
+    p.add_argument("--setup-rtt", default=None,
+                   help="comma list of RTTs in ms for the set-up part, 0 the bare veth, "
+                        "else through hooker-linkemu; default: " + "; ".join(
+                            f"{k} mode {','.join(f'{x:g}' for x in v['setup_rtts'])}"
+                            for k, v in MODES.items()))
     a = p.parse_args(argv)
     if a.mode not in MODES:
         fail(f"unknown mode {a.mode!r}: quick or full")
@@ -117,8 +130,9 @@ def parse_args(argv):
         fail("--parts is empty: name at least one of " + ", ".join(PARTS))
     a.parts = parts
     if a.save is not None:
-        if "downloads" not in parts:
-            fail("--save keeps the downloads: add downloads to --parts")
+        if "downloads" not in parts and "setup" not in parts:
+            fail("--save keeps the downloads and the set-up times: add downloads to --parts "
+                 "(or setup)")
         if not Path(a.save).resolve().parent.is_dir():
             fail(f"--save {a.save}: {Path(a.save).parent} is not a directory")
     if a.loss is not None:
@@ -131,6 +145,19 @@ def parse_args(argv):
                 fail(f"--loss {x:g}%: a loss rate must be at least 0% and below 100%")
         cfg["losses"] = losses
         cfg["big_losses"] = [x for x in losses if x in cfg["big_losses"]] or losses[:1]
+    if a.setup_blocks is not None:
+        if a.setup_blocks < 2:
+            fail(f"--setup-blocks {a.setup_blocks}: at least 2")
+        cfg["setup_blocks"] = a.setup_blocks
+    if a.setup_rtt is not None:
+        try:
+            rtts = [float(x) for x in a.setup_rtt.split(",")]
+        except ValueError:
+            fail(f"--setup-rtt {a.setup_rtt!r}: RTTs are numbers in ms, e.g. 0,50")
+        for x in rtts:
+            if not 0 <= x <= 1000:
+                fail(f"--setup-rtt {x:g}: an RTT from 0 to 1000 ms")
+        cfg["setup_rtts"] = rtts
     if a.runs is not None:
         if a.runs < 1:
             fail(f"--runs {a.runs}: at least 1")
@@ -164,6 +191,36 @@ def machine() -> dict:
 
 def median(xs):
     return statistics.median(xs) if xs else None
+
+
+def spread_ms(xs) -> dict:
+    return {"median": median(xs), "min": min(xs), "max": max(xs)} if xs else {}
+
+
+def setup_rows(got, errs, rtt, label) -> list[dict]:
+    """The set-up part's rows at one RTT. got: {variant: [(block, [seconds per
+    connection, in order])]}, "tcp" among them. Each row: the first connection of
+    each block (after a fresh hookerd pair) as "first", and its ratio to tcp's
+    first in the same block; the later connections' median and p99, and the
+    ratio of their median to tcp's in the same block."""
+    tcp = dict(got.get("tcp", []))
+    rows = []
+    for v, blocks in got.items():
+        first = [ts[0] * 1000 for _, ts in blocks if ts]
+        later = sorted(t * 1000 for _, ts in blocks for t in ts[1:])
+        ratio_first = [ts[0] / tcp[b][0] for b, ts in blocks
+                       if ts and tcp.get(b) and tcp[b][0]]
+        ratio_later = [median(ts[1:]) / median(tcp[b][1:]) for b, ts in blocks
+                       if ts[1:] and tcp.get(b) and tcp[b][1:]]
+        rows.append({
+            "variant": label(v), "rtt_ms": rtt, "blocks": len(blocks),
+            "n": len(later), "median_ms": median(later),
+            "p99_ms": later[max(0, int(len(later) * 0.99) - 1)] if later else None,
+            "first_ms": first, "first": spread_ms(first),
+            "first_ratio_to_tcp": spread_ms(ratio_first) if v != "tcp" else {},
+            "later_ratio_to_tcp": spread_ms(ratio_later) if v != "tcp" else {},
+            "failures": errs[v]})
+    return rows
 
 
 class Suite:
@@ -546,26 +603,41 @@ class Suite:
         return p
 
     def conn_setup(self):
-        """Connect + first byte, N times per variant on the bare veth, in 4 interleaved
-        blocks so drift hits both alike."""
-        n = self.cfg["setups"]
+        """Connect + first byte per variant, in interleaved blocks (the order rotating)
+        so drift hits all alike; each block starts a fresh hookerd pair (and probe
+        server), so its first connection is the first to that peer: reported apart
+        ("first", one per block) from the later ones (median, p99). On the bare veth
+        and at each emulated RTT of setup_rtts."""
+        blocks = self.cfg["setup_blocks"]
         variants = ["tcp"] + [m for m in self.variants() if m in HOOKER_VARIANTS]
-        got = {v: [] for v in variants}
-        errs = {v: [] for v in variants}
-        with testbed.TwoHosts() as bed:
-            for block in range(4):
-                for v in variants:
-                    self.log(f"connection set-up block {block + 1}/4: {v}")
-                    try:
-                        got[v] += self.setup_block(bed, v, n // 4)
-                    except (wl.Unavailable, RuntimeError, ValueError,
-                            subprocess.SubprocessError) as e:
-                        errs[v].append(str(e))
-        for v in variants:
-            ms = sorted(x * 1000 for x in got[v])
-            self.res["conn_setup"].append({
-                "variant": self.label(v), "n": len(ms), "median_ms": median(ms),
-                "p99_ms": ms[int(len(ms) * 0.99) - 1] if ms else None, "failures": errs[v]})
+        self.res["config"]["setup"] = {"blocks": blocks, "rtts_ms": self.cfg["setup_rtts"],
+                                       "connections": self.cfg["setups"],
+                                       "per_block_with_rtt": SETUPS_PER_BLOCK_WITH_RTT}
+        for rtt in self.cfg["setup_rtts"]:
+            n = max(2, self.cfg["setups"] // blocks)
+            link = None
+            if rtt:
+                n = min(n, SETUPS_PER_BLOCK_WITH_RTT)
+                link = testbed.LinkSpec(delay_ms=rtt / 2)
+            got = {v: [] for v in variants}  # per variant: one list of times per block
+            errs = {v: [] for v in variants}
+            self.load(f"set-up at RTT {rtt:g} ms, start")
+            with testbed.TwoHosts(link=link) as bed:
+                # one plain connection, not counted: neighbour discovery and the
+                # like are not part of any variant's first connection
+                self.setup_block(bed, "tcp", 2)
+                for block in range(blocks):
+                    k = block % len(variants)
+                    for v in variants[k:] + variants[:k]:
+                        self.log(f"connection set-up, RTT {rtt:g} ms, block "
+                                 f"{block + 1}/{blocks}: {v}")
+                        try:
+                            got[v].append((block, self.setup_block(bed, v, n)))
+                        except (wl.Unavailable, RuntimeError, ValueError,
+                                subprocess.SubprocessError) as e:
+                            errs[v].append(str(e))
+            self.load(f"set-up at RTT {rtt:g} ms, end")
+            self.res["conn_setup"] += setup_rows(got, errs, rtt, self.label)
 
     def setup_block(self, bed, v, n):
         wl.set_cc(bed, self.cc_of(v))
@@ -681,12 +753,15 @@ def main(argv):
     md = report.write(res, a.out)
     print(f"bench: report in {md}")
     if a.save:
-        saved = {"kind": "downloads", "title": a.title,
+        # "downloads" (with the set-up times if measured too), or "setup" alone
+        saved = {"kind": "downloads" if "downloads" in a.parts else "setup",
+                 "title": a.title,
                  **{k: res[k] for k in ("date", "mode", "duration_s", "machine", "config",
                                         "downloads", "loadavg", "not_measured")},
+                 **({"conn_setup": res["conn_setup"]} if "setup" in a.parts else {}),
                  "hooker": {k: v for k, v in res["hooker"].items() if k != "binary"}}
         Path(a.save).write_text(json.dumps(saved, indent=1) + "\n")
-        print(f"bench: downloads saved in {a.save} (report.py renders them)")
+        print(f"bench: {saved['kind']} saved in {a.save} (report.py renders them)")
     if a.mode == "full" and a.default_out:
         # The full run is the project's reference: report beside the code, plots and
         # raw data in bench/plots/.

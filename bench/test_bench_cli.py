@@ -232,3 +232,105 @@ def test_unmoved_traffic_renders_ratios_per_round_and_program_costs():
     assert "**failed**: hookerd on a exited" in "\n".join(
         report.unmoved_section({"error": "hookerd on a exited"}))
     assert report.unmoved_section(None) == []
+
+
+def test_first_connection_is_its_own_figure_beside_the_later_ones():
+    """Each block's first connection (after a fresh hookerd pair) is the 'first'
+    figure, ratioed to plain TCP's first in the same block; the later ones give
+    the median and p99."""
+    import suite
+    got = {"tcp": [(0, [0.002, 0.001, 0.001]), (1, [0.004, 0.001, 0.002])],
+           "hooker:quic": [(0, [0.010, 0.002, 0.002]), (1, [0.008, 0.003, 0.003])]}
+    errs = {"tcp": [], "hooker:quic": ["hookerd on b not ready in 10s"]}
+    rows = suite.setup_rows(got, errs, 50.0, lambda v: v)
+    q = next(r for r in rows if r["variant"] == "hooker:quic")
+    assert q["first_ms"] == pytest.approx([10.0, 8.0])
+    assert q["first"]["median"] == pytest.approx(9.0)
+    assert q["first_ratio_to_tcp"]["median"] == pytest.approx((5 + 2) / 2)
+    assert q["n"] == 4 and q["median_ms"] == pytest.approx(2.5)
+    md = "\n".join(report.setup_table(rows))
+    # firsts 10/2 and 8/4 ms; later medians 2/1 and 3/1.5 ms; p99 of 2, 2, 3, 3 ms
+    assert "| 50 ms | hooker:quic | 9.000 (8.000–10.000) ms, 2 pairs | 3.50 (2.00–5.00) | 4 | " \
+           "2.500 ms | 3.000 ms | 2.00 (2.00–2.00) | 1: hookerd on b not ready in 10s |" in md
+    assert "| 50 ms | tcp | 3.000 (2.000–4.000) ms, 2 pairs | — | 4 |" in md
+    # a run from before the first was kept apart: dashes, not zeros
+    old = {"variant": "hooker", "n": 1000, "median_ms": 0.3, "p99_ms": 1.0, "failures": []}
+    assert "| bare veth | hooker | — | — | 1000 | 0.300 ms | 1.000 ms | — | 0 |" in \
+        "\n".join(report.setup_table([old]))
+    c = dict(synthetic_results(), kind="setup", title="ttfb", conn_setup=rows,
+             loadavg=[{"when": "start", "loadavg": [3.0, 1, 1]}])
+    c["config"]["setup"] = {"blocks": 2, "connections": 200, "per_block_with_rtt": 20}
+    md = "\n".join(report.saved_setup_section(c, "s.json"))
+    assert "### ttfb" in md and "2 blocks per variant" in md and "load average (1 min) 3.00" in md
+    assert "- hooker:quic: Hooker's quic mechanism" in md
+
+
+def test_saved_downloads_render_the_loss_sweep(tmp_path):
+    c = dict(synthetic_results(), kind="downloads", title="t", loadavg=[])
+    c["config"] = {"losses_pct": [0.0, 5.0], "runs": 2}
+    mk = lambda loss, v, t, f=(): {"loss_pct": loss, "variant": v, "size": "510KB",  # noqa
+                                   "bytes": 1, "times_s": t, "failures": list(f),
+                                   "median_s": sorted(t)[len(t) // 2] if t else None}
+    c["downloads"] = [mk(0.0, "tcp-cubic", [0.5, 0.7]), mk(5.0, "tcp-cubic", [3.0, 4.0]),
+                      mk(0.0, "hooker:quic", [0.6, 0.6]), mk(5.0, "hooker:quic", [1.0], ["x"]),
+                      mk(0.0, "hooker", [0.4, 0.4]),
+                      mk(5.0, "hooker", [], ["curl: reset", "not tried: ..."])]
+    md = "\n".join(report.saved_downloads_section(c, "q.json", tmp_path))
+    assert "| variant | 0% loss | 5% loss |" in md
+    assert "| hooker:quic | 600 ms (2/2) | 1.00 s (1/2) |" in md
+    assert "| hooker | 400 ms (2/2) | **failed** (1 failed, 1 not run) |" in md
+    assert "![loss sweep of q.json](loss_sweep_q.png)" in md
+    assert (tmp_path / "loss_sweep_q.png").stat().st_size > 1000
+
+
+def test_saved_mech_cpu_renders_ratios_per_stream_count():
+    import mech_cpu
+    import udplite_impls
+    rnd = lambda g, c: {"gbps": g, "bytes": int(g * 1e9 / 8 * 5), "cpu_s": c,  # noqa: E731
+                        "wall_s": 5.0, "cpu_s_per_gb": round(c / (g * 5 / 8), 3)}
+    rounds = [{"loadavg": [2.5, 1, 1], "background_cpu_per_s": 0.2,
+               "tcp -P1": rnd(10, 8), "quic -P1": rnd(2, 8),
+               "tcp -P4": rnd(8, 10), "quic -P4": {"error": "hookerd on a exited"}}]
+    names = ["tcp -P1", "quic -P1", "tcp -P4", "quic -P4"]
+    sm = udplite_impls.summarize(rounds, names, mech_cpu.base_of)
+    assert sm["quic -P1"]["gbps_ratio_to_tcp"]["median"] == 0.2
+    assert sm["quic -P1"]["cpu_ratio_to_tcp"]["median"] == pytest.approx(5.0, 0.01)
+    c = {"kind": "mech_cpu", "title": "", "date": "d", "machine": {"kernel": "k", "cores": 2},
+         "config": {"variants": ["tcp", "quic"], "streams": [1, 4], "secs": 5, "rounds": 1,
+                    "reverse": False, "link": "bare veth"},
+         "rounds": rounds, "summary": sm}
+    md = "\n".join(report.mech_cpu_section(c, "m.json"))
+    assert "| quic | 1 | 1 | 2.00 (2.00–2.00) | 0.20 (0.20–0.20) | 6.40 (6.40–6.40) | " \
+           "5.00 (5.00–5.00) | 1.60–1.60 |" in md
+    assert "| quic | 4 | 0, **1 failed**: hookerd on a exited |" in md
+    assert "| tcp | 4 | 1 | 8.00 (8.00–8.00) | 1 |" in md
+    assert "load average (1 min) 2.50" in md and "-P 1 and 4" in md
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--build", "b", "--variants", "tcp,warp"], "--variants 'warp': choose from tcp, udp, quic"),
+    (["--build", "b", "--streams", "0"], "--streams 0: from 1 to 128"),
+    (["--build", "b", "--streams", "two"], "--streams 'two': not a valid value"),
+    (["--build", "b", "--variants", ","], "--variants is empty"),
+    (["--build", "b", "--rounds", "0"], "--rounds 0: at least 1"),
+    (["--build", "b", "--secs", "1"], "--secs 1: at least 2"),
+    (["--build", "/nonexistent-build"], "hookerd not built yet"),
+    (["--build", "b", "--save", "/nonexistent-dir/x.json"], "is not a directory"),
+])
+def test_mech_cpu_bad_input_is_refused_clearly(args, says):
+    r = subprocess.run([sys.executable, str(HERE / "mech_cpu.py"), *args],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r
+    assert says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@needs_root
+@pytest.mark.parametrize("args,says", [
+    (["build", "quick", "--setup-blocks", "1"], "--setup-blocks 1: at least 2"),
+    (["build", "quick", "--setup-rtt", "fast"], "RTTs are numbers in ms"),
+    (["build", "quick", "--setup-rtt", "0,5000"], "an RTT from 0 to 1000 ms"),
+])
+def test_setup_flags_are_checked(args, says):
+    r = run_sh(*args)
+    assert r.returncode == 2, r
+    assert says in r.stderr and "Traceback" not in r.stderr

@@ -27,6 +27,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -53,11 +54,13 @@ def fail(msg: str) -> "NoReturn":  # noqa: F821
     sys.exit(2)
 
 
-def iperf(bed, port, secs, reverse) -> dict:
-    """One iperf3 run, a the client; the machine's busy CPU over the client's run."""
+def iperf(bed, port, secs, reverse, streams=1) -> dict:
+    """One iperf3 run (`streams` parallel streams), a the client; the machine's
+    busy CPU over the client's run."""
     srv = wl.IperfServer(bed, port)
     try:
-        argv = ["iperf3", "-c", bed.b.ip4, "-p", str(port), "-t", str(secs), "-J"]
+        argv = ["iperf3", "-c", bed.b.ip4, "-p", str(port), "-t", str(secs),
+                "-P", str(streams), "-J"]
         with wl.CpuMeter() as cpu:
             r = bed.a.run(argv + (["-R"] if reverse else []), timeout=secs + 30, check=False)
         try:
@@ -74,13 +77,15 @@ def iperf(bed, port, secs, reverse) -> dict:
         srv.close()
 
 
-def one(binary, bed, variant, secs, reverse, progs) -> dict:
-    spec = VARIANTS[variant]
+def one(binary, bed, spec, secs, reverse, progs, streams=1, extra=None) -> dict:
+    """One iperf3 run of a variant: spec None is plain TCP, else (server port,
+    hookerd's rule, its flags), hookerd on both hosts started first; `extra`
+    replaces the flags ({host name: flags} where each host needs its own)."""
     if spec is None:
-        return iperf(bed, wl.IPERF_PORT, secs, reverse)
-    port, rule, extra = spec
-    with wl.HookerPair(binary, bed, rule, extra) as pair:
-        got = iperf(bed, port, secs, reverse)
+        return iperf(bed, wl.IPERF_PORT, secs, reverse, streams)
+    port, rule, flags = spec
+    with wl.HookerPair(binary, bed, rule, flags if extra is None else extra) as pair:
+        got = iperf(bed, port, secs, reverse, streams)
         for d in pair.daemons:
             for p in wl.bpf_objects_of(d.proc.pid)["progs"]:
                 if p["name"] in LITE_PROGS and p.get("run_cnt"):
@@ -98,23 +103,47 @@ def spread(xs) -> dict:
             "min": min(xs), "max": max(xs)}
 
 
-def summarize(rounds) -> dict:
-    """Per variant: each figure and its ratio to tcp in the same round, over rounds."""
+def summarize(rounds, names=tuple(VARIANTS), base_of=lambda v: "tcp") -> dict:
+    """Per case (a key of every round): each figure and its ratio to its plain TCP
+    case (base_of) in the same round, over rounds."""
     out = {}
-    for v in VARIANTS:
+    for v in names:
+        b = base_of(v)
         ok = [r for r in rounds if "error" not in r[v]]
-        both = [r for r in ok if "error" not in r["tcp"]]
+        both = [r for r in ok if "error" not in r[b]]
         out[v] = {
             "runs": len(ok), "failures": [r[v]["error"] for r in rounds if "error" in r[v]],
             "gbps": spread([r[v]["gbps"] for r in ok]),
-            "gbps_ratio_to_tcp": spread([round(r[v]["gbps"] / r["tcp"]["gbps"], 4)
-                                         for r in both]),
+            "gbps_ratio_to_tcp": spread([round(r[v]["gbps"] / r[b]["gbps"], 4)
+                                         for r in both if r[b]["gbps"]]),
             "cpu_s_per_gb": spread([r[v]["cpu_s_per_gb"] for r in ok]),
-            "cpu_ratio_to_tcp": spread([round(r[v]["cpu_s_per_gb"] / r["tcp"]["cpu_s_per_gb"], 3)
+            "cpu_ratio_to_tcp": spread([round(r[v]["cpu_s_per_gb"] / r[b]["cpu_s_per_gb"], 3)
                                         for r in both
-                                        if r[v]["cpu_s_per_gb"] and r["tcp"]["cpu_s_per_gb"]]),
+                                        if r[v]["cpu_s_per_gb"] and r[b]["cpu_s_per_gb"]]),
         }
     return out
+
+
+def run_rounds(n_rounds, names, measure, rotate=False) -> list[dict]:
+    """n_rounds rounds, each measuring every case in `names` (measure(name) ->
+    its figures) after noting the load average and the machine's background
+    CPU; a case that fails keeps its error. rotate: each round starts one case
+    later, so no case always runs first."""
+    rounds = []
+    for n in range(n_rounds):
+        rnd = {"loadavg": [round(x, 2) for x in os.getloadavg()],
+               "background_cpu_per_s": round(wl.background_cpu(1.0), 3)}
+        k = n % len(names) if rotate else 0
+        for v in names[k:] + names[:k]:
+            try:
+                rnd[v] = measure(v)
+                msg = f"{rnd[v]['gbps']:.2f} Gbit/s, {rnd[v]['cpu_s_per_gb']} CPU-s/GB"
+            except (wl.Unavailable, RuntimeError, subprocess.TimeoutExpired) as e:
+                rnd[v] = {"error": str(e)}
+                msg = f"FAILED: {e}"
+            print(f"round {n + 1}: {v} {msg}", file=sys.stderr, flush=True)
+        rounds.append(rnd)
+    return rounds
 
 
 def main(argv):
@@ -146,19 +175,8 @@ def main(argv):
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     try:
         with testbed.TwoHosts() as bed:
-            for n in range(args.rounds):
-                rnd = {"loadavg": [round(x, 2) for x in os.getloadavg()],
-                       "background_cpu_per_s": round(wl.background_cpu(1.0), 3)}
-                for v in VARIANTS:
-                    try:
-                        rnd[v] = one(binary, bed, v, args.secs, args.reverse, progs)
-                        msg = (f"{rnd[v]['gbps']:.2f} Gbit/s, "
-                               f"{rnd[v]['cpu_s_per_gb']} CPU-s/GB")
-                    except (wl.Unavailable, RuntimeError) as e:
-                        rnd[v] = {"error": str(e)}
-                        msg = f"FAILED: {e}"
-                    print(f"round {n + 1}: {v} {msg}", file=sys.stderr, flush=True)
-                rounds.append(rnd)
+            rounds = run_rounds(args.rounds, list(VARIANTS), lambda v: one(
+                binary, bed, VARIANTS[v], args.secs, args.reverse, progs))
     finally:
         STATS.write_text(old)
         shutil.rmtree(binary.parent, ignore_errors=True)
