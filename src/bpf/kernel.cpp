@@ -251,6 +251,7 @@ int Kernel::counters_fd() const { return bpf_map__fd(redir_->maps.counters); }
 int Kernel::events_fd() const { return bpf_map__fd(redir_->maps.events); }
 int Kernel::consumed_fd() const { return bpf_map__fd(redir_->maps.consumed); }
 int Kernel::fin_guards_fd() const { return bpf_map__fd(redir_->maps.fin_guards); }
+int Kernel::udp_blocked_fd() const { return bpf_map__fd(redir_->maps.udp_blocked); }
 
 bool Kernel::del_fin_guard(const hk_flow& wire) {
   if (bpf_map_delete_elem(fin_guards_fd(), &wire) != 0) return false;

@@ -57,6 +57,8 @@ class Kernel {
   // was there.
   bool del_fin_guard(const hk_flow& wire);
   int fin_guards_fd() const;
+  // Peers UDP does not reach (hk_udp_blocked): their connections stay TCP.
+  int udp_blocked_fd() const;
   // Each slot's two lanes into hookerd, shared with the sk_msg program.
   hk_lanes* lanes(uint32_t slot) const { return lanes_.at(slot); }
   const LoadTimes& times() const { return times_; }

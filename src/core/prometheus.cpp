@@ -41,6 +41,8 @@ const std::map<std::string_view, std::string_view>& helps() {
       {"mech_not_deployed", "connections left TCP: the rule's mechanism was not deployed"},
       {"cc_set", "tcp-cc: connections given their rule's congestion control"},
       {"cc_failed", "tcp-cc: connections the kernel refused a congestion control"},
+      {"peer_udp_blocked", "connections left TCP: the peer is remembered as unreachable by UDP"},
+      {"peers_marked_unreachable", "peers remembered as unreachable by UDP (each time)"},
       {"rst_injected", "RSTs hookerd sent to reset applications as TCP would"},
       {"delivery_retries", "deliveries that waited for the application to read"},
       {"conns_moved", "connections hookerd carried"},
@@ -60,6 +62,8 @@ const std::map<std::string_view, std::string_view>& helps() {
       {"rx_malformed", "datagrams dropped: malformed"},
       {"rx_unknown_token", "datagrams dropped: no connection has the token"},
       {"rx_wrong_source", "datagrams dropped: from another address than the peer's"},
+      {"peer_moved", "datagrams from a new address of the peer (a NAT), sent to from then on"},
+      {"keepalives_sent", "keep-alive datagrams of idle connections (NAT mappings)"},
       {"rx_wrong_mech", "datagrams dropped: another mechanism's"},
       {"rx_duplicate", "datagrams dropped: duplicates"},
       {"rx_out_of_order", "datagrams that arrived out of order and were kept"},
@@ -71,6 +75,7 @@ const std::map<std::string_view, std::string_view>& helps() {
       {"resets_lost_datagram", "connections reset: a datagram was lost"},
       {"resets_peer_silent", "connections reset: the peer stopped answering"},
       {"resets_local_failure", "connections reset: this host's side broke"},
+      {"resets_peer_unreachable", "connections reset: the peer hookerd was never heard over UDP"},
   };
   return h;
 }

@@ -62,6 +62,11 @@ void print_status(const nlohmann::json& j) {
            c["bytes_out"].get<unsigned long long>(), c["bytes_in"].get<unsigned long long>(),
            c["state"].get<std::string>().c_str());
   }
+  // Peers UDP does not reach: their connections stay plain TCP until then.
+  for (auto& p : j.value("udp_unreachable", nlohmann::json::array()))
+    printf("udp unreachable: %s (since %.0f s; UDP tried again in %.0f s)\n",
+           p["peer"].get<std::string>().c_str(), p["since_s"].get<double>(),
+           p["retry_in_s"].get<double>());
   for (auto* group : {"kernel", "daemon"})
     for (auto& [k, v] : j["counters"][group].items())
       if (v.get<unsigned long long>()) printf("  %s.%s %llu\n", group, k.c_str(), v.get<unsigned long long>());

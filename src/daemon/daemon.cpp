@@ -265,7 +265,8 @@ void Daemon::on_bound(const hk_event& ev) {
   Slot* s = slots_->get(ev.slot);
   if (!s || ev.slot >= by_slot_.size()) return;
   if (by_slot_[ev.slot]) retire(*by_slot_[ev.slot]);  // cannot happen: slots are recycled
-  PeerInfo peer{ev.token, ev.peer_token, remote_addr(ev.app, ev.peer_port), {}, ev.mss};
+  PeerInfo peer{ev.token, ev.peer_token, remote_addr(ev.app, ev.peer_port), {}, ev.mss,
+                ev.active != 0};
   Mechanism* m = mechanism(ev.mech);
   if (!m) {
     // The kernel agreed on a mechanism this hookerd does not have (any

@@ -40,6 +40,7 @@ struct DaemonCounters {
   uint64_t rst_injected = 0, delivery_retries = 0, conns_moved = 0, conns_closed = 0;
   uint64_t conns_unknown_mech = 0;
   uint64_t wake_acks_sent = 0, wake_acks_failed = 0;
+  uint64_t peers_marked_unreachable = 0;  // peer_unreachable, each time
 };
 
 // What hookerd tells the mechanisms it deploys, from its options.
@@ -52,6 +53,7 @@ inline MechConfig mech_config(const Options& o) {
   c.quic_key = o.quic_key;
   c.quic_ca = o.quic_ca;
   c.quic_cc = o.quic_cc;
+  c.keepalive = std::chrono::seconds(o.keepalive_s);
   return c;
 }
 
@@ -98,6 +100,7 @@ class Daemon final : AppSide, MechHost {
   void want_writable(int fd, bool on) override;
   bool expect_token(uint64_t token) override;
   void log(std::string_view line) override;
+  void peer_unreachable(const sockaddr_in6& peer) override;  // unreachable.cpp
 
   Mechanism* mechanism(uint8_t id) const;
   void release_fins(Conn& c);
@@ -107,6 +110,8 @@ class Daemon final : AppSide, MechHost {
   void reap();
   void keep_pool_full();
   void gc_embryonic();  // and stale FIN-ACK guards
+  void gc_unreachable();  // udp_blocked entries past their time
+  nlohmann::json unreachable_json() const;  // the live ones, for status
 
   // writers the slow lane refused (writers.cpp)
   void on_writer_waits(uint32_t slot);

@@ -76,6 +76,7 @@ nlohmann::json Daemon::daemon_counters() const {
       {"wake_acks_sent", cnt_.wake_acks_sent},
       {"wake_acks_failed", cnt_.wake_acks_failed},
       {"conns_closed", cnt_.conns_closed},
+      {"peers_marked_unreachable", cnt_.peers_marked_unreachable},
       {"fin_queued", fins_->queued},
       {"fin_held", fins_->held},
       {"fin_released", fins_->released},

@@ -106,6 +106,7 @@ struct PeerInfo {
   // The TCP connection's MSS at establishment (0: unknown): its datagrams
   // must fit the same path (wire::payload_for_mss).
   uint32_t mss = 0;
+  bool active = false;  // this side connected (it opens the path: HK_WIRE_F_HELLO)
 };
 
 // What a mechanism asks of hookerd (or of a test).
@@ -119,6 +120,10 @@ class MechHost {
   // handshake for it is under way (keep the datagram for it).
   virtual bool expect_token(uint64_t token) = 0;
   virtual void log(std::string_view line) = 0;
+  // The peer hookerd at `peer` was never heard from over this mechanism's
+  // datagrams (a path that passes TCP and drops UDP): connections to its
+  // host stay plain TCP for a while (--udp-retry).
+  virtual void peer_unreachable(const sockaddr_in6& /*peer*/) {}
 
  protected:
   ~MechHost() = default;
@@ -197,6 +202,9 @@ struct MechConfig {
   // (PEM files), and its congestion control (cubic or bbr).
   std::string quic_cert, quic_key, quic_ca;
   std::string quic_cc = "cubic";
+  // An idle connection's connecting side sends a datagram this often, so a
+  // NAT's UDP mapping between the hosts does not expire (--keepalive).
+  Clock::duration keepalive = std::chrono::seconds(25);
 };
 
 // The compiled-in mechanisms, by name and by the id the handshake names.

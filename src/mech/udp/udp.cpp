@@ -12,8 +12,17 @@
 
 namespace hooker {
 
-UdpMechanism::UdpMechanism(MechHost& host, std::unique_ptr<DatagramIo> io, uint8_t id)
-    : host_(host), io_(std::move(io)), id_(id) {}
+static bool same_host(const sockaddr_in6& a, const sockaddr_in6& b) {
+  return std::memcmp(&a.sin6_addr, &b.sin6_addr, sizeof(a.sin6_addr)) == 0;
+}
+
+static bool same_address(const sockaddr_in6& a, const sockaddr_in6& b) {
+  return a.sin6_port == b.sin6_port && same_host(a, b);
+}
+
+UdpMechanism::UdpMechanism(MechHost& host, std::unique_ptr<DatagramIo> io, uint8_t id,
+                           Clock::duration keepalive)
+    : host_(host), io_(std::move(io)), id_(id), keepalive_(keepalive) {}
 
 std::vector<int> UdpMechanism::fds() const {
   if (io_->fd() < 0) return {};
@@ -124,9 +133,6 @@ void UdpMechanism::on_readable(int) {
   });
 }
 
-static bool same_host(const sockaddr_in6& a, const sockaddr_in6& b) {
-  return std::memcmp(&a.sin6_addr, &b.sin6_addr, sizeof(a.sin6_addr)) == 0;
-}
 
 void UdpMechanism::on_datagram(const sockaddr_in6& from, std::span<const std::byte> d) {
   auto p = wire::parse(d);
@@ -159,9 +165,13 @@ void UdpMechanism::on_datagram(const sockaddr_in6& from, std::span<const std::by
     }
   }
   UdpConn& c = *it->second;
-  if (!same_host(from, c.peer().peer)) {
-    cnt_.rx_wrong_source++;
-    return;
+  // The token, which only the two ends of the TCP connection saw, vouches
+  // for the datagram: its source is where the peer's hookerd is now. A NAT
+  // in front of the connecting side rewrites the address and port the TCP
+  // option named; a host may answer from another of its addresses.
+  if (!same_address(from, c.peer().peer)) {
+    cnt_.peer_moved++;
+    c.peer_at(from);
   }
   c.on_frame(f);
 }
@@ -206,6 +216,9 @@ void UdpMechanism::status(nlohmann::json& out) const {
       {"resets_lost_datagram", cnt_.resets_lost_datagram},
       {"resets_peer_silent", cnt_.resets_peer_silent},
       {"resets_local_failure", cnt_.resets_local_failure},
+      {"resets_peer_unreachable", cnt_.resets_peer_unreachable},
+      {"peer_moved", cnt_.peer_moved},
+      {"keepalives_sent", cnt_.keepalives_sent},
   };
   add_io_counters(out["counters"], *io_);
   // Datagrams queued for the socket; blocked: it is full and the
@@ -219,8 +232,9 @@ void UdpMechanism::status(nlohmann::json& out) const {
 // ---- the registry's entry --------------------------------------------------
 
 Result<std::unique_ptr<Mechanism>> udp_over(MechHost& host, std::unique_ptr<DatagramIo> io,
-                                             const MechConfig&) {
-  return std::unique_ptr<Mechanism>(std::make_unique<UdpMechanism>(host, std::move(io), HK_MECH_UDP));
+                                             const MechConfig& cfg) {
+  return std::unique_ptr<Mechanism>(
+      std::make_unique<UdpMechanism>(host, std::move(io), HK_MECH_UDP, cfg.keepalive));
 }
 
 Result<std::unique_ptr<Mechanism>> udp_open(MechHost& host, const MechConfig& cfg) {

@@ -23,6 +23,9 @@ struct UdpCounters {
   uint64_t rx_duplicate = 0, rx_out_of_order = 0, rx_beyond_window = 0, rx_stashed = 0;
   uint64_t rx_after_close = 0, resets_sent = 0, resets_received = 0;
   uint64_t resets_lost_datagram = 0, resets_peer_silent = 0, resets_local_failure = 0;
+  uint64_t resets_peer_unreachable = 0;  // its opening datagrams never answered
+  uint64_t peer_moved = 0;  // a peer's datagrams came from a new address (NAT)
+  uint64_t keepalives_sent = 0;
 };
 
 class UdpMechanism final : public Mechanism {
@@ -33,7 +36,8 @@ class UdpMechanism final : public Mechanism {
   static constexpr size_t kStashLimit = 1 << 20;      // early datagrams, all tokens
 
   // `id`: the enum hk_mech its frames carry, and the only one it accepts.
-  UdpMechanism(MechHost& host, std::unique_ptr<DatagramIo> io, uint8_t id);
+  UdpMechanism(MechHost& host, std::unique_ptr<DatagramIo> io, uint8_t id,
+               Clock::duration keepalive = std::chrono::seconds(25));
 
   std::vector<int> fds() const override;
   void on_readable(int fd) override;
@@ -48,6 +52,7 @@ class UdpMechanism final : public Mechanism {
 
   // For its connections.
   uint8_t id() const { return id_; }
+  Clock::duration keepalive() const { return keepalive_; }
   MechHost& host() { return host_; }
   DatagramIo& io() { return *io_; }
   UdpCounters& counters() { return cnt_; }
@@ -71,6 +76,7 @@ class UdpMechanism final : public Mechanism {
   MechHost& host_;
   std::unique_ptr<DatagramIo> io_;
   uint8_t id_;
+  Clock::duration keepalive_;
   bool tx_blocked_ = false;  // the socket was full: waiting for room
   std::unordered_map<uint64_t, UdpConn*> conns_;  // by our token
   bool retired_some_ = false;  // reap has lists to purge

@@ -1,0 +1,81 @@
+"""A path that drops UDP (issue 14): the router between the hosts forwards
+TCP and drops every UDP datagram. An application must never be worse off
+than with TCP: at most the first connection to that peer fails (a reset,
+never a hang), the peer is remembered as unreachable by UDP so the next
+connections stay plain TCP, and once the path carries UDP again (after
+--udp-retry) new connections are moved again."""
+import subprocess
+
+import pytest
+
+from apps import fetch, http_server, make_files, url
+from hookerd import HOOKERCTL, UDP_PORT, Hookerd, wait_for
+from routed import RoutedHosts
+
+PORT = 8000
+RETRY_S = 4  # --udp-retry: short, so the test sees UDP tried again
+
+
+def try_fetch(host, u, out, timeout=20):
+    """curl once; its exit code (0: the whole file arrived)."""
+    r = host.run(["curl", "-sS", "--fail", "-m", str(timeout), "-o", str(out), u],
+                 timeout=timeout + 5, check=False)
+    return r.returncode
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_udp_dropped_then_tcp_then_moved_again(tmp_path, v6):
+    with RoutedHosts() as bed:
+        flags = ["--udp-retry", str(RETRY_S)]
+        a = Hookerd(bed.a, [PORT], extra=flags).start()
+        b = Hookerd(bed.b, [PORT], extra=flags).start()
+        sums = make_files(tmp_path, {"f": 300 * 1024})
+        http_server(bed.b, tmp_path, PORT)
+        u = url(bed.b, PORT, "f", v6)
+        server_ip = bed.b.ip6 if v6 else bed.b.ip4
+        bed.drop_udp(True)
+
+        # The first connection is moved, its datagrams vanish: it fails
+        # loudly within seconds (curl's own limit is far above).
+        rc = try_fetch(bed.a, u, tmp_path / "first")
+        assert rc != 0, "the first connection over a UDP-dropping path cannot have worked"
+        assert a.counter("resets_peer_unreachable") == 1
+        st = a.status()
+        assert [p["peer"] for p in st["udp_unreachable"]] == [server_ip]
+        human = subprocess.run([HOOKERCTL, "--control", a.control, "status"],
+                               capture_output=True, text=True, timeout=10).stdout
+        assert f"udp unreachable: {server_ip}" in human
+
+        # The next ones stay TCP, and work: the payload is on the wire as TCP.
+        with bed.a.capture(f"tcp port {PORT} or udp port {UDP_PORT}") as cap:
+            for k in range(2):
+                assert fetch(bed.a, u, tmp_path / f"tcp{k}") == sums["f"]
+        assert cap.tcp_payload_bytes(PORT) >= 2 * 300 * 1024
+        assert cap.udp_datagrams(UDP_PORT) == []
+        assert a.counter("peer_udp_blocked") >= 2
+        assert a.counter("moved_active") == 1
+
+        # The path carries UDP again: once the retry time is up on both
+        # hosts, new connections are moved again.
+        bed.drop_udp(False)
+        for hd in (a, b):
+            wait_for(lambda hd=hd: hd.status()["udp_unreachable"] == [], RETRY_S + 5,
+                     f"{hd.host.name} to try UDP again")
+        with bed.a.capture(f"tcp port {PORT} or udp port {UDP_PORT}") as cap:
+            assert fetch(bed.a, u, tmp_path / "moved") == sums["f"]
+        assert cap.tcp_payload_bytes(PORT) == 0
+        assert sum(p.udp_len for p in cap.udp_datagrams(UDP_PORT)) >= 300 * 1024
+        assert a.counter("moved_active") == 2
+        assert a.counter("resets_peer_unreachable") == 1
+        assert a.stop() == 0 and b.stop() == 0
+
+
+def test_retry_flag_checked(tmp_path):
+    """--udp-retry and --keepalive: seconds, 1..86400, else one line and exit 2."""
+    from hookerd import HOOKERD
+    for flag, bad in (("--udp-retry", "0"), ("--keepalive", "-3"), ("--keepalive", "x")):
+        r = subprocess.run([HOOKERD, "--redirect", "80", flag, bad],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode != 0, (flag, bad)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and flag.lstrip("-") in lines[0].replace("_", "-"), r.stderr
