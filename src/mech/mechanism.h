@@ -186,7 +186,20 @@ class DatagramIo {
   virtual std::string describe() const = 0;
 
   uint64_t datagrams_sent = 0, datagrams_received = 0, truncated = 0;
+  // The path to a peer shrank under a group of datagrams (the route's MTU,
+  // or one an ICMP "fragmentation needed" / "packet too big" lowered): the
+  // group went out one datagram at a time (the kernel fragments them), and
+  // the peer is listed in `shrunk` so the mechanism sizes later datagrams
+  // to it by the path as it is now (path_mtu).
+  uint64_t groups_split = 0;
+  std::vector<sockaddr_in6> shrunk;
+  // Datagrams the kernel refused for good (no route, too big alone): gone,
+  // as if lost on the way; the mechanism's loss rule applies.
+  uint64_t send_failed = 0;
 };
+// The MTU of the path to `peer` as this host knows it now (the route's, or
+// what an ICMP message lowered it to), 0 if unknown.
+uint32_t path_mtu(const sockaddr_in6& peer);
 // Its counters into a mechanism's status counters: datagrams_sent,
 // datagrams_received, datagrams_truncated.
 void add_io_counters(nlohmann::json& counters, const DatagramIo& io);

@@ -121,6 +121,15 @@ void UdpConn::pump() {
   arm();
 }
 
+void UdpConn::path_shrank(uint32_t mtu) {
+  // As an MSS would say it: a UDP datagram fills what IP leaves of the
+  // MTU, the UDP header less than a TCP one with its timestamps.
+  bool v4 = IN6_IS_ADDR_V4MAPPED(&peer_.peer.sin6_addr);
+  uint32_t ip_udp = (v4 ? 20 : 40) + 8;
+  if (mtu <= ip_udp + 12 + wire::kHeader) return;  // nonsense: keep what we have
+  max_payload_ = std::min(max_payload_, wire::payload_for_mss(mtu - ip_udp - 12));
+}
+
 // ---- wire -> application ---------------------------------------------------
 
 void UdpConn::on_frame(const wire::Frame& f) {

@@ -58,6 +58,9 @@ class UdpConn final : public MechConn {
   const PeerInfo& peer() const { return peer_; }
   // The peer's datagrams now come from `at` (a NAT): send there.
   void peer_at(const sockaddr_in6& at) { peer_.peer = at; }
+  // The path to the peer carries at most `mtu` bytes now (it shrank):
+  // later DATA datagrams fit it.
+  void path_shrank(uint32_t mtu);
 
   bool retired = false;
   std::bitset<kUdpWaitKinds> waiting;  // the lists it is in

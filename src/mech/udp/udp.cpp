@@ -66,12 +66,28 @@ void UdpMechanism::flush_io() {
   auto r = io_->flush();
   if (!r) {
     host_.log(r.error().message());
+    if (!io_->shrunk.empty()) shrink_paths();
     return;
   }
+  if (!io_->shrunk.empty()) shrink_paths();
   if (!*r == tx_blocked_) return;  // *r: everything left
   // Blocked: wait for room; unblocked: stop asking for it.
   tx_blocked_ = !*r;
   if (io_->fd() >= 0) host_.want_writable(io_->fd(), tx_blocked_);
+}
+
+// The path to some peers shrank under datagrams already sized: each of
+// their connections sizes its next ones by the path as the kernel knows it
+// now (a route's MTU, or what an ICMP message lowered it to).
+void UdpMechanism::shrink_paths() {
+  auto peers = std::move(io_->shrunk);
+  io_->shrunk.clear();
+  for (const sockaddr_in6& p : peers) {
+    uint32_t mtu = path_mtu(p);
+    if (mtu == 0) continue;
+    for (auto& [tok, c] : conns_)
+      if (same_host(c->peer().peer, p)) c->path_shrank(mtu);
+  }
 }
 
 bool UdpMechanism::make_room() {

@@ -72,6 +72,7 @@ class UdpMechanism final : public Mechanism {
  private:
   void on_datagram(const sockaddr_in6& from, std::span<const std::byte> d);
   void flush_io();
+  void shrink_paths();
 
   MechHost& host_;
   std::unique_ptr<DatagramIo> io_;
