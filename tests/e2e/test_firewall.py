@@ -79,3 +79,28 @@ def test_retry_flag_checked(tmp_path):
         assert r.returncode != 0, (flag, bad)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and flag.lstrip("-") in lines[0].replace("_", "-"), r.stderr
+
+
+def test_quic_udp_dropped_then_tcp(tmp_path):
+    """quic too: its QUIC connection never hears the peer (the handshake
+    times out), the application's connection is reset once, and the next
+    one stays plain TCP."""
+    from pki import make_pki
+    with RoutedHosts() as bed:
+        pki = tmp_path / "pki"
+        pki.mkdir()
+        args = make_pki(pki, [bed.a, bed.b])
+        a = Hookerd(bed.a, [f"{PORT}=quic"], extra=args["a"]).start()
+        b = Hookerd(bed.b, [f"{PORT}=quic"], extra=args["b"]).start()
+        srv = tmp_path / "srv"
+        srv.mkdir()
+        sums = make_files(srv, {"f": 100 * 1024})
+        http_server(bed.b, srv, PORT)
+        bed.drop_udp(True)
+        u = url(bed.b, PORT, "f")
+        assert try_fetch(bed.a, u, tmp_path / "first", timeout=40) != 0
+        assert [p["peer"] for p in a.status()["udp_unreachable"]] == [bed.b.ip4]
+        with bed.a.capture(f"tcp port {PORT}") as cap:
+            assert fetch(bed.a, u, tmp_path / "second") == sums["f"]
+        assert cap.tcp_payload_bytes(PORT) >= 100 * 1024
+        assert a.stop() == 0 and b.stop() == 0

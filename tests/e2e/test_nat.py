@@ -134,3 +134,31 @@ def test_server_speaks_first_and_idle_connection(natted, v6):
     for hd in (a, b):
         assert hd.counter("resets_sent") == 0
     assert a.stop() == 0 and b.stop() == 0
+
+
+def test_quic_through_masquerade_falls_back_to_tcp(natted, tmp_path):
+    """quic cannot cross this NAT: the server checks that the client's
+    certificate names the address its packets come from, and the NAT's is
+    not the client's. The first connection is reset; the peer is then
+    remembered on both sides and the next connections stay plain TCP."""
+    from pki import make_pki
+    bed = natted
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    args = make_pki(pki, [bed.a, bed.b])
+    a = Hookerd(bed.a, [f"{PORT}=quic"], extra=args["a"]).start()
+    b = Hookerd(bed.b, [f"{PORT}=quic"], extra=args["b"]).start()
+    srv = tmp_path / "srv"
+    srv.mkdir()
+    sums = make_files(srv, {"f": 100 * 1024})
+    http_server(bed.b, srv, PORT)
+    u = url(bed.b, PORT, "f")
+    first = bed.a.run(["curl", "-sS", "--fail", "-m", "30", "-o", str(tmp_path / "first"), u],
+                      timeout=35, check=False)
+    assert first.returncode != 0
+    assert "certificate does not name its address" in b.stderr()
+    with bed.a.capture(f"tcp port {PORT}") as cap:
+        for k in range(2):
+            assert fetch(bed.a, u, tmp_path / f"got{k}") == sums["f"]
+    assert cap.tcp_payload_bytes(PORT) >= 2 * 100 * 1024
+    assert a.stop() == 0 and b.stop() == 0

@@ -50,6 +50,7 @@ class Connection {
   Time expiry() const;
   // The peer must learn why: CONNECTION_CLOSE unless it closed it itself.
   void die(std::string_view why, bool tell_peer);
+  void unreachable();  // tells hookerd the peer's host stays TCP for a while
 
   // Streams.
   void open_stream(QuicStream& s);  // now, or once the handshake allows
@@ -106,6 +107,7 @@ class Connection {
   Session tls_;  // before conn_: ngtcp2_conn_del still uses it
   std::unique_ptr<ngtcp2_conn, ConnFree> conn_;
   bool dead_ = false;
+  bool heard_ = false;  // a packet of the peer's was read
   ngtcp2_connection_close_error last_error_{};
   std::vector<ngtcp2_cid> cids_;  // ours, in the mechanism's table
 
