@@ -40,6 +40,8 @@ metrics = "9100"
 pin_dir = "/sys/fs/bpf/h"
 max_conns = 1024
 udplite_impl = "ebpf"
+keepalive = 10
+udp_retry = 300
 eager = true
 verbose = true
 )", "h.toml");
@@ -48,6 +50,8 @@ verbose = true
   EXPECT_EQ(c->ifaces->size(), 2u);
   EXPECT_EQ(*c->port, 7100);
   EXPECT_EQ(*c->max_conns, 1024u);
+  EXPECT_EQ(*c->keepalive_s, 10u);
+  EXPECT_EQ(*c->udp_retry_s, 300u);
   EXPECT_TRUE(*c->eager);
   EXPECT_EQ(c->where("port"), "h.toml:5: ");
 }
@@ -68,6 +72,8 @@ TEST(Config, BadInputIsOneLineWithFileAndLine) {
       {"[[rule]]\nport = 80\nmech = \"udp\"\nfoo = 1\n", "h.toml:4: unknown key 'foo' in [[rule]]"},
       {"xdp_mode = \"fast\"\n", "h.toml:1: xdp_mode fast: use auto"},
       {"eager = \"yes\"\n", "h.toml:1: eager is a string: it takes true or false"},
+      {"keepalive = 0\n", "h.toml:1: keepalive 0 is out of range: use 1..86400 (seconds)"},
+      {"udp_retry = 100000\n", "h.toml:1: udp_retry 100000 is out of range"},
   };
   for (auto& c : cases) {
     auto r = parse_config(c.text, "h.toml");
