@@ -111,9 +111,9 @@ def test_server_speaks_first_and_idle_connection(natted, v6):
     srv = bed.b.popen([PY, "-c", SERVER, str(BANNER_PORT), str(n)], stdin=subprocess.PIPE,
                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: listening(bed.b, BANNER_PORT), 10, "the banner server")
-    cli = bed.a.popen([PY, "-c", CLIENT, bed.b.ip6 if v6 else bed.b.ip4, str(BANNER_PORT), str(n)],
-                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     with bed.b.capture(f"tcp port {BANNER_PORT} or udp port {UDP_PORT}") as cap:
+        cli = bed.a.popen([PY, "-c", CLIENT, bed.b.ip6 if v6 else bed.b.ip4, str(BANNER_PORT),
+                           str(n)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = cli.stdout.readline()  # the script's own socket timeout bounds it
         assert line.strip() == "banner", cli.stderr.read() if cli.poll() is not None else line
         keepalives = a.counter("keepalives_sent")
