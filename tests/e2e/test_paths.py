@@ -89,3 +89,29 @@ def test_mtu_lowered_during_a_transfer(tmp_path, v6):
         print(f"mtu lowered mid-transfer ({'ipv6' if v6 else 'ipv4'}): curl rc {rc}, "
               f"{len(got)} of {size} bytes, {b.counter('datagram_groups_split')} groups split")
         assert a.stop() == 0 and b.stop() == 0
+
+
+def test_server_answers_from_a_second_ipv6_address(tmp_path):
+    """The server host gains a second, newer IPv6 address on the same
+    prefix: its hookerd's datagrams leave from that one, not the address
+    the client connected to. The client's hookerd takes them (their token
+    vouches) and sends there from then on: byte-exact and moved."""
+    with RoutedHosts() as bed:
+        a = Hookerd(bed.a, [PORT]).start()
+        b = Hookerd(bed.b, [PORT]).start()
+        second = "fd77:2::3"
+        bed.b.run(["ip", "addr", "add", f"{second}/64", "dev", bed.b.iface, "nodad"],
+                  timeout=10, cgroup=False)
+        sums = make_files(tmp_path, {"510KB": 510 * 1024})
+        http_server(bed.b, tmp_path, PORT)
+        with bed.a.capture(f"tcp port {PORT} or udp port {UDP_PORT}") as cap:
+            got = fetch(bed.a, url(bed.b, PORT, "510KB", v6=True), tmp_path / "got")
+        assert got == sums["510KB"]
+        assert cap.tcp_payload_bytes(PORT) == 0
+        sources = {p.src for p in cap.udp_datagrams(UDP_PORT) if p.dst == bed.a.ip6}
+        assert sum(p.udp_len for p in cap.udp_datagrams(UDP_PORT)) >= 510 * 1024
+        # The kernel prefers the newer address for the unconnected socket's
+        # replies (what made this reset before), and the client followed.
+        assert second in sources, sources
+        assert a.counter("peer_moved") >= 1
+        assert a.stop() == 0 and b.stop() == 0
