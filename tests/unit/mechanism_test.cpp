@@ -169,7 +169,9 @@ struct FakeHost final : MechHost {
   void want_writable(int, bool) override {}
   bool expect_token(uint64_t) override { return false; }
   void log(std::string_view line) override { logged.emplace_back(line); }
+  void peer_unreachable(const sockaddr_in6& peer) override { unreachable.push_back(peer); }
   std::vector<std::string> logged;
+  std::vector<sockaddr_in6> unreachable;
 };
 
 // The application of one end: writes `out` (as far as `writable` says),
@@ -390,6 +392,31 @@ TEST_P(Conformance, Loss) {
   if (!GetParam().reliable) {
     EXPECT_TRUE(end_[0].app.aborted) << "a lost datagram went unseen";
   }
+}
+
+// A path that drops every datagram (a firewall passing TCP only): no
+// application hangs, both are reset, and the connecting side tells hookerd
+// its peer is unreachable, so its next connections stay TCP.
+TEST_P(Conformance, PathDroppingEverythingResetsAndReportsThePeer) {
+  open({.loss = 1.0}, 9);
+  both_ways(64 << 10);
+  run(30s);
+  EXPECT_TRUE(end_[0].app.aborted && end_[1].app.aborted) << "an application would hang";
+  EXPECT_TRUE(end_[0].app.got.empty() && end_[1].app.got.empty());
+  ASSERT_FALSE(end_[0].host->unreachable.empty());
+  sockaddr_in6 peer = address(1);
+  EXPECT_EQ(std::memcmp(&end_[0].host->unreachable[0].sin6_addr, &peer.sin6_addr, 16), 0);
+}
+
+// A healthy path: nobody is reported, whoever speaks first.
+TEST_P(Conformance, AcceptingSideMaySpeakFirst) {
+  open();
+  end_[1].app.out = pattern(100 << 10, 11);
+  end_[1].app.writable = end_[1].app.out.size();
+  end_[1].app.shut = end_[0].app.shut = true;
+  run(10s);
+  expect_whole();
+  for (End& x : end_) EXPECT_TRUE(x.host->unreachable.empty());
 }
 
 TEST_P(Conformance, Reordering) {
