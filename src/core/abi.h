@@ -21,4 +21,4 @@ static_assert(sizeof(hk_port_rule) == 4 + HK_CC_NAME_MAX);
 static_assert(sizeof(hk_rule) == 104);
 static_assert(sizeof(hk_rules) == 16 + 104 * HK_MAX_RULES);
 static_assert(sizeof(hk_peer_key) == 20);
-static_assert(sizeof(hk_udp_blocked) == 16);
+static_assert(sizeof(hk_udp_blocked) == 24);

@@ -41,6 +41,7 @@ struct DaemonCounters {
   uint64_t conns_unknown_mech = 0;
   uint64_t wake_acks_sent = 0, wake_acks_failed = 0;
   uint64_t peers_marked_unreachable = 0;  // peer_unreachable, each time
+  uint64_t path_probes_sent = 0, path_probes_answered = 0;  // to peers in udp_blocked
 };
 
 // What hookerd tells the mechanisms it deploys, from its options.
@@ -100,7 +101,8 @@ class Daemon final : AppSide, MechHost {
   void want_writable(int fd, bool on) override;
   bool expect_token(uint64_t token) override;
   void log(std::string_view line) override;
-  void peer_unreachable(const sockaddr_in6& peer) override;  // unreachable.cpp
+  void peer_unreachable(const sockaddr_in6& peer, uint8_t mech) override;  // unreachable.cpp
+  void path_answered(const sockaddr_in6& peer) override;
 
   Mechanism* mechanism(uint8_t id) const;
   void release_fins(Conn& c);
@@ -110,7 +112,8 @@ class Daemon final : AppSide, MechHost {
   void reap();
   void keep_pool_full();
   void gc_embryonic();  // and stale FIN-ACK guards
-  void gc_unreachable();  // udp_blocked entries past their time
+  void gc_unreachable();  // udp_blocked: probes, renewals, entries past their time
+  uint64_t retry_ns() const;  // --udp-retry
   nlohmann::json unreachable_json() const;  // the live ones, for status
 
   // writers the slow lane refused (writers.cpp)

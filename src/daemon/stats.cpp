@@ -77,6 +77,8 @@ nlohmann::json Daemon::daemon_counters() const {
       {"wake_acks_failed", cnt_.wake_acks_failed},
       {"conns_closed", cnt_.conns_closed},
       {"peers_marked_unreachable", cnt_.peers_marked_unreachable},
+      {"path_probes_sent", cnt_.path_probes_sent},
+      {"path_probes_answered", cnt_.path_probes_answered},
       {"fin_queued", fins_->queued},
       {"fin_held", fins_->held},
       {"fin_released", fins_->released},

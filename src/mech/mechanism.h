@@ -122,8 +122,11 @@ class MechHost {
   virtual void log(std::string_view line) = 0;
   // The peer hookerd at `peer` was never heard from over this mechanism's
   // datagrams (a path that passes TCP and drops UDP): connections to its
-  // host stay plain TCP for a while (--udp-retry).
-  virtual void peer_unreachable(const sockaddr_in6& /*peer*/) {}
+  // host stay plain TCP for a while (--udp-retry). `mech`: whose socket
+  // found it, and may probe the path later (Mechanism::probe_path).
+  virtual void peer_unreachable(const sockaddr_in6& /*peer*/, uint8_t /*mech*/) {}
+  // A path probe (Mechanism::probe_path) came back from `peer`.
+  virtual void path_answered(const sockaddr_in6& /*peer*/) {}
 
  protected:
   ~MechHost() = default;
@@ -146,6 +149,9 @@ class Mechanism {
   virtual Time deadline() const { return kNever; }
   virtual void on_deadline(Time /*now*/) {}
   virtual std::unique_ptr<MechConn> open(const PeerInfo& peer, AppPort& port) = 0;
+  // Sends a path probe to the peer hookerd at `to` (HK_WIRE_PROBE_TOKEN);
+  // false if this mechanism has none, or no room now.
+  virtual bool probe_path(const sockaddr_in6& /*to*/) { return false; }
   // Negotiated but never bound here: the peer must drop its side.
   virtual void refuse(const PeerInfo& peer) = 0;
   // {"counters": {...}, ...}

@@ -2,8 +2,9 @@
 TCP and drops every UDP datagram. An application must never be worse off
 than with TCP: at most the first connection to that peer fails (a reset,
 never a hang), the peer is remembered as unreachable by UDP so the next
-connections stay plain TCP, and once the path carries UDP again (after
---udp-retry) new connections are moved again."""
+connections stay plain TCP, hookerd probes the path itself near the end of
+each --udp-retry period (no connection has to fail to find out), and once
+the path carries UDP again new connections are moved again."""
 import subprocess
 
 import pytest
@@ -55,11 +56,21 @@ def test_udp_dropped_then_tcp_then_moved_again(tmp_path, v6):
         assert a.counter("peer_udp_blocked") >= 2
         assert a.counter("moved_active") == 1
 
-        # The path carries UDP again: once the retry time is up on both
-        # hosts, new connections are moved again.
+        # hookerd probes the path near the end of --udp-retry; unanswered,
+        # it keeps the peer TCP for another period: no connection fails.
+        wait_for(lambda: a.counter("path_probes_sent") >= 1 and
+                 all(p["since_s"] > RETRY_S + 0.5 for p in a.status()["udp_unreachable"]) and
+                 a.status()["udp_unreachable"], 2 * RETRY_S + 5,
+                 "a's entry to outlive its first period, probed and unanswered")
+        assert fetch(bed.a, u, tmp_path / "tcp-later") == sums["f"]
+        assert a.counter("resets_peer_unreachable") == 1
+        assert a.counter("moved_active") == 1
+
+        # The path carries UDP again: the next probe is answered, on both
+        # hosts, and new connections are moved again.
         bed.drop_udp(False)
         for hd in (a, b):
-            wait_for(lambda hd=hd: hd.status()["udp_unreachable"] == [], RETRY_S + 5,
+            wait_for(lambda hd=hd: hd.status()["udp_unreachable"] == [], 2 * RETRY_S + 5,
                      f"{hd.host.name} to try UDP again")
         with bed.a.capture(f"tcp port {PORT} or udp port {UDP_PORT}") as cap:
             assert fetch(bed.a, u, tmp_path / "moved") == sums["f"]
@@ -67,6 +78,7 @@ def test_udp_dropped_then_tcp_then_moved_again(tmp_path, v6):
         assert sum(p.udp_len for p in cap.udp_datagrams(UDP_PORT)) >= 300 * 1024
         assert a.counter("moved_active") == 2
         assert a.counter("resets_peer_unreachable") == 1
+        assert a.counter("path_probes_answered") == 1
         assert a.stop() == 0 and b.stop() == 0
 
 
@@ -84,7 +96,8 @@ def test_retry_flag_checked(tmp_path):
 def test_quic_udp_dropped_then_tcp(tmp_path):
     """quic too: its QUIC connection never hears the peer (the handshake
     times out), the application's connection is reset once, and the next
-    one stays plain TCP."""
+    one stays plain TCP (the client does not offer it, or the server
+    refuses it)."""
     from pki import make_pki
     with RoutedHosts() as bed:
         pki = tmp_path / "pki"
@@ -99,7 +112,11 @@ def test_quic_udp_dropped_then_tcp(tmp_path):
         bed.drop_udp(True)
         u = url(bed.b, PORT, "f")
         assert try_fetch(bed.a, u, tmp_path / "first", timeout=40) != 0
-        assert [p["peer"] for p in a.status()["udp_unreachable"]] == [bed.b.ip4]
+        # Whichever side opened the QUIC connection (the lower token's) is
+        # the one whose handshake timed out: it remembers the other.
+        wait_for(lambda: [p["peer"] for p in a.status()["udp_unreachable"]] == [bed.b.ip4] or
+                 [p["peer"] for p in b.status()["udp_unreachable"]] == [bed.a.ip4], 20,
+                 "one side to remember the other as unreachable by UDP")
         with bed.a.capture(f"tcp port {PORT}") as cap:
             assert fetch(bed.a, u, tmp_path / "second") == sums["f"]
         assert cap.tcp_payload_bytes(PORT) >= 100 * 1024

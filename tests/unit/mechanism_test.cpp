@@ -169,7 +169,7 @@ struct FakeHost final : MechHost {
   void want_writable(int, bool) override {}
   bool expect_token(uint64_t) override { return false; }
   void log(std::string_view line) override { logged.emplace_back(line); }
-  void peer_unreachable(const sockaddr_in6& peer) override { unreachable.push_back(peer); }
+  void peer_unreachable(const sockaddr_in6& peer, uint8_t) override { unreachable.push_back(peer); }
   std::vector<std::string> logged;
   std::vector<sockaddr_in6> unreachable;
 };

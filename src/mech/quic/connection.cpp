@@ -2,6 +2,8 @@
 // the streams, and the packets in and out.
 #include "mech/quic/connection.h"
 
+#include "core/abi.h"
+
 #include <arpa/inet.h>
 #include <gnutls/crypto.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
@@ -332,7 +334,7 @@ void Connection::on_expiry() {
 // Every connection to this peer would fail the same way (a path that drops
 // UDP; through a NAT, a certificate that cannot name the address the peer's
 // packets come from): its host stays plain TCP for a while instead.
-void Connection::unreachable() { m_.host().peer_unreachable(peer_); }
+void Connection::unreachable() { m_.host().peer_unreachable(peer_, HK_MECH_QUIC); }
 
 void Connection::die(std::string_view why, bool tell_peer) {
   if (dead_) return;

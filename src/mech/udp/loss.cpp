@@ -74,7 +74,7 @@ void UdpConn::on_deadline(Time now) {
     // the peer's hookerd is gone). Its host stays TCP for a while, so only
     // this connection fails.
     cnt.resets_peer_unreachable++;
-    m_.host().peer_unreachable(peer_.peer);
+    m_.host().peer_unreachable(peer_.peer, m_.id());
     return fail("the peer's hookerd was never heard from over UDP (a path that drops UDP?)",
                 true);
   }

@@ -157,6 +157,8 @@ void UdpMechanism::on_datagram(const sockaddr_in6& from, std::span<const std::by
     return;
   }
   const wire::Frame& f = *p.frame;
+  if (f.token == HK_WIRE_PROBE_TOKEN && f.type == HK_WIRE_ACK && (f.flags & HK_WIRE_F_HELLO))
+    return on_path_probe(from, f);
   // Each mechanism has sockets of its own: another's frame here is an error.
   if (f.mech != id_) {
     cnt_.rx_wrong_mech++;
@@ -190,6 +192,35 @@ void UdpMechanism::on_datagram(const sockaddr_in6& from, std::span<const std::by
     c.peer_at(from);
   }
   c.on_frame(f);
+}
+
+bool UdpMechanism::probe_path(const sockaddr_in6& to) {
+  if (!make_room()) return false;
+  queue({HK_WIRE_ACK, id_, HK_WIRE_PROBE_TOKEN, 0, 0, {}, HK_WIRE_F_HELLO}, to);
+  flush_io();
+  return true;
+}
+
+// A peer's hookerd asks whether UDP from it reaches us (it remembers us as
+// unreachable), or answers our own question.
+void UdpMechanism::on_path_probe(const sockaddr_in6& from, const wire::Frame& f) {
+  if (f.flags & HK_WIRE_F_REPLY) return host_.path_answered(from);
+  // Same size as the question, to its source: no amplification; at most
+  // kProbeAnswers a second, so a flood of spoofed probes reflects little.
+  Time now = host_.now();
+  if (now - probe_second_ >= std::chrono::seconds(1)) {
+    probe_second_ = now;
+    probe_answers_ = 0;
+  }
+  if (probe_answers_ >= kProbeAnswers || !make_room()) {
+    cnt_.path_probes_refused++;
+    return;
+  }
+  probe_answers_++;
+  cnt_.path_probes_replied++;
+  queue({HK_WIRE_ACK, id_, HK_WIRE_PROBE_TOKEN, 0, 0, {},
+         static_cast<uint8_t>(HK_WIRE_F_HELLO | HK_WIRE_F_REPLY)},
+        from);
 }
 
 void UdpMechanism::replay_early(UdpConn& c) {
@@ -235,6 +266,8 @@ void UdpMechanism::status(nlohmann::json& out) const {
       {"resets_peer_unreachable", cnt_.resets_peer_unreachable},
       {"peer_moved", cnt_.peer_moved},
       {"keepalives_sent", cnt_.keepalives_sent},
+      {"path_probes_replied", cnt_.path_probes_replied},
+      {"path_probes_refused", cnt_.path_probes_refused},
   };
   add_io_counters(out["counters"], *io_);
   // Datagrams queued for the socket; blocked: it is full and the

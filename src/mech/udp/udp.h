@@ -26,6 +26,7 @@ struct UdpCounters {
   uint64_t resets_peer_unreachable = 0;  // its opening datagrams never answered
   uint64_t peer_moved = 0;  // a peer's datagrams came from a new address (NAT)
   uint64_t keepalives_sent = 0;
+  uint64_t path_probes_replied = 0, path_probes_refused = 0;  // peers' probes: answered; over the budget
 };
 
 class UdpMechanism final : public Mechanism {
@@ -34,6 +35,7 @@ class UdpMechanism final : public Mechanism {
   static constexpr uint32_t kMaxWindow = 4 << 20;     // credit one connection may get
   static constexpr uint64_t kRxBudget = 24ull << 20;  // payload the receive buffer holds
   static constexpr size_t kStashLimit = 1 << 20;      // early datagrams, all tokens
+  static constexpr uint32_t kProbeAnswers = 100;       // path probes answered a second
 
   // `id`: the enum hk_mech its frames carry, and the only one it accepts.
   UdpMechanism(MechHost& host, std::unique_ptr<DatagramIo> io, uint8_t id,
@@ -46,6 +48,7 @@ class UdpMechanism final : public Mechanism {
   void reap() override;
   void housekeeping() override;
   std::unique_ptr<MechConn> open(const PeerInfo& peer, AppPort& port) override;
+  bool probe_path(const sockaddr_in6& to) override;
   void refuse(const PeerInfo& peer) override { send_reset(peer.peer_token, peer.peer); }
   void status(nlohmann::json& out) const override;
   std::vector<std::string> loaded() const override { return {io_->describe()}; }
@@ -71,6 +74,7 @@ class UdpMechanism final : public Mechanism {
 
  private:
   void on_datagram(const sockaddr_in6& from, std::span<const std::byte> d);
+  void on_path_probe(const sockaddr_in6& from, const wire::Frame& f);
   void flush_io();
   void shrink_paths();
 
@@ -88,6 +92,10 @@ class UdpMechanism final : public Mechanism {
   struct Stashed { sockaddr_in6 from; std::vector<std::byte> d; };
   std::unordered_map<uint64_t, std::vector<Stashed>> stash_;  // early datagrams
   size_t stash_bytes_ = 0;
+  // Path probes answered in this second, and which second: anyone can send
+  // one (it names no connection), so the answers are rationed.
+  uint32_t probe_answers_ = 0;
+  Time probe_second_{};
   UdpCounters cnt_;
 };
 
