@@ -158,6 +158,10 @@ std::string prometheus_text(const nlohmann::json& stats) {
   if (g.contains("uptime_seconds"))
     add("hooker_uptime_seconds", "gauge", "seconds since hookerd started", "",
         g["uptime_seconds"]);
+  if (g.contains("udp_unreachable_peers"))
+    add("hooker_udp_unreachable_peers", "gauge",
+        "peers remembered as unreachable by UDP: their connections stay TCP", "",
+        g["udp_unreachable_peers"]);
   for (auto& [m, gm] : gmechs.items()) {
     std::string label = "mechanism=\"" + escape_label(m) + "\"";
     if (gm.contains("deployed"))

@@ -84,6 +84,9 @@ void print_stats(const nlohmann::json& j) {
   rows("kernel", c["kernel"]);
   rows("daemon", c["daemon"]);
   for (auto& [m, counters] : c["mechanisms"].items()) rows(m, counters);
+  if (j["gauges"].contains("udp_unreachable_peers"))
+    printf("%-10s %-24s %20llu\n", "gauges", "udp_unreachable_peers",
+           j["gauges"]["udp_unreachable_peers"].get<unsigned long long>());
   for (auto& [m, g] : j["gauges"]["mechanisms"].items())
     printf("%-10s %-24s %20s\n", m.c_str(), "deployed / live conns",
            ((g["deployed"].get<bool>() ? "yes / " : "no / ") +

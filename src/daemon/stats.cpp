@@ -121,7 +121,10 @@ nlohmann::json Daemon::stats_json() const {
   return {
       {"counters", {{"kernel", kernel_counters()}, {"daemon", daemon_counters()},
                     {"mechanisms", mechs}}},
-      {"gauges", {{"uptime_seconds", up}, {"mechanisms", gauges}}},
+      {"gauges", {{"uptime_seconds", up},
+                  // Peers whose connections stay TCP: UDP does not reach them.
+                  {"udp_unreachable_peers", unreachable_json().size()},
+                  {"mechanisms", gauges}}},
   };
 }
 

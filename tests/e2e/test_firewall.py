@@ -5,6 +5,7 @@ never a hang), the peer is remembered as unreachable by UDP so the next
 connections stay plain TCP, hookerd probes the path itself near the end of
 each --udp-retry period (no connection has to fail to find out), and once
 the path carries UDP again new connections are moved again."""
+import json
 import subprocess
 
 import pytest
@@ -46,6 +47,10 @@ def test_udp_dropped_then_tcp_then_moved_again(tmp_path, v6):
         human = subprocess.run([HOOKERCTL, "--control", a.control, "status"],
                                capture_output=True, text=True, timeout=10).stdout
         assert f"udp unreachable: {server_ip}" in human
+        stats = json.loads(subprocess.run([HOOKERCTL, "--control", a.control, "stats", "--json"],
+                                          capture_output=True, text=True, timeout=10).stdout)
+        assert stats["gauges"]["udp_unreachable_peers"] == 1
+        assert stats["counters"]["mechanisms"]["udp"]["resets_peer_unreachable"] == 1
 
         # The next ones stay TCP, and work: the payload is on the wire as TCP.
         with bed.a.capture(f"tcp port {PORT} or udp port {UDP_PORT}") as cap:
