@@ -67,6 +67,17 @@ enum hk_wire_type {
 #define HK_WIRE_F_PROBE 0x01 /* ACK: answer with an ACK at once */
 #define HK_WIRE_F_REPLY 0x02 /* ACK: the answer to a probe */
 #define HK_WIRE_F_END_SEEN 0x04 /* ACK: the END frame arrived */
+/* ACK: a connection's opening datagram (the connecting side sends it at
+ * once, and again until it hears back): it opens a NAT's mapping before
+ * the accepting side sends, tells that side where the connecting one
+ * really is, and proves the path carries UDP. Answered with a plain ACK
+ * at once (not a REPLY: that answers only a probe about lost bytes). */
+#define HK_WIRE_F_HELLO 0x08
+/* A path probe is a HELLO ACK with token 0 and no payload: hookerd sends it
+ * to a peer it remembers as unreachable by UDP (hk_udp_blocked), and the
+ * peer's hookerd answers it with HK_WIRE_F_REPLY added. It names no
+ * connection, so the ingress program lets it through on its own terms. */
+#define HK_WIRE_PROBE_TOKEN 0
 
 /* Network byte order. The token is the receiver's: each side demultiplexes
  * on a token it chose itself. */
@@ -325,6 +336,33 @@ struct hk_fin_guard {
 	__u64 since_ns;
 };
 
+/* ---- peers that UDP does not reach ------------------------------------ */
+
+/* Key of the `udp_blocked` map: a peer host as the wire shows it (an
+ * IPv4-mapped address in IPv4 form, in addr[0]), network order. */
+struct hk_peer_key {
+	__u32 family; /* AF_INET or AF_INET6 */
+	__u32 addr[4];
+};
+
+/* A peer whose hookerd was never heard from over UDP (a firewall that
+ * passes TCP and drops UDP): until `until_ns` (bpf_ktime_get_ns, i.e.
+ * CLOCK_MONOTONIC) neither side of a handshake with it offers Hooker, so
+ * its connections stay plain TCP. After that the next connection tries
+ * UDP again; hookerd writes the entries and removes stale ones. */
+struct hk_udp_blocked {
+	__u64 until_ns;
+	__u64 since_ns; /* when it was marked, for hookerctl */
+	/* hookerd's own: where it probes the path (the peer hookerd's port and
+	 * the mechanism whose socket sends), and how many probes went out. */
+	__u16 port;
+	__u8 mech;
+	__u8 pad;
+	__u32 probes;
+};
+
+#define HK_MAX_BLOCKED_PEERS 4096
+
 /* ---- events to hookerd (ring buffer) ---------------------------------- */
 
 enum hk_event_type {
@@ -407,6 +445,8 @@ enum hk_counter {
 	HK_CNT_MECH_NOT_DEPLOYED, /* either side: the rule's mechanism is not deployed */
 	HK_CNT_CC_SET,            /* tcp-cc: connections given their rule's congestion control */
 	HK_CNT_CC_FAILED,         /* tcp-cc: the kernel refused it (not registered, not allowed) */
+	HK_CNT_PEER_UDP_BLOCKED,  /* either side: the peer is in udp_blocked, left plain */
+	HK_CNT_XDP_PATH_PROBE,    /* path probes (HK_WIRE_PROBE_TOKEN) let through */
 	HK_CNT__MAX,
 };
 
@@ -419,7 +459,7 @@ enum hk_counter {
 	    "xdp_drop_unknown_token", "xdp_fin_ack_held", "lane_to_slow",      \
 	    "lane_to_fast", "sends_full", "writers_woken", "wake_failed",      \
 	    "mech_not_accepted", "peer_refused_mech", "mech_not_deployed",   \
-	    "cc_set", "cc_failed"
+	    "cc_set", "cc_failed", "peer_udp_blocked", "xdp_path_probe"
 
 #define HK_MAX_SLOTS 65536
 #define HK_MAX_PORTS 1024

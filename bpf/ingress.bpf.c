@@ -139,6 +139,12 @@ static __always_inline int on_udp(struct udphdr *udp, void *end, __u32 beyond)
 	if (udp_len < sizeof(*udp) + sizeof(*h) + bpf_ntohs(h->len))
 		return drop(HK_CNT_XDP_BAD_LEN);
 	token = bpf_be64_to_cpu(h->token);
+	/* A path probe (or its answer): no connection, no payload. */
+	if (token == HK_WIRE_PROBE_TOKEN && h->type == HK_WIRE_ACK &&
+	    (h->flags & HK_WIRE_F_HELLO) && h->len == 0) {
+		count(HK_CNT_XDP_PATH_PROBE);
+		return PASS;
+	}
 	if (!bpf_map_lookup_elem(&tokens, &token))
 		return drop(HK_CNT_XDP_UNKNOWN_TOKEN);
 	count(HK_CNT_XDP_PASS);

@@ -87,6 +87,15 @@ struct {
 	__type(value, struct hk_port_rule);
 } ports SEC(".maps");
 
+/* Peers UDP does not reach (hk_udp_blocked), written by hookerd when a
+ * connection's opening datagrams went unanswered. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HK_MAX_BLOCKED_PEERS);
+	__type(key, struct hk_peer_key);
+	__type(value, struct hk_udp_blocked);
+} udp_blocked SEC(".maps");
+
 /* The configuration file's rules (hk_rules), one inner map per load:
  * hookerd swaps a new one in with one update of entry 0, and a program that
  * looked the old one up keeps reading it, whole, until it returns. Empty
@@ -421,6 +430,26 @@ static __always_inline int deployed(__u8 mech)
 	return hk_deployed & HK_MECH_BIT(mech);
 }
 
+/* Whether the peer of this connection is remembered as unreachable by UDP:
+ * then this side offers (client) or accepts (server) nothing, and the
+ * connection stays plain TCP instead of failing. Past its time the entry
+ * no longer counts, so the next connection tries UDP again. */
+static __always_inline int udp_blocked_peer(const struct hk_flow *f)
+{
+	struct hk_peer_key key = {};
+	struct hk_udp_blocked *b;
+	struct hk_flow w = *f;
+
+	wire_flow(&w);
+	key.family = w.family;
+	__builtin_memcpy(key.addr, w.raddr, sizeof(key.addr));
+	b = bpf_map_lookup_elem(&udp_blocked, &key);
+	if (!b || bpf_ktime_get_ns() >= b->until_ns)
+		return 0;
+	count(HK_CNT_PEER_UDP_BLOCKED);
+	return 1;
+}
+
 static __always_inline __u64 mix64(__u64 x)
 {
 	x ^= x >> 33;
@@ -685,6 +714,8 @@ static __always_inline void on_connect(struct bpf_sock_ops *skops)
 	}
 	if (rule->prefer == HK_MECH_NONE)
 		return;
+	if (udp_blocked_peer(&f))
+		return;
 	mech = rule->prefer;
 	if (!deployed(mech)) {
 		need_mech(mech, &f);
@@ -837,6 +868,8 @@ static __always_inline int synack_answer(struct bpf_sock_ops *skops,
 	if (!rule)
 		return 0;
 	ans->mech = hk_answer_mech(rule, syn.mech);
+	if (ans->mech != HK_MECH_NONE && udp_blocked_peer(&f))
+		ans->mech = HK_MECH_NONE;
 	if (ans->mech != HK_MECH_NONE && !deployed(ans->mech)) {
 		ans->not_deployed = ans->mech;
 		ans->mech = HK_MECH_NONE;

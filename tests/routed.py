@@ -12,6 +12,12 @@ hosts' TCP connections learn it as their MSS. The router's ports neither
 segment nor coalesce (no GSO/TSO there, no GRO on the hosts): a capture on a
 host shows every packet as the wire between them carries it. Everything else
 (cgroups, processes, teardown) is TwoHosts'.
+
+The router can also be a firewall that drops UDP (`drop_udp`), and a NAT:
+`masquerade` rewrites what a's side sends out of the router's b link to the
+router's own address there, as a home router or a node's masquerade does,
+and `udp_mapping_timeout` shortens how long its UDP mappings live idle.
+All of it lives in the router's namespace and goes with it.
 """
 from __future__ import annotations
 
@@ -29,6 +35,31 @@ class RoutedHosts(TwoHosts):
 
     def router_run(self, argv, check=True):
         return _sh(["nsenter", f"--net={NETNS_DIR / self.router}", "--", *argv], check=check)
+
+    def _tables(self, argv, on: bool):
+        """One rule (`-t TABLE` if given, then CHAIN ...) added or deleted,
+        for both families."""
+        op = "-A" if on else "-D"
+        table = argv[:2] if argv[0] == "-t" else []
+        rest = argv[len(table):]
+        for tool in ("iptables", "ip6tables"):
+            self.router_run([tool, *table, op, *rest])
+
+    def drop_udp(self, on: bool = True):
+        """The router forwards TCP but drops every UDP datagram (a firewall
+        that passes TCP only), or no longer does."""
+        self._tables(["FORWARD", "-p", "udp", "-j", "DROP"], on)
+
+    def masquerade(self, on: bool = True):
+        """What leaves the router towards b leaves from the router's address
+        on that link (a's address and ports rewritten), both families."""
+        self._tables(["-t", "nat", "POSTROUTING", "-o", "b", "-j", "MASQUERADE"], on)
+
+    def udp_mapping_timeout(self, seconds: int):
+        """How long the router's conntrack keeps an idle UDP mapping (its
+        netns's own sysctls), whether it saw replies or not."""
+        for key in ("nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream"):
+            self.router_run(["sysctl", "-q", "-w", f"net.netfilter.{key}={seconds}"])
 
     def set_mtu(self, mtu: int):
         """The MTU of the router's links (all four veth ends)."""

@@ -267,6 +267,7 @@ int Kernel::counters_fd() const { return bpf_map__fd(redir_->maps.counters); }
 int Kernel::events_fd() const { return bpf_map__fd(redir_->maps.events); }
 int Kernel::consumed_fd() const { return bpf_map__fd(redir_->maps.consumed); }
 int Kernel::fin_guards_fd() const { return bpf_map__fd(redir_->maps.fin_guards); }
+int Kernel::udp_blocked_fd() const { return bpf_map__fd(redir_->maps.udp_blocked); }
 
 bool Kernel::embryonic(const hk_flow& wire) const {
   uint64_t token;

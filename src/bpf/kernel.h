@@ -60,6 +60,8 @@ class Kernel {
   // Whether our SYN-ACK accepted Hooker for this connection (its wire flow)
   // and it is not established yet.
   bool embryonic(const hk_flow& wire) const;
+  // Peers UDP does not reach (hk_udp_blocked): their connections stay TCP.
+  int udp_blocked_fd() const;
   // Each slot's two lanes into hookerd, shared with the sk_msg program.
   hk_lanes* lanes(uint32_t slot) const { return lanes_.at(slot); }
   const LoadTimes& times() const { return times_; }

@@ -22,3 +22,5 @@ static_assert(sizeof(hk_rule) == 104);
 static_assert(sizeof(hk_rules) == 16 + 104 * HK_MAX_RULES);
 static_assert(sizeof(hk_listener_key) == 16);
 static_assert(sizeof(hk_listener_cg) == 16 + 8 * (HK_CG_MAX_LEVEL + 1));
+static_assert(sizeof(hk_peer_key) == 20);
+static_assert(sizeof(hk_udp_blocked) == 24);

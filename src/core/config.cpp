@@ -11,8 +11,8 @@ namespace hooker {
 
 const char* const kConfigKeys =
     "cgroup, ifaces, xdp_mode, port, redirect, control, control_group, metrics, pin_dir, "
-    "max_conns, udplite_impl, quic_cert, quic_key, quic_ca, quic_cc, eager, verbose, log_level, "
-    "[[rule]]";
+    "max_conns, udplite_impl, quic_cert, quic_key, quic_ca, quic_cc, keepalive, udp_retry, eager, "
+    "verbose, log_level, [[rule]]";
 
 namespace {
 
@@ -227,6 +227,11 @@ Result<ConfigFile> parse_config(const std::string& text, const std::string& path
       if (!n) return n.error();
       if (*n < 16 || *n > 65536) return at(path, v, "max_conns must be 16..65536");
       c.max_conns = static_cast<uint32_t>(*n);
+    } else if (key == "keepalive" || key == "udp_retry") {
+      auto n = integer_of(path, key, v);
+      if (!n) return n.error();
+      if (auto e = check_seconds(key, *n); !e.empty()) return at(path, v, e);
+      (key == "keepalive" ? c.keepalive_s : c.udp_retry_s) = static_cast<uint32_t>(*n);
     } else if (key == "eager" || key == "verbose") {
       auto b = bool_of(path, key, v);
       if (!b) return b.error();
@@ -246,6 +251,12 @@ Result<ConfigFile> parse_config(const std::string& text, const std::string& path
     if (!st) return st.error();
   }
   return c;
+}
+
+std::string check_seconds(const std::string& key, int64_t n) {
+  if (n >= 1 && n <= kMaxSeconds) return "";
+  return key + " " + std::to_string(n) + " is out of range: use 1.." + std::to_string(kMaxSeconds) +
+         " (seconds)";
 }
 
 Result<ConfigFile> load_config(const std::string& path) {

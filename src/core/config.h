@@ -23,6 +23,7 @@ struct ConfigFile {
   std::optional<std::vector<std::string>> ifaces, redirect;
   std::optional<uint16_t> port;
   std::optional<uint32_t> max_conns;
+  std::optional<uint32_t> keepalive_s, udp_retry_s;  // keepalive, udp_retry (seconds)
   std::optional<bool> eager, verbose;
   std::vector<MatchRule> rules;
   std::map<std::string, int> line;  // each top-level key's line
@@ -33,6 +34,11 @@ struct ConfigFile {
 
 // The keys, for --help and the error on an unknown one.
 extern const char* const kConfigKeys;
+
+// A time in seconds (keepalive, udp_retry): "" if in range, else the
+// problem, naming `key` (a flag or a file key).
+constexpr int64_t kMaxSeconds = 86400;
+std::string check_seconds(const std::string& key, int64_t n);
 
 Result<ConfigFile> parse_config(const std::string& text, const std::string& path);
 // Reads and parses; an unreadable file is an error naming it.

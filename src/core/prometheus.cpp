@@ -41,6 +41,13 @@ const std::map<std::string_view, std::string_view>& helps() {
       {"mech_not_deployed", "connections left TCP: the rule's mechanism was not deployed"},
       {"cc_set", "tcp-cc: connections given their rule's congestion control"},
       {"cc_failed", "tcp-cc: connections the kernel refused a congestion control"},
+      {"peer_udp_blocked", "connections left TCP: the peer is remembered as unreachable by UDP"},
+      {"xdp_path_probe", "path probes to or from a peer unreachable by UDP, let through at ingress"},
+      {"path_probes_sent", "path probes sent to peers remembered as unreachable by UDP"},
+      {"path_probes_answered", "path probes answered: the peer is reachable by UDP again"},
+      {"path_probes_replied", "peers' path probes this hookerd answered"},
+      {"path_probes_refused", "peers' path probes left unanswered: over the rate limit or no room"},
+      {"peers_marked_unreachable", "peers remembered as unreachable by UDP (each time)"},
       {"rst_injected", "RSTs hookerd sent to reset applications as TCP would"},
       {"delivery_retries", "deliveries that waited for the application to read"},
       {"conns_moved", "connections hookerd carried"},
@@ -60,6 +67,8 @@ const std::map<std::string_view, std::string_view>& helps() {
       {"rx_malformed", "datagrams dropped: malformed"},
       {"rx_unknown_token", "datagrams dropped: no connection has the token"},
       {"rx_wrong_source", "datagrams dropped: from another address than the peer's"},
+      {"peer_moved", "datagrams from a new address of the peer (a NAT), sent to from then on"},
+      {"keepalives_sent", "keep-alive datagrams of idle connections (NAT mappings)"},
       {"rx_wrong_mech", "datagrams dropped: another mechanism's"},
       {"rx_duplicate", "datagrams dropped: duplicates"},
       {"rx_out_of_order", "datagrams that arrived out of order and were kept"},
@@ -71,6 +80,7 @@ const std::map<std::string_view, std::string_view>& helps() {
       {"resets_lost_datagram", "connections reset: a datagram was lost"},
       {"resets_peer_silent", "connections reset: the peer stopped answering"},
       {"resets_local_failure", "connections reset: this host's side broke"},
+      {"resets_peer_unreachable", "connections reset: the peer hookerd was never heard over UDP"},
   };
   return h;
 }
@@ -148,6 +158,10 @@ std::string prometheus_text(const nlohmann::json& stats) {
   if (g.contains("uptime_seconds"))
     add("hooker_uptime_seconds", "gauge", "seconds since hookerd started", "",
         g["uptime_seconds"]);
+  if (g.contains("udp_unreachable_peers"))
+    add("hooker_udp_unreachable_peers", "gauge",
+        "peers remembered as unreachable by UDP: their connections stay TCP", "",
+        g["udp_unreachable_peers"]);
   for (auto& [m, gm] : gmechs.items()) {
     std::string label = "mechanism=\"" + escape_label(m) + "\"";
     if (gm.contains("deployed"))

@@ -62,6 +62,11 @@ void print_status(const nlohmann::json& j) {
            c["bytes_out"].get<unsigned long long>(), c["bytes_in"].get<unsigned long long>(),
            c["state"].get<std::string>().c_str());
   }
+  // Peers UDP does not reach: their connections stay plain TCP until then.
+  for (auto& p : j.value("udp_unreachable", nlohmann::json::array()))
+    printf("udp unreachable: %s (since %.0f s; UDP tried again in %.0f s)\n",
+           p["peer"].get<std::string>().c_str(), p["since_s"].get<double>(),
+           p["retry_in_s"].get<double>());
   for (auto* group : {"kernel", "daemon"})
     for (auto& [k, v] : j["counters"][group].items())
       if (v.get<unsigned long long>()) printf("  %s.%s %llu\n", group, k.c_str(), v.get<unsigned long long>());
@@ -79,6 +84,9 @@ void print_stats(const nlohmann::json& j) {
   rows("kernel", c["kernel"]);
   rows("daemon", c["daemon"]);
   for (auto& [m, counters] : c["mechanisms"].items()) rows(m, counters);
+  if (j["gauges"].contains("udp_unreachable_peers"))
+    printf("%-10s %-24s %20llu\n", "gauges", "udp_unreachable_peers",
+           j["gauges"]["udp_unreachable_peers"].get<unsigned long long>());
   for (auto& [m, g] : j["gauges"]["mechanisms"].items())
     printf("%-10s %-24s %20s\n", m.c_str(), "deployed / live conns",
            ((g["deployed"].get<bool>() ? "yes / " : "no / ") +

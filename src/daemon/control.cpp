@@ -87,6 +87,8 @@ std::string Daemon::status_json() const {
                    // Datagrams queued for the UDP socket; blocked: the socket
                    // is full and hookerd waits for it (EPOLLOUT).
                    {"udp_queue", udp_queue}}},
+      // Peers UDP does not reach: their connections stay TCP until retry.
+      {"udp_unreachable", unreachable_json()},
       {"mechanisms", mechs},
       {"connections", conns},
       {"counters", {{"kernel", kernel}, {"daemon", daemon}}},

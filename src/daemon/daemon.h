@@ -41,6 +41,8 @@ struct DaemonCounters {
   uint64_t conns_unknown_mech = 0;
   uint64_t fins_before_bind = 0;  // held for a handshake still completing
   uint64_t wake_acks_sent = 0, wake_acks_failed = 0;
+  uint64_t peers_marked_unreachable = 0;  // peer_unreachable, each time
+  uint64_t path_probes_sent = 0, path_probes_answered = 0;  // to peers in udp_blocked
 };
 
 // What hookerd tells the mechanisms it deploys, from its options.
@@ -53,6 +55,7 @@ inline MechConfig mech_config(const Options& o) {
   c.quic_key = o.quic_key;
   c.quic_ca = o.quic_ca;
   c.quic_cc = o.quic_cc;
+  c.keepalive = std::chrono::seconds(o.keepalive_s);
   return c;
 }
 
@@ -100,6 +103,8 @@ class Daemon final : AppSide, MechHost {
   void want_writable(int fd, bool on) override;
   bool expect_token(uint64_t token) override;
   void log(std::string_view line, log::Level level) override;
+  void peer_unreachable(const sockaddr_in6& peer, uint8_t mech) override;  // unreachable.cpp
+  void path_answered(const sockaddr_in6& peer) override;
 
   Mechanism* mechanism(uint8_t id) const;
   void release_fins(Conn& c);
@@ -109,6 +114,9 @@ class Daemon final : AppSide, MechHost {
   void reap();
   void keep_pool_full();
   void gc_embryonic();  // and stale FIN-ACK guards
+  void gc_unreachable();  // udp_blocked: probes, renewals, entries past their time
+  uint64_t retry_ns() const;  // --udp-retry
+  nlohmann::json unreachable_json() const;  // the live ones, for status
 
   // writers the slow lane refused (writers.cpp)
   void on_writer_waits(uint32_t slot);

@@ -73,6 +73,7 @@ void Daemon::gc_embryonic() {
       stale.push_back(fk);
   }
   for (auto& k : stale) kernel_->del_fin_guard(k);
+  gc_unreachable();
 }
 
 void Daemon::on_timer() {

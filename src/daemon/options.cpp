@@ -70,6 +70,13 @@ Result<Options> parse_options(int argc, char** argv) {
   app.add_option("--quic-ca", o.quic_ca, "quic: the CA a peer's certificate must chain to (PEM)");
   app.add_option("--quic-cc", o.quic_cc,
                  "quic: congestion control of its QUIC connections, cubic (default) or bbr");
+  int64_t keepalive = o.keepalive_s, udp_retry = o.udp_retry_s;
+  app.add_option("--keepalive", keepalive,
+                 "seconds between keep-alive datagrams of an idle moved connection, sent by "
+                 "the connecting side so a NAT's UDP mapping stays open (default 25)");
+  app.add_option("--udp-retry", udp_retry,
+                 "seconds a peer that UDP does not reach (its hookerd never answered) stays "
+                 "plain TCP before a connection tries UDP again (default 60)");
   app.add_flag("--eager", o.eager,
                "deploy every mechanism the policy names at start (default: when the first "
                "connection needs it; that connection stays plain TCP)");
@@ -116,6 +123,11 @@ Result<Options> parse_options(int argc, char** argv) {
     take("--quic-key", o.quic_key, file->quic_key);
     take("--quic-ca", o.quic_ca, file->quic_ca);
     take("--quic-cc", o.quic_cc, file->quic_cc);
+    std::optional<int64_t> fka, fretry;
+    if (file->keepalive_s) fka = *file->keepalive_s;
+    if (file->udp_retry_s) fretry = *file->udp_retry_s;
+    take("--keepalive", keepalive, fka);
+    take("--udp-retry", udp_retry, fretry);
     take("--eager", o.eager, file->eager);
     take("--verbose", o.verbose, file->verbose);
     // -v on the command line overrides the file's log_level too.
@@ -150,6 +162,10 @@ Result<Options> parse_options(int argc, char** argv) {
   if (port < 1 || port > 65535)
     return Error{"--port " + std::to_string(port) + " is out of range: use 1..65535", 0};
   o.port = static_cast<uint16_t>(port);
+  if (auto e = check_seconds("--keepalive", keepalive); !e.empty()) return Error{e, 0};
+  if (auto e = check_seconds("--udp-retry", udp_retry); !e.empty()) return Error{e, 0};
+  o.keepalive_s = static_cast<uint32_t>(keepalive);
+  o.udp_retry_s = static_cast<uint32_t>(udp_retry);
   if (redirect.empty() && o.rules.empty())
     return Error{"nothing to move: give at least one --redirect PORT (the server's TCP port), "
                  "or a configuration file with rules (--config)", 0};

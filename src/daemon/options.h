@@ -39,6 +39,13 @@ struct Options {
   // quic: this hookerd's certificate and key, the CA it trusts (PEM), and
   // the congestion control of its QUIC connections.
   std::string quic_cert, quic_key, quic_ca, quic_cc = "cubic";
+  // Keep-alives on an idle moved connection (connecting side), so a NAT's
+  // UDP mapping in front of it does not expire; well under common 30 s
+  // NAT timeouts by default.
+  uint32_t keepalive_s = 25;
+  // A peer whose hookerd UDP does not reach stays plain TCP this long,
+  // then the next connection to it tries UDP again.
+  uint32_t udp_retry_s = 60;
   bool eager = false;  // deploy the policy's mechanisms at start, not at first need
   bool verbose = false;  // -v: the log level debug, unless --log-level says
   log::Level log_level = log::Level::kInfo;  // --log-level / log_level

@@ -77,6 +77,9 @@ nlohmann::json Daemon::daemon_counters() const {
       {"wake_acks_sent", cnt_.wake_acks_sent},
       {"wake_acks_failed", cnt_.wake_acks_failed},
       {"conns_closed", cnt_.conns_closed},
+      {"peers_marked_unreachable", cnt_.peers_marked_unreachable},
+      {"path_probes_sent", cnt_.path_probes_sent},
+      {"path_probes_answered", cnt_.path_probes_answered},
       {"fin_queued", fins_->queued},
       {"fin_held", fins_->held},
       {"fin_released", fins_->released},
@@ -119,7 +122,10 @@ nlohmann::json Daemon::stats_json() const {
   return {
       {"counters", {{"kernel", kernel_counters()}, {"daemon", daemon_counters()},
                     {"mechanisms", mechs}}},
-      {"gauges", {{"uptime_seconds", up}, {"mechanisms", gauges}}},
+      {"gauges", {{"uptime_seconds", up},
+                  // Peers whose connections stay TCP: UDP does not reach them.
+                  {"udp_unreachable_peers", unreachable_json().size()},
+                  {"mechanisms", gauges}}},
   };
 }
 

@@ -124,6 +124,13 @@ class MechHost {
   virtual bool expect_token(uint64_t token) = 0;
   // A line of hookerd's log (core/log.h), info unless said otherwise.
   virtual void log(std::string_view line, log::Level level = log::Level::kInfo) = 0;
+  // The peer hookerd at `peer` was never heard from over this mechanism's
+  // datagrams (a path that passes TCP and drops UDP): connections to its
+  // host stay plain TCP for a while (--udp-retry). `mech`: whose socket
+  // found it, and may probe the path later (Mechanism::probe_path).
+  virtual void peer_unreachable(const sockaddr_in6& /*peer*/, uint8_t /*mech*/) {}
+  // A path probe (Mechanism::probe_path) came back from `peer`.
+  virtual void path_answered(const sockaddr_in6& /*peer*/) {}
 
  protected:
   ~MechHost() = default;
@@ -151,6 +158,9 @@ class Mechanism {
   // assumed on our own --port: its option, naming its port, comes only with
   // the SYN-ACK (a guess that is wrong costs an unused handshake).
   virtual void prepare(const sockaddr_in6& /*peer*/) {}
+  // Sends a path probe to the peer hookerd at `to` (HK_WIRE_PROBE_TOKEN);
+  // false if this mechanism has none, or no room now.
+  virtual bool probe_path(const sockaddr_in6& /*to*/) { return false; }
   // Negotiated but never bound here: the peer must drop its side.
   virtual void refuse(const PeerInfo& peer) = 0;
   // {"counters": {...}, ...}
@@ -191,7 +201,20 @@ class DatagramIo {
   virtual std::string describe() const = 0;
 
   uint64_t datagrams_sent = 0, datagrams_received = 0, truncated = 0;
+  // The path to a peer shrank under a group of datagrams (the route's MTU,
+  // or one an ICMP "fragmentation needed" / "packet too big" lowered): the
+  // group went out one datagram at a time (the kernel fragments them), and
+  // the peer is listed in `shrunk` so the mechanism sizes later datagrams
+  // to it by the path as it is now (path_mtu).
+  uint64_t groups_split = 0;
+  std::vector<sockaddr_in6> shrunk;
+  // Datagrams the kernel refused for good (no route, too big alone): gone,
+  // as if lost on the way; the mechanism's loss rule applies.
+  uint64_t send_failed = 0;
 };
+// The MTU of the path to `peer` as this host knows it now (the route's, or
+// what an ICMP message lowered it to), 0 if unknown.
+uint32_t path_mtu(const sockaddr_in6& peer);
 // Its counters into a mechanism's status counters: datagrams_sent,
 // datagrams_received, datagrams_truncated.
 void add_io_counters(nlohmann::json& counters, const DatagramIo& io);
@@ -207,6 +230,9 @@ struct MechConfig {
   // (PEM files), and its congestion control (cubic or bbr).
   std::string quic_cert, quic_key, quic_ca;
   std::string quic_cc = "cubic";
+  // An idle connection's connecting side sends a datagram this often, so a
+  // NAT's UDP mapping between the hosts does not expire (--keepalive).
+  Clock::duration keepalive = std::chrono::seconds(25);
 };
 
 // The compiled-in mechanisms, by name and by the id the handshake names.

@@ -41,6 +41,8 @@ void add_io_counters(nlohmann::json& counters, const DatagramIo& io) {
   counters["datagrams_sent"] = io.datagrams_sent;
   counters["datagrams_received"] = io.datagrams_received;
   counters["datagrams_truncated"] = io.truncated;
+  counters["datagram_groups_split"] = io.groups_split;
+  counters["datagrams_send_failed"] = io.send_failed;
 }
 
 void receive_all(DatagramIo& io, MechHost& host, const DatagramIo::Handler& on_datagram) {

@@ -66,7 +66,8 @@ def test_conns_and_stats_show_a_live_transfer(hooked):
                              *s["counters"]["mechanisms"].values()))
     assert rows[0].split() == ["GROUP", "COUNTER", "VALUE"]
     assert ["udp", "bytes_sent", str(size)] in [r.split() for r in rows]
-    assert len(rows) == 1 + n + len(s["gauges"]["mechanisms"])
+    assert ["gauges", "udp_unreachable_peers", "0"] in [r.split() for r in rows]
+    assert len(rows) == 1 + n + 1 + len(s["gauges"]["mechanisms"])
 
 
 # ---- who may use the control socket ----------------------------------------

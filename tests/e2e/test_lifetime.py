@@ -217,7 +217,9 @@ def test_reset_that_arrived_before_the_handshake_ended(hooked):
         with bed.a.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for _ in range(2):
                 s.sendto(reset_datagram(tokens[0]), (bed.b.ip4, UDP_PORT))
-        wait_for(lambda: b.counter("rx_stashed") == 2, 10, "b to stash both RESETs")
+        # a's hookerd opened the connection with a HELLO (and repeats it
+        # until b answers): stashed too, before the RESETs or between them.
+        wait_for(lambda: b.counter("rx_stashed") >= 3, 10, "b to stash both RESETs")
         assert b.counter("moved_passive") == 0
         bed.b.run(["iptables", "-w", "-D", *hold], timeout=10, cgroup=False)
         held = False
@@ -229,7 +231,8 @@ def test_reset_that_arrived_before_the_handshake_ended(hooked):
     # Bound once, reset once: the second RESET found the connection gone
     # (a nested read of the kernel's events used to bind it a second time).
     assert b.counter("moved_passive") == 1 and b.counter("conns_moved") == 1
-    assert b.counter("resets_received") == 1 and b.counter("rx_unknown_token") == 1
+    # (a's HELLOs stashed after the RESETs find it gone too.)
+    assert b.counter("resets_received") == 1 and b.counter("rx_unknown_token") >= 1
     assert "the peer reset the connection" in b.stderr()
     wait_for(lambda: not conns(a, PORT) and not conns(b, PORT), 10,
              "the reset connection to leave both tables")

@@ -40,6 +40,8 @@ metrics = "9100"
 pin_dir = "/sys/fs/bpf/h"
 max_conns = 1024
 udplite_impl = "ebpf"
+keepalive = 10
+udp_retry = 300
 eager = true
 verbose = true
 log_level = "warn"
@@ -49,6 +51,8 @@ log_level = "warn"
   EXPECT_EQ(c->ifaces->size(), 2u);
   EXPECT_EQ(*c->port, 7100);
   EXPECT_EQ(*c->max_conns, 1024u);
+  EXPECT_EQ(*c->keepalive_s, 10u);
+  EXPECT_EQ(*c->udp_retry_s, 300u);
   EXPECT_TRUE(*c->eager);
   EXPECT_EQ(*c->log_level, "warn");
   EXPECT_EQ(c->where("port"), "h.toml:5: ");
@@ -71,6 +75,8 @@ TEST(Config, BadInputIsOneLineWithFileAndLine) {
       {"xdp_mode = \"fast\"\n", "h.toml:1: xdp_mode fast: use auto"},
       {"eager = \"yes\"\n", "h.toml:1: eager is a string: it takes true or false"},
       {"\nlog_level = \"loud\"\n", "h.toml:2: log level 'loud': use error, warn, info or debug"},
+      {"keepalive = 0\n", "h.toml:1: keepalive 0 is out of range: use 1..86400 (seconds)"},
+      {"udp_retry = 100000\n", "h.toml:1: udp_retry 100000 is out of range"},
   };
   for (auto& c : cases) {
     auto r = parse_config(c.text, "h.toml");

@@ -2,6 +2,8 @@
 // the streams, and the packets in and out.
 #include "mech/quic/connection.h"
 
+#include "core/abi.h"
+
 #include <arpa/inet.h>
 #include <gnutls/crypto.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
@@ -176,6 +178,7 @@ void Connection::read(const sockaddr_in6& from, std::span<const std::byte> pkt) 
                                 reinterpret_cast<const uint8_t*>(pkt.data()), pkt.size(),
                                 to_ns(m_.host().now()));
   if (rv == 0) {
+    heard_ = true;
     m_.dirty(*this);
     return;
   }
@@ -185,7 +188,10 @@ void Connection::read(const sockaddr_in6& from, std::span<const std::byte> pkt) 
       ngtcp2_conn_get_connection_close_error(conn_.get(), &e);
       bool tls = e.type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_TRANSPORT &&
                  e.error_code >= 0x100 && e.error_code < 0x200;
-      if (tls) m_.counters().handshakes_failed++;
+      if (tls) {
+        m_.counters().handshakes_failed++;
+        unreachable();
+      }
       return die(tls ? "QUIC handshake failed: the peer refused it (" + close_reason() + ")"
                      : "the peer closed the QUIC connection (" + close_reason() + ")",
                  false);
@@ -203,6 +209,7 @@ void Connection::read(const sockaddr_in6& from, std::span<const std::byte> pkt) 
       }
       // Worth a line even with no stream waiting: a peer was refused.
       m_.host().log("quic: handshake with " + addr_str(peer_) + " failed: " + why, log::Level::kWarn);
+      unreachable();
       return die("QUIC handshake failed: " + why, true);
     }
     default:
@@ -318,6 +325,7 @@ void Connection::on_expiry() {
                                  : ngtcp2_conn_handle_expiry(conn_.get(), to_ns(now));
   if (rv == NGTCP2_ERR_IDLE_CLOSE) {
     if (members_.empty()) m_.counters().conns_idle_closed++;
+    if (!heard_) unreachable();  // not one packet came back: the path drops UDP
     return die("the QUIC connection to the peer timed out (no packet for " +
                    std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
                                       m_.settings().idle_timeout)
@@ -331,6 +339,11 @@ void Connection::on_expiry() {
   }
   write();
 }
+
+// Every connection to this peer would fail the same way (a path that drops
+// UDP; through a NAT, a certificate that cannot name the address the peer's
+// packets come from): its host stays plain TCP for a while instead.
+void Connection::unreachable() { m_.host().peer_unreachable(peer_, HK_MECH_QUIC); }
 
 void Connection::die(std::string_view why, bool tell_peer) {
   if (dead_) return;

@@ -51,6 +51,7 @@ class Connection {
   Time silent_until() const;  // a used connection whose peer is silent dies then
   // The peer must learn why: CONNECTION_CLOSE unless it closed it itself.
   void die(std::string_view why, bool tell_peer);
+  void unreachable();  // tells hookerd the peer's host stays TCP for a while
 
   // Streams.
   void open_stream(QuicStream& s);  // now, or once the handshake allows
@@ -112,6 +113,7 @@ class Connection {
   // would be noticed a keep-alive interval late; while streams use the
   // connection, this counts it from the peer's silence.
   Time last_rx_;
+  bool heard_ = false;  // a packet of the peer's was read
   ngtcp2_connection_close_error last_error_{};
   std::vector<ngtcp2_cid> cids_;  // ours, in the mechanism's table
 

@@ -14,6 +14,7 @@ namespace hooker {
 UdpConn::UdpConn(UdpMechanism& m, const PeerInfo& peer, AppPort& port)
     : m_(m), peer_(peer), port_(port), coverage_(m.coverage(peer)),
       max_payload_(wire::payload_for_mss(peer.mss)),
+      opened_at_(m.host().now()), last_tx_at_(opened_at_),
       progress_at_(m.host().now()) {}
 
 UdpConn::~UdpConn() = default;
@@ -22,7 +23,15 @@ void UdpConn::start() {
   // Datagrams that beat the handshake to us. A RESET among them retires
   // the connection: whatever follows, pump() included, passes over it.
   m_.replay_early(*this);
+  if (retired) return;
+  if (peer_.active && !heard_) hello();
   pump();
+}
+
+void UdpConn::hello() {
+  hellos_++;
+  hello_at_ = m_.host().now();
+  ack(HK_WIRE_F_HELLO);
 }
 
 void UdpConn::retire() {
@@ -45,6 +54,7 @@ void UdpConn::fail(std::string_view why, bool tell_peer) {
 
 void UdpConn::pump() {
   if (retired) return;
+  if (held()) return arm();  // the connecting side's first datagram starts it
   DatagramIo& io = m_.io();
   bool was_stalled = stalled();
   while (!out_eof_ && !failed_) {
@@ -86,7 +96,7 @@ void UdpConn::pump() {
       sent_ += len;
       left -= len;
     }
-    last_sent_at_ = m_.host().now();
+    last_sent_at_ = last_tx_at_ = m_.host().now();
     if (Sample& s = samples_[sample_at_ % samples_.size()];
         last_sent_at_ - samples_[(sample_at_ + samples_.size() - 1) % samples_.size()].at >=
         kSampleEvery) {
@@ -101,6 +111,7 @@ void UdpConn::pump() {
       return arm();
     }
     m_.queue({HK_WIRE_END, m_.id(), peer_.peer_token, sent_, 0, {}}, peer_.peer);
+    last_tx_at_ = m_.host().now();
     end_sent_ = true;
     port_.sent_all();  // the application side may retire the connection
     if (retired) return;
@@ -110,10 +121,21 @@ void UdpConn::pump() {
   arm();
 }
 
+void UdpConn::path_shrank(uint32_t mtu) {
+  // As an MSS would say it: a UDP datagram fills what IP leaves of the
+  // MTU, the UDP header less than a TCP one with its timestamps.
+  bool v4 = IN6_IS_ADDR_V4MAPPED(&peer_.peer.sin6_addr);
+  uint32_t ip_udp = (v4 ? 20 : 40) + 8;
+  if (mtu <= ip_udp + 12 + wire::kHeader) return;  // nonsense: keep what we have
+  max_payload_ = std::min(max_payload_, wire::payload_for_mss(mtu - ip_udp - 12));
+}
+
 // ---- wire -> application ---------------------------------------------------
 
 void UdpConn::on_frame(const wire::Frame& f) {
   if (retired) return;
+  bool first = !heard_;  // the path carries the peer's UDP to us
+  heard_ = true;
   UdpCounters& cnt = m_.counters();
   switch (f.type) {
     case HK_WIRE_DATA: {
@@ -149,6 +171,7 @@ void UdpConn::on_frame(const wire::Frame& f) {
     gap_since_ = m_.host().now();
     arm();
   }
+  if (first && !peer_.active) pump();  // what was held for it
 }
 
 void UdpConn::on_ack(const wire::Frame& f) {
@@ -176,6 +199,7 @@ void UdpConn::on_ack(const wire::Frame& f) {
     probes_ = 0;
   }
   if (f.flags & HK_WIRE_F_PROBE) ack(HK_WIRE_F_REPLY);
+  else if (f.flags & HK_WIRE_F_HELLO) ack();  // tells the connecting side it is heard
   pump();
 }
 
@@ -228,6 +252,7 @@ void UdpConn::ack(uint8_t flags) {
   m_.queue({HK_WIRE_ACK, m_.id(), peer_.peer_token, next,
             static_cast<uint32_t>(std::min<uint64_t>(limit - next, UINT32_MAX)), {}, flags},
            peer_.peer);
+  last_tx_at_ = m_.host().now();
   acked_ = next;
   acked_limit_ = limit;
 }

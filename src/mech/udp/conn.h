@@ -56,6 +56,11 @@ class UdpConn final : public MechConn {
   bool ack_due(uint64_t threshold) const;
   bool ack_pending() const { return ack_pending_; }
   const PeerInfo& peer() const { return peer_; }
+  // The peer's datagrams now come from `at` (a NAT): send there.
+  void peer_at(const sockaddr_in6& at) { peer_.peer = at; }
+  // The path to the peer carries at most `mtu` bytes now (it shrank):
+  // later DATA datagrams fit it.
+  void path_shrank(uint32_t mtu);
 
   bool retired = false;
   std::bitset<kUdpWaitKinds> waiting;  // the lists it is in
@@ -70,6 +75,11 @@ class UdpConn final : public MechConn {
   bool stalled() const { return unacked() || (credit() == 0 && !out_eof_); }
   bool hole() const { return in_.out_of_order() > 0 || (peer_end_ && in_.next() < *peer_end_); }
   uint64_t sent_before(Time t) const;
+  void hello();  // the connecting side's opening datagram (HK_WIRE_F_HELLO)
+  // The accepting side sends nothing before the connecting side's first
+  // datagram: a NAT in front of that side drops what comes before it
+  // opened its mapping, and the datagram says where to send.
+  bool held() const { return !peer_.active && !heard_; }
   uint64_t grantable() const;
 
   UdpMechanism& m_;
@@ -78,6 +88,11 @@ class UdpConn final : public MechConn {
   uint16_t coverage_;  // of its DATA datagrams (udplite:cov=N), 0: the socket's
   size_t max_payload_;  // per DATA datagram: what fits the TCP connection's path
   Time armed_ = kNever;  // the earliest on_deadline asked for
+  Time opened_at_;       // start(): the peer has a while to be heard from
+  bool heard_ = false;   // a datagram of this connection came from the peer
+  int hellos_ = 0;       // opening datagrams sent (connecting side)
+  Time hello_at_{};      // the last of them
+  Time last_tx_at_{};    // this connection's last datagram out (keep-alive)
 
   // application -> peer
   uint64_t sent_ = 0;

@@ -162,7 +162,29 @@ Result<bool> UdpSocket::flush() {
     if (r < 0) {
       if (errno == EAGAIN || errno == ENOBUFS) return false;
       if (errno == EINTR) continue;
-      return sys_error("sendmmsg on the " + proto_.name + " socket");
+      Group& g = groups_[sent_groups_];
+      // A segment larger than the route's MTU now (it shrank after the
+      // connection sized its datagrams): GSO refuses it (EINVAL, EMSGSIZE).
+      // One datagram at a time the kernel fragments them instead.
+      if ((errno == EINVAL || errno == EMSGSIZE) && g.count > 1) {
+        groups_split++;
+        shrunk.push_back(g.to);
+        split(sent_groups_);
+        return flush();
+      }
+      // Refused for good: dropped, never retried forever (the queue would
+      // stay stuck behind it). For the peer it is a datagram lost.
+      int err = errno;
+      if (err == EMSGSIZE) shrunk.push_back(g.to);
+      send_failed += g.count;
+      sent_groups_++;
+      if (sent_groups_ == n) {
+        groups_.clear();
+        queued_ = sent_groups_ = 0;
+      }
+      errno = err;
+      return sys_error("sendmmsg on the " + proto_.name + " socket (" +
+                       std::to_string(g.count) + " datagrams dropped)");
     }
     for (int k = 0; k < r; k++) datagrams_sent += groups_[sent_groups_ + k].count;
     sent_groups_ += static_cast<size_t>(r);
@@ -170,6 +192,41 @@ Result<bool> UdpSocket::flush() {
   groups_.clear();
   queued_ = sent_groups_ = 0;
   return true;
+}
+
+void UdpSocket::split(size_t k) {
+  Group g = groups_[k];
+  std::vector<Group> one(g.count, g);
+  for (size_t i = 0; i < g.count; i++) {
+    one[i].first = g.first + i;
+    one[i].count = 1;
+  }
+  groups_.erase(groups_.begin() + static_cast<ptrdiff_t>(k));
+  groups_.insert(groups_.begin() + static_cast<ptrdiff_t>(k), one.begin(), one.end());
+}
+
+uint32_t path_mtu(const sockaddr_in6& peer) {
+  // A connected socket asks the route (and the PMTU the kernel learned from
+  // ICMP) for that one destination; an unconnected one cannot.
+  bool v4 = IN6_IS_ADDR_V4MAPPED(&peer.sin6_addr);
+  Fd fd(socket(v4 ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return 0;
+  int r;
+  if (v4) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = peer.sin6_port;
+    std::memcpy(&a.sin_addr, &peer.sin6_addr.s6_addr[12], 4);
+    r = connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  } else {
+    r = connect(fd.get(), reinterpret_cast<const sockaddr*>(&peer), sizeof(peer));
+  }
+  int mtu = 0;
+  socklen_t len = sizeof(mtu);
+  if (r < 0 || getsockopt(fd.get(), v4 ? IPPROTO_IP : IPPROTO_IPV6, v4 ? IP_MTU : IPV6_MTU, &mtu,
+                          &len) < 0)
+    return 0;
+  return mtu > 0 ? static_cast<uint32_t>(mtu) : 0;
 }
 
 Result<bool> UdpSocket::receive(const Handler& on_dgram) {

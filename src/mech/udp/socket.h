@@ -63,6 +63,7 @@ class UdpSocket final : public DatagramIo {
 
  private:
   UdpSocket(Fd fd, uint16_t port, const DatagramProto& proto);
+  void split(size_t k);  // group k into groups of one datagram each
   using Buf = std::array<std::byte, wire::kMaxDatagram>;
   // Consecutive datagrams to one address, all of equal length but the last:
   // one sendmsg, segmented by the kernel. Without GSO, one datagram each.

@@ -12,8 +12,17 @@
 
 namespace hooker {
 
-UdpMechanism::UdpMechanism(MechHost& host, std::unique_ptr<DatagramIo> io, uint8_t id)
-    : host_(host), io_(std::move(io)), id_(id) {}
+static bool same_host(const sockaddr_in6& a, const sockaddr_in6& b) {
+  return std::memcmp(&a.sin6_addr, &b.sin6_addr, sizeof(a.sin6_addr)) == 0;
+}
+
+static bool same_address(const sockaddr_in6& a, const sockaddr_in6& b) {
+  return a.sin6_port == b.sin6_port && same_host(a, b);
+}
+
+UdpMechanism::UdpMechanism(MechHost& host, std::unique_ptr<DatagramIo> io, uint8_t id,
+                           Clock::duration keepalive)
+    : host_(host), io_(std::move(io)), id_(id), keepalive_(keepalive) {}
 
 std::vector<int> UdpMechanism::fds() const {
   if (io_->fd() < 0) return {};
@@ -57,12 +66,28 @@ void UdpMechanism::flush_io() {
   auto r = io_->flush();
   if (!r) {
     host_.log(r.error().message(), log::Level::kError);
+    if (!io_->shrunk.empty()) shrink_paths();
     return;
   }
+  if (!io_->shrunk.empty()) shrink_paths();
   if (!*r == tx_blocked_) return;  // *r: everything left
   // Blocked: wait for room; unblocked: stop asking for it.
   tx_blocked_ = !*r;
   if (io_->fd() >= 0) host_.want_writable(io_->fd(), tx_blocked_);
+}
+
+// The path to some peers shrank under datagrams already sized: each of
+// their connections sizes its next ones by the path as the kernel knows it
+// now (a route's MTU, or what an ICMP message lowered it to).
+void UdpMechanism::shrink_paths() {
+  auto peers = std::move(io_->shrunk);
+  io_->shrunk.clear();
+  for (const sockaddr_in6& p : peers) {
+    uint32_t mtu = path_mtu(p);
+    if (mtu == 0) continue;
+    for (auto& [tok, c] : conns_)
+      if (same_host(c->peer().peer, p)) c->path_shrank(mtu);
+  }
 }
 
 bool UdpMechanism::make_room() {
@@ -128,9 +153,6 @@ void UdpMechanism::end_batch() {
   });
 }
 
-static bool same_host(const sockaddr_in6& a, const sockaddr_in6& b) {
-  return std::memcmp(&a.sin6_addr, &b.sin6_addr, sizeof(a.sin6_addr)) == 0;
-}
 
 void UdpMechanism::on_datagram(const sockaddr_in6& from, std::span<const std::byte> d) {
   auto p = wire::parse(d);
@@ -139,6 +161,8 @@ void UdpMechanism::on_datagram(const sockaddr_in6& from, std::span<const std::by
     return;
   }
   const wire::Frame& f = *p.frame;
+  if (f.token == HK_WIRE_PROBE_TOKEN && f.type == HK_WIRE_ACK && (f.flags & HK_WIRE_F_HELLO))
+    return on_path_probe(from, f);
   // Each mechanism has sockets of its own: another's frame here is an error.
   if (f.mech != id_) {
     cnt_.rx_wrong_mech++;
@@ -163,11 +187,44 @@ void UdpMechanism::on_datagram(const sockaddr_in6& from, std::span<const std::by
     }
   }
   UdpConn& c = *it->second;
-  if (!same_host(from, c.peer().peer)) {
-    cnt_.rx_wrong_source++;
-    return;
+  // The token, which only the two ends of the TCP connection saw, vouches
+  // for the datagram: its source is where the peer's hookerd is now. A NAT
+  // in front of the connecting side rewrites the address and port the TCP
+  // option named; a host may answer from another of its addresses.
+  if (!same_address(from, c.peer().peer)) {
+    cnt_.peer_moved++;
+    c.peer_at(from);
   }
   c.on_frame(f);
+}
+
+bool UdpMechanism::probe_path(const sockaddr_in6& to) {
+  if (!make_room()) return false;
+  queue({HK_WIRE_ACK, id_, HK_WIRE_PROBE_TOKEN, 0, 0, {}, HK_WIRE_F_HELLO}, to);
+  flush_io();
+  return true;
+}
+
+// A peer's hookerd asks whether UDP from it reaches us (it remembers us as
+// unreachable), or answers our own question.
+void UdpMechanism::on_path_probe(const sockaddr_in6& from, const wire::Frame& f) {
+  if (f.flags & HK_WIRE_F_REPLY) return host_.path_answered(from);
+  // Same size as the question, to its source: no amplification; at most
+  // kProbeAnswers a second, so a flood of spoofed probes reflects little.
+  Time now = host_.now();
+  if (now - probe_second_ >= std::chrono::seconds(1)) {
+    probe_second_ = now;
+    probe_answers_ = 0;
+  }
+  if (probe_answers_ >= kProbeAnswers || !make_room()) {
+    cnt_.path_probes_refused++;
+    return;
+  }
+  probe_answers_++;
+  cnt_.path_probes_replied++;
+  queue({HK_WIRE_ACK, id_, HK_WIRE_PROBE_TOKEN, 0, 0, {},
+         static_cast<uint8_t>(HK_WIRE_F_HELLO | HK_WIRE_F_REPLY)},
+        from);
 }
 
 void UdpMechanism::replay_early(UdpConn& c) {
@@ -213,6 +270,11 @@ void UdpMechanism::status(nlohmann::json& out) const {
       {"resets_lost_datagram", cnt_.resets_lost_datagram},
       {"resets_peer_silent", cnt_.resets_peer_silent},
       {"resets_local_failure", cnt_.resets_local_failure},
+      {"resets_peer_unreachable", cnt_.resets_peer_unreachable},
+      {"peer_moved", cnt_.peer_moved},
+      {"keepalives_sent", cnt_.keepalives_sent},
+      {"path_probes_replied", cnt_.path_probes_replied},
+      {"path_probes_refused", cnt_.path_probes_refused},
   };
   add_io_counters(out["counters"], *io_);
   // Datagrams queued for the socket; blocked: it is full and the
@@ -226,8 +288,9 @@ void UdpMechanism::status(nlohmann::json& out) const {
 // ---- the registry's entry --------------------------------------------------
 
 Result<std::unique_ptr<Mechanism>> udp_over(MechHost& host, std::unique_ptr<DatagramIo> io,
-                                             const MechConfig&) {
-  return std::unique_ptr<Mechanism>(std::make_unique<UdpMechanism>(host, std::move(io), HK_MECH_UDP));
+                                             const MechConfig& cfg) {
+  return std::unique_ptr<Mechanism>(
+      std::make_unique<UdpMechanism>(host, std::move(io), HK_MECH_UDP, cfg.keepalive));
 }
 
 Result<std::unique_ptr<Mechanism>> udp_open(MechHost& host, const MechConfig& cfg) {

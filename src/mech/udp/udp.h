@@ -23,6 +23,10 @@ struct UdpCounters {
   uint64_t rx_duplicate = 0, rx_out_of_order = 0, rx_beyond_window = 0, rx_stashed = 0;
   uint64_t rx_after_close = 0, resets_sent = 0, resets_received = 0;
   uint64_t resets_lost_datagram = 0, resets_peer_silent = 0, resets_local_failure = 0;
+  uint64_t resets_peer_unreachable = 0;  // its opening datagrams never answered
+  uint64_t peer_moved = 0;  // a peer's datagrams came from a new address (NAT)
+  uint64_t keepalives_sent = 0;
+  uint64_t path_probes_replied = 0, path_probes_refused = 0;  // peers' probes: answered; over the budget
 };
 
 class UdpMechanism final : public Mechanism {
@@ -31,9 +35,11 @@ class UdpMechanism final : public Mechanism {
   static constexpr uint32_t kMaxWindow = 4 << 20;     // credit one connection may get
   static constexpr uint64_t kRxBudget = 24ull << 20;  // payload the receive buffer holds
   static constexpr size_t kStashLimit = 1 << 20;      // early datagrams, all tokens
+  static constexpr uint32_t kProbeAnswers = 100;       // path probes answered a second
 
   // `id`: the enum hk_mech its frames carry, and the only one it accepts.
-  UdpMechanism(MechHost& host, std::unique_ptr<DatagramIo> io, uint8_t id);
+  UdpMechanism(MechHost& host, std::unique_ptr<DatagramIo> io, uint8_t id,
+               Clock::duration keepalive = std::chrono::seconds(25));
 
   std::vector<int> fds() const override;
   void on_readable(int fd) override;
@@ -42,12 +48,14 @@ class UdpMechanism final : public Mechanism {
   void reap() override;
   void housekeeping() override;
   std::unique_ptr<MechConn> open(const PeerInfo& peer, AppPort& port) override;
+  bool probe_path(const sockaddr_in6& to) override;
   void refuse(const PeerInfo& peer) override { send_reset(peer.peer_token, peer.peer); }
   void status(nlohmann::json& out) const override;
   std::vector<std::string> loaded() const override { return {io_->describe()}; }
 
   // For its connections.
   uint8_t id() const { return id_; }
+  Clock::duration keepalive() const { return keepalive_; }
   MechHost& host() { return host_; }
   DatagramIo& io() { return *io_; }
   UdpCounters& counters() { return cnt_; }
@@ -67,11 +75,14 @@ class UdpMechanism final : public Mechanism {
 
  private:
   void on_datagram(const sockaddr_in6& from, std::span<const std::byte> d);
+  void on_path_probe(const sockaddr_in6& from, const wire::Frame& f);
   void flush_io();
+  void shrink_paths();
 
   MechHost& host_;
   std::unique_ptr<DatagramIo> io_;
   uint8_t id_;
+  Clock::duration keepalive_;
   bool tx_blocked_ = false;  // the socket was full: waiting for room
   std::unordered_map<uint64_t, UdpConn*> conns_;  // by our token
   bool retired_some_ = false;  // reap has lists to purge
@@ -82,6 +93,10 @@ class UdpMechanism final : public Mechanism {
   struct Stashed { sockaddr_in6 from; std::vector<std::byte> d; };
   std::unordered_map<uint64_t, std::vector<Stashed>> stash_;  // early datagrams
   size_t stash_bytes_ = 0;
+  // Path probes answered in this second, and which second: anyone can send
+  // one (it names no connection), so the answers are rationed.
+  uint32_t probe_answers_ = 0;
+  Time probe_second_{};
   UdpCounters cnt_;
 };
 

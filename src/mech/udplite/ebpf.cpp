@@ -110,7 +110,7 @@ Result<std::unique_ptr<Mechanism>> udplite_ebpf_open(MechHost& host, const MechC
   uint16_t inner = (*s)->port();
   auto bpf = LiteBpf::attach(cfg.port, inner, cfg.ifaces);
   if (!bpf) return bpf.error();
-  auto m = std::make_unique<UdpMechanism>(host, s.take(), HK_MECH_UDPLITE);
+  auto m = std::make_unique<UdpMechanism>(host, s.take(), HK_MECH_UDPLITE, cfg.keepalive);
   return std::unique_ptr<Mechanism>(new EbpfLite(std::move(m), bpf.take(), inner));
 }
 

@@ -35,8 +35,9 @@ DatagramProto udplite_proto() {
 }
 
 Result<std::unique_ptr<Mechanism>> udplite_over(MechHost& host, std::unique_ptr<DatagramIo> io,
-                                             const MechConfig&) {
-  return std::unique_ptr<Mechanism>(std::make_unique<UdpMechanism>(host, std::move(io), HK_MECH_UDPLITE));
+                                             const MechConfig& cfg) {
+  return std::unique_ptr<Mechanism>(
+      std::make_unique<UdpMechanism>(host, std::move(io), HK_MECH_UDPLITE, cfg.keepalive));
 }
 
 // Whether this kernel has UDP-Lite (built without it, or Linux 7.1 and
