@@ -117,8 +117,8 @@ def test_quic_udp_dropped_then_tcp(tmp_path):
         bed.drop_udp(True)
         u = url(bed.b, PORT, "f")
         assert try_fetch(bed.a, u, tmp_path / "first", timeout=40) != 0
-        # Whichever side opened the QUIC connection (the lower token's) is
-        # the one whose handshake timed out: it remembers the other.
+        # The side whose handshake timed out (the connecting side opens the
+        # QUIC connection) remembers the other.
         wait_for(lambda: [p["peer"] for p in a.status()["udp_unreachable"]] == [bed.b.ip4] or
                  [p["peer"] for p in b.status()["udp_unreachable"]] == [bed.a.ip4], 20,
                  "one side to remember the other as unreachable by UDP")

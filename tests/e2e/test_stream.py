@@ -239,6 +239,26 @@ def test_hundred_connections_at_once(hooked, v6, port):
 
 # ---------------------------------------------------------------- 3. first bytes, close, RST
 
+def check_scenario(scenario: str, size: int, cli: dict, sv: dict, both: str):
+    """What the scenario's two ends must have seen (scenario-client and
+    -server results); `both` is the failure text."""
+    if scenario == "banner":
+        assert cli["match"] and cli["reply"] == "250 ok\r\n", both
+        assert sv["request"] == "HELO\r\n" and sv["eof"] and "error" not in sv, both
+    elif scenario == "both-first":
+        assert cli["match"] and cli["eof"] and sv["match"] and sv["eof"], both
+    elif scenario == "close-at-once":
+        assert sv.get("match") and sv.get("eof") and "error" not in sv, both
+    elif scenario == "rst-client":
+        assert sv["hello"] == "hello" and sv["read_end"] == "ECONNRESET", both
+    elif scenario == "rst-inflight":
+        # Whatever part of the 1 MB arrived is a correct prefix; the end is a reset.
+        assert sv["read_end"] == "ECONNRESET" and sv["mismatch"] is None, both
+        assert sv["received"] <= size, both
+    elif scenario == "rst-server":
+        assert cli["ok"] == "ok" and cli["read_end"] == "ECONNRESET", both
+
+
 @FAMILY
 @pytest.mark.parametrize("scenario", ["banner", "both-first", "close-at-once", "rst-client",
                                       "rst-inflight", "rst-server"])
@@ -256,21 +276,7 @@ def test_first_bytes_close_and_rst(hooked, v6, scenario):
     src, sv = finish(srv, lines, 30)
     both = f"client {cli} server {sv} {cerr[-500:]}"
     assert crc == 0 and src == 0 and "error" not in cli, both
-    if scenario == "banner":
-        assert cli["match"] and cli["reply"] == "250 ok\r\n", both
-        assert sv["request"] == "HELO\r\n" and sv["eof"] and "error" not in sv, both
-    elif scenario == "both-first":
-        assert cli["match"] and cli["eof"] and sv["match"] and sv["eof"], both
-    elif scenario == "close-at-once":
-        assert sv.get("match") and sv.get("eof") and "error" not in sv, both
-    elif scenario == "rst-client":
-        assert sv["hello"] == "hello" and sv["read_end"] == "ECONNRESET", both
-    elif scenario == "rst-inflight":
-        # Whatever part of the 1 MB arrived is a correct prefix; the end is a reset.
-        assert sv["read_end"] == "ECONNRESET" and sv["mismatch"] is None, both
-        assert sv["received"] <= size, both
-    elif scenario == "rst-server":
-        assert cli["ok"] == "ok" and cli["read_end"] == "ECONNRESET", both
+    check_scenario(scenario, size, cli, sv, both)
     if scenario.startswith("rst"):
         # Abortive means at once, as over TCP (the RST crosses in one trip).
         aborter, peer = (sv, cli) if scenario == "rst-server" else (cli, sv)
