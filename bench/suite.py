@@ -43,6 +43,8 @@ HOOKER_VARIANTS = {
     "hooker:tcp-cc": ("tcp-cc:hk_vegas", [], "hooker:tcp-cc (hk_vegas)"),
     # QUIC on ngtcp2: certificates made for the run (tests/pki.py).
     "hooker:quic": ("quic", [], "hooker:quic"),
+    # The same with BBR as QUIC's congestion control (--quic-cc bbr).
+    "hooker:quic-bbr": ("quic", ["--quic-cc", "bbr"], "hooker:quic (bbr)"),
 }
 # The parts of a run, in the order they run (--parts picks some).
 PARTS = ("ready", "path", "downloads", "throughput", "setup", "scale", "deploy", "unmoved")
@@ -88,7 +90,7 @@ def parse_args(argv):
                         "hooker (its udp mechanism), hooker:udp, hooker:udplite (the "
                         "kernel's UDP-Lite), hooker:udplite-ebpf (udplite made by BPF), "
                         "hooker:tcp-cc (TCP with hk_vegas, the BPF congestion control), "
-                        "hooker:quic; "
+                        "hooker:quic, hooker:quic-bbr (QUIC with BBR); "
                         "default: " + "; ".join(f"{k} mode {','.join(v['mechanisms'])}"
                                                 for k, v in MODES.items()))
     p.add_argument("--parts", default=",".join(PARTS),
@@ -762,7 +764,13 @@ def main(argv):
                  "hooker": {k: v for k, v in res["hooker"].items() if k != "binary"}}
         Path(a.save).write_text(json.dumps(saved, indent=1) + "\n")
         print(f"bench: {saved['kind']} saved in {a.save} (report.py renders them)")
-    if a.mode == "full" and a.default_out:
+    # Only a whole full run (every part, the mode's variants and losses) replaces
+    # the project's reference: a partial one would drop what it did not measure.
+    whole = a.parts == list(PARTS) and a.mechanisms is None and a.loss is None
+    if a.mode == "full" and a.default_out and not whole:
+        print("bench: a partial full run (--parts, --mechanisms or --loss): the reference "
+              "report in bench/ stays as it was")
+    elif a.mode == "full" and a.default_out:
         # The full run is the project's reference: report beside the code, plots and
         # raw data in bench/plots/.
         plots = HERE / "plots"

@@ -69,7 +69,7 @@ Result<Options> parse_options(int argc, char** argv) {
   app.add_option("--quic-key", o.quic_key, "quic: the certificate's private key (PEM)");
   app.add_option("--quic-ca", o.quic_ca, "quic: the CA a peer's certificate must chain to (PEM)");
   app.add_option("--quic-cc", o.quic_cc,
-                 "quic: congestion control of its QUIC connections, cubic (default) or bbr");
+                 "quic: congestion control of its QUIC connections, bbr (default) or cubic");
   int64_t keepalive = o.keepalive_s, udp_retry = o.udp_retry_s;
   app.add_option("--keepalive", keepalive,
                  "seconds between keep-alive datagrams of an idle moved connection, sent by "

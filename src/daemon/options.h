@@ -38,7 +38,7 @@ struct Options {
   std::string udplite_impl = "auto";  // kernel, ebpf or auto (kernel where it has UDP-Lite)
   // quic: this hookerd's certificate and key, the CA it trusts (PEM), and
   // the congestion control of its QUIC connections.
-  std::string quic_cert, quic_key, quic_ca, quic_cc = "cubic";
+  std::string quic_cert, quic_key, quic_ca, quic_cc = "bbr";  // beside TCP bbr under loss (README Figures)
   // Keep-alives on an idle moved connection (connecting side), so a NAT's
   // UDP mapping in front of it does not expire; well under common 30 s
   // NAT timeouts by default.

@@ -229,7 +229,7 @@ struct MechConfig {
   // quic: this hookerd's certificate and key, and the CA both peers trust
   // (PEM files), and its congestion control (cubic or bbr).
   std::string quic_cert, quic_key, quic_ca;
-  std::string quic_cc = "cubic";
+  std::string quic_cc = "bbr";
   // An idle connection's connecting side sends a datagram this often, so a
   // NAT's UDP mapping between the hosts does not expire (--keepalive).
   Clock::duration keepalive = std::chrono::seconds(25);

@@ -398,8 +398,8 @@ Result<std::unique_ptr<Mechanism>> make(MechHost& host, std::unique_ptr<Datagram
   auto cred = quic::load_credentials(cfg.quic_cert, cfg.quic_key, cfg.quic_ca);
   if (!cred) return cred.error();
   quic::QuicSettings s;
-  if (cfg.quic_cc == "bbr") s.cc = NGTCP2_CC_ALGO_BBR;
-  else if (cfg.quic_cc == "cubic" || cfg.quic_cc.empty()) s.cc = NGTCP2_CC_ALGO_CUBIC;
+  if (cfg.quic_cc == "bbr" || cfg.quic_cc.empty()) s.cc = NGTCP2_CC_ALGO_BBR;
+  else if (cfg.quic_cc == "cubic") s.cc = NGTCP2_CC_ALGO_CUBIC;
   else return Error{"quic congestion control " + cfg.quic_cc + " unknown: cubic or bbr", 0};
   s.peer_port_offset = port_offset;
   return std::unique_ptr<Mechanism>(

@@ -65,7 +65,7 @@ struct PeerHash {
 };
 
 struct QuicSettings {
-  ngtcp2_cc_algo cc = NGTCP2_CC_ALGO_CUBIC;
+  ngtcp2_cc_algo cc = NGTCP2_CC_ALGO_BBR;
   Clock::duration idle_timeout = std::chrono::seconds(10);
   Clock::duration keep_alive = std::chrono::seconds(3);  // while streams use it
   uint64_t stream_window = 1 << 20;     // initial credit per stream
