@@ -96,10 +96,10 @@ Connection* QuicMechanism::connection_to(const sockaddr_in6& peer, std::string* 
 }
 
 void QuicMechanism::prepare(const sockaddr_in6& peer) {
-  auto key = PeerKey(quic_addr(peer));
-  if (by_peer_.count(key)) return;  // up, or in its handshake already
+  sockaddr_in6 to = quic_addr(peer);
+  if (by_peer_.count(PeerKey(to))) return;  // up, or in its handshake already
   std::string why;
-  if (!connection_to(quic_addr(peer), &why)) return host_.log("quic: " + why, log::Level::kWarn);
+  if (!connection_to(to, &why)) return host_.log("quic: " + why, log::Level::kWarn);
   cnt_.conns_early++;
 }
 
