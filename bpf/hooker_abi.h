@@ -323,6 +323,17 @@ struct hk_token {
 	__u64 created_ns;
 };
 
+/* A handshake our SYN-ACK accepted, until it is established (the
+ * redirector's `embryos`, by the tuple as on the wire). The sequence numbers
+ * are those of the client's last handshake ACK: when that ACK is lost, the
+ * client's bytes still cross through hookerd, and hookerd completes the
+ * handshake with the ACK TCP would have taken from the first data segment. */
+struct hk_embryo {
+	__u64 token;
+	__u32 seq; /* the client's next sequence number (the SYN-ACK's ack) */
+	__u32 ack; /* the server's: its SYN-ACK's sequence number + 1 */
+};
+
 /* FIN-ACK guard, keyed by the tuple as seen on the wire (IPv4-mapped sockets
  * in IPv4 form), from the local socket's side. While an application that
  * shut down writing still waits for the peer's bytes, the peer TCP's ACK of

@@ -151,17 +151,25 @@ struct {
 } sends SEC(".maps");
 
 /* Handshakes our SYN-ACK accepted, by tuple as on the wire (this side's
- * view), until the connection is established. A client whose last
- * handshake ACK was lost completes the handshake with its FIN, which hookerd
- * must hold like a moved connection's (its bytes crossed already); this is
- * how it knows the FIN is one. LRU: a handshake that never completes ages
- * out without a sweep. */
+ * view), until the connection is established, and the same by token. A
+ * client whose last handshake ACK was lost sends its bytes through hookerd
+ * all the same, and no TCP segment of theirs completes the handshake:
+ * hookerd does, when the bytes or the client's FIN or RST come (it knows
+ * those are a moved connection's by this). LRU: a handshake that never
+ * completes ages out without a sweep. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, HK_MAX_SLOTS);
 	__type(key, struct hk_flow);
-	__type(value, __u64); /* the token */
+	__type(value, struct hk_embryo);
 } embryos SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, HK_MAX_SLOTS);
+	__type(key, __u64); /* the token */
+	__type(value, struct hk_flow); /* as in embryos */
+} embryo_flows SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -886,9 +894,25 @@ static __always_inline int synack_answer(struct bpf_sock_ops *skops,
 		release_slot(tok.slot);
 		return 0;
 	}
-	wire_flow(&f);
-	bpf_map_update_elem(&embryos, &f, &ans->token, BPF_ANY);
 	return 1;
+}
+
+/* The SYN-ACK accepting a handshake is written: its sequence numbers go into
+ * `embryos` (a retransmission writes the same ones again). */
+static __always_inline void record_embryo(struct bpf_sock_ops *skops, __u64 token)
+{
+	struct hk_embryo e = {.token = token};
+	struct tcphdr *th = skops->skb_data;
+	struct hk_flow f;
+
+	if ((void *)(th + 1) > skops->skb_data_end)
+		return;
+	e.seq = bpf_ntohl(th->ack_seq);
+	e.ack = bpf_ntohl(th->seq) + 1;
+	flow_of(skops, &f);
+	wire_flow(&f);
+	bpf_map_update_elem(&embryos, &f, &e, BPF_ANY);
+	bpf_map_update_elem(&embryo_flows, &token, &f, BPF_ANY);
 }
 
 static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
@@ -919,20 +943,23 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	tok = bpf_map_lookup_elem(&tokens, &token);
 	if (!tok || tok->state != HK_TOKEN_EMBRYONIC)
 		return; /* our SYN-ACK did not accept */
+	st = sk_state_of(skops, BPF_SK_STORAGE_GET_F_CREATE);
+	if (st) {
+		st->slot = tok->slot;
+		st->token = token;
+		st->mech = syn.mech; /* confirmed by our SYN-ACK (a token exists) */
+		st->rule = ref; /* the rule now: its options, as a port rule's are */
+		bind_conn(skops, st, &syn, 0);
+	}
+	/* Only once the event is out: hookerd, finding no embryo, reads the
+	 * ring again and finds the connection bound (Daemon::on_fin). */
 	{
 		struct hk_flow w = f;
 
 		wire_flow(&w);
 		bpf_map_delete_elem(&embryos, &w);
+		bpf_map_delete_elem(&embryo_flows, &token);
 	}
-	st = sk_state_of(skops, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!st)
-		return;
-	st->slot = tok->slot;
-	st->token = token;
-	st->mech = syn.mech; /* confirmed by our SYN-ACK (a token exists) */
-	st->rule = ref; /* the rule now: its options, as a port rule's are */
-	bind_conn(skops, st, &syn, 0);
 }
 
 /* ---- header options and state ----------------------------------------- */
@@ -970,6 +997,7 @@ static __always_inline void on_write_hdr_opt(struct bpf_sock_ops *skops)
 			return;
 		}
 		if (ans.mech != HK_MECH_NONE) {
+			record_embryo(skops, ans.token);
 			count(HK_CNT_SYNACK_OPT_SENT);
 			return;
 		}

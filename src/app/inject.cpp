@@ -19,13 +19,13 @@ Result<Injector> Injector::open() {
   return Injector(std::move(v4), std::move(v6));
 }
 
-Injector::Ends Injector::ends_of(const Conn& c) {
-  Ends e{flow_is_v4(c.app), {}, {}};
-  std::memcpy(e.local, c.app.laddr, 16);
-  std::memcpy(e.remote, c.app.raddr, 16);
+Injector::Ends Injector::ends_of(const hk_flow& app) {
+  Ends e{flow_is_v4(app), {}, {}};
+  std::memcpy(e.local, app.laddr, 16);
+  std::memcpy(e.remote, app.raddr, 16);
   if (e.v4) {
-    e.local[0] = v4_word(c.app, c.app.laddr);
-    e.remote[0] = v4_word(c.app, c.app.raddr);
+    e.local[0] = v4_word(app, app.laddr);
+    e.remote[0] = v4_word(app, app.raddr);
   }
   return e;
 }
@@ -49,7 +49,7 @@ bool Injector::send(bool v4, const uint32_t* dst, const std::vector<uint8_t>& pk
 }
 
 int Injector::reset(const Conn& c) const {
-  Ends e = ends_of(c);
+  Ends e = ends_of(c.app);
   int sent = 0;
   // Each end expects the other's sequence number, or one more after a FIN;
   // only the exact one resets (RFC 5961), the other is ignored.
@@ -76,11 +76,20 @@ bool Injector::wake_writer(const Conn& c) const {
   opt.exid = htons(HK_EXID);
   opt.version = HK_VERSION;
   opt.token = htobe64(c.token);
-  Ends e = ends_of(c);
+  Ends e = ends_of(c.app);
   auto bytes = std::span(reinterpret_cast<const uint8_t*>(&opt), sizeof(opt));
   return send(e.v4, e.local,
               build_ack(e.v4, e.remote, c.app.rport, e.local, c.app.lport, c.rcv_nxt + 1,
                         c.snd_nxt, bytes));
+}
+
+bool Injector::complete_handshake(const hk_flow& wire, const hk_embryo& e) const {
+  // No options: with none, the request socket skips its timestamp check,
+  // and the SYN's were saved at the SYN. It goes through our own stack at
+  // once (loopback), so the socket is established when sendto() returns.
+  Ends ends = ends_of(wire);
+  return send(ends.v4, ends.local,
+              build_ack(ends.v4, ends.remote, wire.rport, ends.local, wire.lport, e.seq, e.ack, {}));
 }
 
 }  // namespace hooker

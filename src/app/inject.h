@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "bpf/fd.h"
+#include "core/abi.h"
 #include "core/result.h"
 
 namespace hooker {
@@ -24,6 +25,10 @@ class Injector {
   // Wakes the local application's writer, refused by the slow lane, with
   // EPOLLOUT (hk_lanes.writer_waits). False if the ACK could not be sent.
   bool wake_writer(const Conn& c) const;
+  // The client's last handshake ACK, to our socket still completing its
+  // handshake (`wire`: the tuple as on the wire, from our side), when that
+  // ACK was lost and the client's bytes came through hookerd anyway.
+  bool complete_handshake(const hk_flow& wire, const hk_embryo& e) const;
 
  private:
   Injector(Fd v4, Fd v6) : raw4_(std::move(v4)), raw6_(std::move(v6)) {}
@@ -32,7 +37,7 @@ class Injector {
     bool v4;
     uint32_t local[4], remote[4];
   };
-  static Ends ends_of(const Conn& c);
+  static Ends ends_of(const hk_flow& app);
   bool send(bool v4, const uint32_t* dst, const std::vector<uint8_t>& pkt) const;
   Fd raw4_, raw6_;
 };

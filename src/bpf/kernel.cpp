@@ -103,6 +103,7 @@ Result<std::unique_ptr<Kernel>> Kernel::load(const KernelConfig& cfg) {
   bpf_map__set_max_entries(k->redir_->maps.consumed, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.fin_guards, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.embryos, cfg.max_slots);
+  bpf_map__set_max_entries(k->redir_->maps.embryo_flows, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.lanes, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.sends, cfg.max_slots);
   if (int r = redirector_bpf__load(k->redir_))
@@ -269,11 +270,27 @@ int Kernel::consumed_fd() const { return bpf_map__fd(redir_->maps.consumed); }
 int Kernel::fin_guards_fd() const { return bpf_map__fd(redir_->maps.fin_guards); }
 int Kernel::udp_blocked_fd() const { return bpf_map__fd(redir_->maps.udp_blocked); }
 
-bool Kernel::embryonic(const hk_flow& wire) const {
-  uint64_t token;
+bool Kernel::handshaking(const hk_flow& wire) const {
+  hk_embryo e;
   hk_token t;
-  return bpf_map_lookup_elem(bpf_map__fd(redir_->maps.embryos), &wire, &token) == 0 &&
-         bpf_map_lookup_elem(tokens_fd(), &token, &t) == 0 && t.state == HK_TOKEN_EMBRYONIC;
+  return bpf_map_lookup_elem(bpf_map__fd(redir_->maps.embryos), &wire, &e) == 0 &&
+         bpf_map_lookup_elem(tokens_fd(), &e.token, &t) == 0;
+}
+
+std::optional<hk_embryo> Kernel::embryo(const hk_flow& wire) const {
+  hk_embryo e;
+  hk_token t;
+  if (bpf_map_lookup_elem(bpf_map__fd(redir_->maps.embryos), &wire, &e) != 0 ||
+      bpf_map_lookup_elem(tokens_fd(), &e.token, &t) != 0 || t.state != HK_TOKEN_EMBRYONIC)
+    return std::nullopt;
+  return e;
+}
+
+std::optional<hk_flow> Kernel::embryo_flow(uint64_t token) const {
+  hk_flow f;
+  if (bpf_map_lookup_elem(bpf_map__fd(redir_->maps.embryo_flows), &token, &f) != 0)
+    return std::nullopt;
+  return f;
 }
 
 bool Kernel::del_fin_guard(const hk_flow& wire) {

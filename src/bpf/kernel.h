@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -58,8 +59,13 @@ class Kernel {
   bool del_fin_guard(const hk_flow& wire);
   int fin_guards_fd() const;
   // Whether our SYN-ACK accepted Hooker for this connection (its wire flow)
-  // and it is not established yet.
-  bool embryonic(const hk_flow& wire) const;
+  // and it is not bound yet: not established, or established a moment ago
+  // with its BOUND event on the way (the entry goes only after the event).
+  bool handshaking(const hk_flow& wire) const;
+  // A handshake our SYN-ACK accepted and the client has not completed: by
+  // the tuple as on the wire, or by our token (its tuple then).
+  std::optional<hk_embryo> embryo(const hk_flow& wire) const;
+  std::optional<hk_flow> embryo_flow(uint64_t token) const;
   // Peers UDP does not reach (hk_udp_blocked): their connections stay TCP.
   int udp_blocked_fd() const;
   // Each slot's two lanes into hookerd, shared with the sk_msg program.

@@ -51,7 +51,9 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const Options& o) {
 
 Status Daemon::open_fin_hold() {
   auto f = FinHold::open(opt_.port, opt_.redirect,
-                         [this](const hk_flow& fl, uint32_t id) { return on_fin(fl, id); });
+                         [this](const hk_flow& fl, uint32_t id, bool rst) {
+                           return on_fin(fl, id, rst);
+                         });
   if (!f) return f.error();
   fins_ = f.take();
   return ok();
@@ -195,8 +197,15 @@ bool Daemon::expect_token(uint64_t token) {
   // The handshake's event may still be in the ring: read it first.
   consume_events();
   hk_token t;
-  return bpf_map_lookup_elem(kernel_->tokens_fd(), &token, &t) == 0 &&
-         (t.state == HK_TOKEN_EMBRYONIC || t.state == HK_TOKEN_LIVE);
+  if (bpf_map_lookup_elem(kernel_->tokens_fd(), &token, &t) != 0) return false;
+  if (t.state == HK_TOKEN_EMBRYONIC) {
+    // The client's bytes came, so it is established on its side: its last
+    // handshake ACK was lost, or is late. TCP would take the ACK from the
+    // first data segment; none comes over TCP here.
+    if (auto wire = kernel_->embryo_flow(token)) complete_handshake(*wire);
+    return true;
+  }
+  return t.state == HK_TOKEN_LIVE;
 }
 
 void Daemon::log(std::string_view line, log::Level level) { log::write(level, line); }
@@ -402,17 +411,25 @@ int Daemon::next_deadline_ms() const {
 
 // ---- FINs and the end of a connection ------------------------------------
 
-bool Daemon::on_fin(const hk_flow& local, uint32_t id) {
+bool Daemon::on_fin(const hk_flow& local, uint32_t id, bool rst) {
   consume_events();  // a connection bound a moment ago
   auto it = by_flow_.find(local);
+  if (it == by_flow_.end() && complete_handshake(local)) it = by_flow_.find(local);
+  if (rst) return true;  // an abortive close is never held
   if (it == by_flow_.end()) {
-    // Our SYN-ACK accepted it and the client's last ACK was lost: this FIN
-    // completes the handshake, and the bytes it follows crossed already
-    // (TCP's SYN-ACK retry brings the connection up without it).
-    if (!kernel_->embryonic(local)) return true;  // not moved: plain TCP's FIN
-    early_fins_[local].push_back(id);
-    cnt_.fins_before_bind++;
-    return false;
+    if (kernel_->handshaking(local)) {
+      // Our SYN-ACK accepted it, the client's last ACK was lost, and our
+      // own ACK for it did not bring the connection up: this FIN completes
+      // the handshake, after bytes that crossed already. It waits for the
+      // connection (TCP's SYN-ACK retry brings it up without the FIN).
+      early_fins_[local].push_back(id);
+      cnt_.fins_before_bind++;
+      return false;
+    }
+    // Bound since the first look? Its entry goes only after its event.
+    consume_events();
+    it = by_flow_.find(local);
+    if (it == by_flow_.end()) return true;  // not moved: plain TCP's FIN
   }
   Conn& c = *it->second;
   if (c.peer_done || c.app_gone || c.inbound_dead) {
@@ -421,6 +438,23 @@ bool Daemon::on_fin(const hk_flow& local, uint32_t id) {
   }
   c.held_fins.push_back(id);
   return false;
+}
+
+// A client's FIN, RST or bytes came for a handshake still completing here:
+// the ACK that was lost is given to our socket, once, so the application
+// gets the connection (and with it the bytes, the EOF or the reset) now,
+// not at the SYN-ACK's retry, nor never after a reset. True if the
+// connection is bound now.
+bool Daemon::complete_handshake(const hk_flow& wire) {
+  auto e = kernel_->embryo(wire);
+  if (!e || !acked_embryos_.insert(e->token).second) return false;
+  if (!inject_->complete_handshake(wire, *e)) {
+    log::conn("cannot complete the handshake of " + to_string(wire) + ": " + std::strerror(errno));
+    return false;
+  }
+  cnt_.handshakes_completed++;
+  consume_events();  // its BOUND event, if it came up
+  return by_flow_.count(wire) != 0;
 }
 
 void Daemon::release_fins(Conn& c) {

@@ -13,6 +13,7 @@
 #include <thread>
 #include <sys/uio.h>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "app/conn.h"
@@ -40,6 +41,7 @@ struct DaemonCounters {
   uint64_t rst_injected = 0, delivery_retries = 0, conns_moved = 0, conns_closed = 0;
   uint64_t conns_unknown_mech = 0;
   uint64_t fins_before_bind = 0;  // held for a handshake still completing
+  uint64_t handshakes_completed = 0;  // by hookerd: the client's last ACK was lost
   uint64_t wake_acks_sent = 0, wake_acks_failed = 0;
   uint64_t peers_marked_unreachable = 0;  // peer_unreachable, each time
   uint64_t path_probes_sent = 0, path_probes_answered = 0;  // to peers in udp_blocked
@@ -86,7 +88,8 @@ class Daemon final : AppSide, MechHost {
   void on_bound(const hk_event& ev);
   void on_need_mech(const hk_event& ev);
   void on_fell_back(const hk_event& ev);
-  bool on_fin(const hk_flow& local, uint32_t id);
+  bool on_fin(const hk_flow& local, uint32_t id, bool rst);
+  bool complete_handshake(const hk_flow& wire);
   void on_timer();
   void on_control();
   void run_deadlines();
@@ -177,6 +180,9 @@ class Daemon final : AppSide, MechHost {
   // (the client's last handshake ACK was lost, so its FIN completes the
   // handshake): held until the connection binds, then as its own.
   std::unordered_map<hk_flow, std::vector<uint32_t>, FlowHash> early_fins_;
+  // The tokens of handshakes complete_handshake() tried once: the SYN-ACK's
+  // retry is the way after that (an ACK the socket ignored needs no twin).
+  std::unordered_set<uint64_t> acked_embryos_;
   std::vector<std::unique_ptr<Conn>> graveyard_;
   // Application sides waiting for something, one list per AppWait; reap()
   // purges the retired from each.

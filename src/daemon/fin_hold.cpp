@@ -166,9 +166,10 @@ Status FinHold::hold_ranges(const std::vector<std::pair<uint16_t, uint16_t>>& ra
 Result<FinHold::Group> FinHold::install(const std::vector<uint16_t>& ports, std::string list) {
   Group g{ports, {}};
   for (uint16_t p : ports) list += (list.empty() ? "" : ",") + std::to_string(p);
+  // FINs and RSTs: not (FIN and RST both clear).
   for (const char* tool : {"iptables", "ip6tables"}) {
     std::vector<std::string> spec = {
-        "INPUT", "-p", "tcp", "--tcp-flags", "FIN,RST", "FIN", "-m", "multiport", "--ports",
+        "INPUT", "-p", "tcp", "!", "--tcp-flags", "FIN,RST", "NONE", "-m", "multiport", "--ports",
         list, "-m", "comment", "--comment", "hooker fin hold", "-j", "NFQUEUE",
         "--queue-num", std::to_string(queue_num_), "--queue-bypass"};
     std::vector<std::string> add = {tool, "-w", "-I"};
@@ -196,7 +197,7 @@ FinHold::~FinHold() {
 
 int FinHold::fd() const { return nfq_fd(h_); }
 
-static bool tuple_of(const unsigned char* p, int len, hk_flow& f) {
+static bool tuple_of(const unsigned char* p, int len, hk_flow& f, bool& rst) {
   f = {};
   if (len < 1) return false;
   const tcphdr* th;
@@ -220,6 +221,7 @@ static bool tuple_of(const unsigned char* p, int len, hk_flow& f) {
   }
   f.lport = ntohs(th->dest);
   f.rport = ntohs(th->source);
+  rst = th->rst;
   return true;
 }
 
@@ -232,7 +234,8 @@ int FinHold::on_packet(nfq_q_handle* qh, nfgenmsg*, nfq_data* nfa, void* self) {
   int len = nfq_get_payload(nfa, &data);
   me->queued++;
   hk_flow f;
-  if (!tuple_of(data, len, f) || me->decide_(f, id))
+  bool rst = false;
+  if (!tuple_of(data, len, f, rst) || me->decide_(f, id, rst))
     return nfq_set_verdict(qh, id, NF_ACCEPT, 0, nullptr);
   me->held++;
   return 0;

@@ -27,10 +27,12 @@ namespace hooker {
 
 class FinHold {
  public:
-  // Decides for each queued packet: true lets it in now, false holds it
-  // (the daemon calls release() later). `local` is the tuple from the
-  // receiving socket's point of view, as on the wire (see wire_flow).
-  using Decide = std::function<bool(const hk_flow& local, uint32_t packet_id)>;
+  // Decides for each queued packet, a FIN or an RST: true lets it in now,
+  // false holds it (the daemon calls release() later). `local` is the tuple
+  // from the receiving socket's point of view, as on the wire (see
+  // wire_flow). RSTs are queued so that one reaching a handshake hookerd
+  // should complete first (Daemon::complete_handshake) finds it complete.
+  using Decide = std::function<bool(const hk_flow& local, uint32_t packet_id, bool rst)>;
 
   static Result<std::unique_ptr<FinHold>> open(uint16_t queue_num, const Policy& policy,
                                                Decide decide);

@@ -49,13 +49,22 @@ void Daemon::gc_embryonic() {
   }
   for (auto [tok, slot] : dead)
     if (bpf_map_delete_elem(fd, &tok) == 0) (void)slots_->offer(slot);
-  // FINs held for a handshake that is gone: plain TCP's now. (Events
-  // first: a connection established a moment ago takes its own.)
+  // FINs held for a handshake that is gone: plain TCP's now. A connection
+  // bound a moment ago takes its own: its entry went only after its event,
+  // which the events read after the look find.
+  std::vector<hk_flow> gone_fins;
+  for (auto& [flow, ids] : early_fins_)
+    if (!kernel_->handshaking(flow)) gone_fins.push_back(flow);
   consume_events();
-  std::erase_if(early_fins_, [&](auto& kv) {
-    if (kernel_->embryonic(kv.first)) return false;
-    for (uint32_t id : kv.second) fins_->release(id);
-    return true;
+  for (const hk_flow& flow : gone_fins) {
+    auto e = early_fins_.find(flow);
+    if (e == early_fins_.end()) continue;  // its connection took them
+    for (uint32_t id : e->second) fins_->release(id);
+    early_fins_.erase(e);
+  }
+  std::erase_if(acked_embryos_, [&](uint64_t token) {
+    hk_token t;
+    return bpf_map_lookup_elem(fd, &token, &t) != 0 || t.state != HK_TOKEN_EMBRYONIC;
   });
   // Early datagrams of a handshake that is gone: nobody will claim them.
   deployed_.for_each([](const MechKind&, Mechanism& m) { m.housekeeping(); });

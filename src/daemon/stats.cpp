@@ -74,6 +74,7 @@ nlohmann::json Daemon::daemon_counters() const {
       {"conns_moved", cnt_.conns_moved},
       {"conns_unknown_mech", cnt_.conns_unknown_mech},
       {"fins_before_bind", cnt_.fins_before_bind},
+      {"handshakes_completed", cnt_.handshakes_completed},
       {"wake_acks_sent", cnt_.wake_acks_sent},
       {"wake_acks_failed", cnt_.wake_acks_failed},
       {"conns_closed", cnt_.conns_closed},

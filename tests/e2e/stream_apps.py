@@ -424,7 +424,9 @@ def conns_client(a):
         s = socket.socket(family_of(a.host), socket.SOCK_STREAM)
         s.setblocking(False)
         s.connect_ex((a.host, a.port))
-        c = {"i": i, "size": size, "data": data, "sock": s, "sent": 0, "got": bytearray(),
+        # The local port names the connection in the daemons' logs.
+        c = {"i": i, "port": s.getsockname()[1], "size": size, "data": data, "sock": s,
+             "sent": 0, "got": bytearray(),
              "shut": False, "t": time.monotonic()}
         live[s.fileno()] = c
         sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE, c)
@@ -441,7 +443,7 @@ def conns_client(a):
                          min(len(got), c["size"]))
             error = f"echo differs: got {len(got)} of {c['size']} bytes, first difference at {first}"
         if error:
-            failures.append({"conn": c["i"], "size": c["size"], "sent": c["sent"],
+            failures.append({"conn": c["i"], "port": c["port"], "size": c["size"], "sent": c["sent"],
                              "received": len(got), "error": error})
         else:
             total_bytes += c["size"]

@@ -21,7 +21,8 @@ from apps import fetch, http_server, listening, make_files, url
 from hookerd import UDP_PORT, Hookerd, wait_for
 from pki import make_pki
 from test_stream import (ECHO, ECHO_AFTER_EOF, MiB, PATTERNS, PORTS, SINK, check_scenario,
-                         finish, no_live_conns, run_app, server, server_state)
+                         finish, lost_ack_echo, lost_ack_then_reset, no_live_conns, run_app,
+                         server, server_state)
 from testbed import LinkSpec, TwoHosts, require_root
 
 IPERF = 5201
@@ -197,6 +198,24 @@ def test_hundred_connections_at_once(q, v6, port):
                              f"server {server_state(srv, lines)}")
     moved.check(100)
     drained(q, port)
+
+
+@FAMILY
+@pytest.mark.parametrize("then", ["echo", "reset"])
+def test_lost_handshake_ack(q, v6, then):
+    """test_stream.py's lost last handshake ACK, the bytes crossing as a quic
+    stream: hookerd completes the handshake when the stream comes (or the
+    RST does); the echo is whole, the reset reaches the server."""
+    link, bed, a, b = q
+    moved = Moved(a, b)
+    if then == "echo":
+        lost_ack_echo(bed, a, b, v6, clean_link=link == "clean")
+        moved.check(1)
+        drained(q, ECHO)
+    else:
+        lost_ack_then_reset(bed, a, b, v6)
+        moved.check(1)
+        drained(q, SINK)
 
 
 @FAMILY

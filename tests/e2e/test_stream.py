@@ -286,31 +286,96 @@ def test_first_bytes_close_and_rst(hooked, v6, scenario):
     no_live_conns(a, b, SINK)
 
 
-@FAMILY
-def test_fin_completing_the_handshake_waits_for_the_bytes(hooked, v6):
-    """The client's last handshake ACK is lost (dropped at b: the second
-    packet of the connection from a), so its FIN, sent after its 4 KB went
-    through hookerd, is what completes the handshake at the server. hookerd
-    holds that FIN as a moved connection's until the bytes are delivered:
-    the echo comes back whole, not cut by an early EOF."""
-    bed, a, b = hooked
-    tool = "ip6tables" if v6 else "iptables"
-    rule = ["INPUT", "-p", "tcp", "--dport", str(ECHO), "-m", "connbytes", "--connbytes", "2:2",
-            "--connbytes-dir", "original", "--connbytes-mode", "packets", "-j", "DROP"]
-    bed.b.run([tool, "-I", *rule], timeout=10, cgroup=False)
-    try:
+class LostHandshakeAck:
+    """Drops the client's last handshake ACK at b (the second packet of each
+    connection from a to `port`), while in use; and counts b's SYN-ACK
+    retransmissions (TcpExtTCPSynRetrans: TCP's own repair of a lost ACK,
+    a second or more later)."""
+
+    def __init__(self, bed, v6: bool, port: int):
+        self.host, self.tool = bed.b, "ip6tables" if v6 else "iptables"
+        self.rule = ["INPUT", "-p", "tcp", "--dport", str(port), "-m", "connbytes",
+                     "--connbytes", "2:2", "--connbytes-dir", "original",
+                     "--connbytes-mode", "packets", "-j", "DROP"]
+
+    def syn_retrans(self) -> int:
+        lines = self.host.run(["cat", "/proc/net/netstat"], timeout=10, cgroup=False).stdout
+        rows = [l.split() for l in lines.splitlines() if l.startswith("TcpExt:")]
+        return int(rows[1][rows[0].index("TCPSynRetrans")])
+
+    def dropped(self) -> int:
+        out = self.host.run([self.tool, "-w", "-L", "INPUT", "-v", "-x", "-n"], timeout=10,
+                            cgroup=False).stdout
+        return sum(int(l.split()[0]) for l in out.splitlines() if "connbytes" in l)
+
+    def __enter__(self):
+        self.host.run([self.tool, "-w", "-I", *self.rule], timeout=10, cgroup=False)
+        self.retrans0 = self.syn_retrans()
+        return self
+
+    def __exit__(self, *exc):
+        self.host.run([self.tool, "-w", "-D", *self.rule], timeout=10, cgroup=False, check=False)
+
+
+def lost_ack_echo(bed, a: Hookerd, b: Hookerd, v6: bool, clean_link=True):
+    """The client's last handshake ACK is lost, then it writes 4 KB, shuts
+    down writing and reads the echo. Over TCP its first data segment would
+    complete the handshake at the server; here the bytes go through hookerd,
+    and then its FIN. hookerd b completes the handshake when the bytes come
+    (the ACK TCP would have taken from them), and holds the FIN as a moved
+    connection's until the bytes are delivered: the echo comes back whole,
+    not cut by an early EOF, and (on a link that loses nothing else) without
+    the server's SYN-ACK retry."""
+    completed = b.counter("handshakes_completed")
+    with LostHandshakeAck(bed, v6, ECHO) as lost:
         srv, lines = server(bed.b, "echo-server", "--port", ECHO)
         rc, res, err = run_app(bed.a, "patterns-client", "--host", dst(bed, v6), "--port", ECHO,
                                "--pattern", "iov1x1024", "--timeout", 30, timeout=45)
         if rc != 0 or not res["ok"]:
             raise AssertionError(f"client {res} {err[-1000:]}\nserver {server_state(srv, lines)}"
                                  f"\nhookerd b {b.status()['counters']}")
-    finally:
-        bed.b.run([tool, "-D", *rule], timeout=10, cgroup=False, check=False)
-    # The FIN and TCP's retransmissions of it, until the SYN-ACK's retry.
-    assert b.counter("fins_before_bind") >= 1, b.status()["counters"]["daemon"]
+        assert lost.dropped() == 1
+        if clean_link:
+            assert lost.syn_retrans() == lost.retrans0, "the server's SYN-ACK retry brought it up"
+    assert b.counter("handshakes_completed") == completed + 1, b.status()["counters"]["daemon"]
+
+
+def lost_ack_then_reset(bed, a: Hookerd, b: Hookerd, v6: bool):
+    """The client's last handshake ACK is lost, and it aborts (SO_LINGER 0)
+    right after writing 1 MB. Its RST may reach the server before the bytes
+    that went through hookerd; an RST to a handshake still completing would
+    only cancel it, and the server would never see the connection. hookerd b
+    completes the handshake first: the server accepts, reads a correct
+    prefix, then ECONNRESET, as over TCP."""
+    size = 1_000_000
+    completed = b.counter("handshakes_completed")
+    with LostHandshakeAck(bed, v6, SINK) as lost:
+        srv, lines = server(bed.b, "scenario-server", "--port", SINK, "--scenario", "rst-inflight",
+                            "--size", size, "--timeout", 20)
+        crc, cli, cerr = run_app(bed.a, "scenario-client", "--host", dst(bed, v6), "--port", SINK,
+                                 "--scenario", "rst-inflight", "--size", size, "--timeout", 20,
+                                 timeout=30)
+        src, sv = finish(srv, lines, 30)
+        assert lost.dropped() == 1
+    both = f"client {cli} server {sv} {cerr[-500:]}"
+    assert crc == 0 and src == 0 and "error" not in cli, both
+    check_scenario("rst-inflight", size, cli, sv, both)
+    assert b.counter("handshakes_completed") == completed + 1, b.status()["counters"]["daemon"]
+
+
+@FAMILY
+def test_lost_handshake_ack_is_given_by_hookerd(hooked, v6):
+    bed, a, b = hooked
+    lost_ack_echo(bed, a, b, v6)
     assert a.counter("moved_active") == 1 and b.counter("moved_passive") == 1
     no_live_conns(a, b, ECHO)
+
+
+@FAMILY
+def test_lost_handshake_ack_then_reset_reaches_the_server(hooked, v6):
+    bed, a, b = hooked
+    lost_ack_then_reset(bed, a, b, v6)
+    no_live_conns(a, b, SINK)
 
 
 # ---------------------------------------------------------------- 4. back-pressure
