@@ -80,7 +80,7 @@ done
 # the iptables backend this machine selected, in a namespace of its own that
 # vanishes with the probe: nothing stays behind. Modules load on demand here.
 backend=$(iptables --version 2>/dev/null | sed -n 's/.*(\(.*\)).*/\1/p')
-rule=(INPUT -p tcp ! --tcp-flags FIN,RST NONE -m multiport --ports 8000 -m comment
+rule=(INPUT ! -i lo -p tcp --tcp-flags RST RST -m multiport --ports 8000 -m comment
       --comment "hooker check-machine" -j NFQUEUE --queue-num 7000 --queue-bypass)
 out=$(unshare --net sh -c 'ip link add hkchk0 type veth peer name hkchk1' 2>&1) ||
   fail "cannot make a veth pair in a new network namespace (CONFIG_NET_NS, CONFIG_VETH): ${out%%$'\n'*}"

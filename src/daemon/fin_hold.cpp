@@ -166,32 +166,43 @@ Status FinHold::hold_ranges(const std::vector<std::pair<uint16_t, uint16_t>>& ra
 Result<FinHold::Group> FinHold::install(const std::vector<uint16_t>& ports, std::string list) {
   Group g{ports, {}};
   for (uint16_t p : ports) list += (list.empty() ? "" : ",") + std::to_string(p);
-  // FINs and RSTs: not (FIN and RST both clear).
-  for (const char* tool : {"iptables", "ip6tables"}) {
-    std::vector<std::string> spec = {
-        "INPUT", "-p", "tcp", "!", "--tcp-flags", "FIN,RST", "NONE", "-m", "multiport", "--ports",
-        list, "-m", "comment", "--comment", "hooker fin hold", "-j", "NFQUEUE",
-        "--queue-num", std::to_string(queue_num_), "--queue-bypass"};
-    std::vector<std::string> add = {tool, "-w", "-I"};
-    add.insert(add.end(), spec.begin(), spec.end());
-    std::vector<std::string> del = {tool, "-w", "-D"};
-    del.insert(del.end(), spec.begin(), spec.end());
-    // A hookerd killed with SIGKILL left its rules: remove them first, so
-    // they do not pile up.
-    for (int i = 0; i < 8 && run_command(del); i++) {
+  // FINs, and RSTs from the wire: not the RSTs hookerd gives its own
+  // applications (Injector, through loopback), which must land at once,
+  // before the application's next send finds its connection gone.
+  const std::vector<std::vector<std::string>> matches = {
+      {"-p", "tcp", "--tcp-flags", "FIN,RST", "FIN"},
+      {"!", "-i", "lo", "-p", "tcp", "--tcp-flags", "RST", "RST"}};
+  for (const char* tool : {"iptables", "ip6tables"})
+    for (const auto& match : matches) {
+      std::vector<std::string> spec = {"INPUT"};
+      spec.insert(spec.end(), match.begin(), match.end());
+      spec.insert(spec.end(), {"-m", "multiport", "--ports", list, "-m", "comment", "--comment",
+                               "hooker fin hold", "-j", "NFQUEUE", "--queue-num",
+                               std::to_string(queue_num_), "--queue-bypass"});
+      std::vector<std::string> add = {tool, "-w", "-I"};
+      add.insert(add.end(), spec.begin(), spec.end());
+      std::vector<std::string> del = {tool, "-w", "-D"};
+      del.insert(del.end(), spec.begin(), spec.end());
+      // A hookerd killed with SIGKILL left its rules: remove them first, so
+      // they do not pile up.
+      for (int i = 0; i < 8 && run_command(del); i++) {
+      }
+      if (auto s = run_command(add); !s) {
+        uninstall(g);  // the rules added already
+        return s.error();
+      }
+      g.del.push_back(std::move(del));
     }
-    if (auto s = run_command(add); !s) {
-      uninstall(g);  // the iptables half, if ip6tables failed
-      return s.error();
-    }
-    g.del.push_back(std::move(del));
-  }
   return g;
 }
 
 FinHold::~FinHold() {
   for (auto& g : groups_) uninstall(g);
-  if (qh_) nfq_destroy_queue(qh_);  // held packets are re-injected by the kernel
+  // Packets queued and not read yet are dropped with the queue: an RST
+  // would be lost for good. None comes in now; let those in.
+  decide_ = [](const hk_flow&, uint32_t, bool) { return true; };
+  if (h_) (void)on_readable();
+  if (qh_) nfq_destroy_queue(qh_);  // drops what is still held: Daemon released its FINs
   if (h_) nfq_close(h_);
 }
 

@@ -213,7 +213,7 @@ def test_lost_handshake_ack(q, v6, then):
         moved.check(1)
         drained(q, ECHO)
     else:
-        lost_ack_then_reset(bed, a, b, v6)
+        lost_ack_then_reset(bed, a, b, v6, clean_link=link == "clean")
         moved.check(1)
         drained(q, SINK)
 

@@ -34,6 +34,13 @@ GiB = 1 << 30
 MiB = 1 << 20
 
 FAMILY = pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+# What a writer's send() says once its connection was reset: ECONNRESET, or
+# EPIPE when the reset came while a send it was blocked in had copied part
+# of its bytes. The kernel's sockmap send (tcp_bpf_sendmsg) then returns
+# that part and consumes the error, so the next send finds only the closed
+# socket; plain TCP's keeps the error for the next call (README, "Known
+# limitations").
+RESET_SEEN_BY_WRITER = ("ECONNRESET", "EPIPE")
 
 
 # ---------------------------------------------------------------- helpers
@@ -325,7 +332,9 @@ def lost_ack_echo(bed, a: Hookerd, b: Hookerd, v6: bool, clean_link=True):
     (the ACK TCP would have taken from them), and holds the FIN as a moved
     connection's until the bytes are delivered: the echo comes back whole,
     not cut by an early EOF, and (on a link that loses nothing else) without
-    the server's SYN-ACK retry."""
+    the server's SYN-ACK retry. On a lossy link the packet dropped may be a
+    retransmitted SYN instead, and then no ACK is missing: only the bytes
+    are checked there."""
     completed = b.counter("handshakes_completed")
     with LostHandshakeAck(bed, v6, ECHO) as lost:
         srv, lines = server(bed.b, "echo-server", "--port", ECHO)
@@ -337,10 +346,11 @@ def lost_ack_echo(bed, a: Hookerd, b: Hookerd, v6: bool, clean_link=True):
         assert lost.dropped() == 1
         if clean_link:
             assert lost.syn_retrans() == lost.retrans0, "the server's SYN-ACK retry brought it up"
-    assert b.counter("handshakes_completed") == completed + 1, b.status()["counters"]["daemon"]
+    if clean_link:
+        assert b.counter("handshakes_completed") == completed + 1, b.status()["counters"]["daemon"]
 
 
-def lost_ack_then_reset(bed, a: Hookerd, b: Hookerd, v6: bool):
+def lost_ack_then_reset(bed, a: Hookerd, b: Hookerd, v6: bool, clean_link=True):
     """The client's last handshake ACK is lost, and it aborts (SO_LINGER 0)
     right after writing 1 MB. Its RST may reach the server before the bytes
     that went through hookerd; an RST to a handshake still completing would
@@ -360,7 +370,8 @@ def lost_ack_then_reset(bed, a: Hookerd, b: Hookerd, v6: bool):
     both = f"client {cli} server {sv} {cerr[-500:]}"
     assert crc == 0 and src == 0 and "error" not in cli, both
     check_scenario("rst-inflight", size, cli, sv, both)
-    assert b.counter("handshakes_completed") == completed + 1, b.status()["counters"]["daemon"]
+    if clean_link:
+        assert b.counter("handshakes_completed") == completed + 1, b.status()["counters"]["daemon"]
 
 
 @FAMILY
@@ -734,8 +745,8 @@ def test_lost_datagram_resets_both_ends(bed, impair, v6):
     assert r["mismatch"] is None, f"the reader got a wrong byte: {info}"
     assert r["received"] <= gap, f"bytes past the gap at {gap} were delivered: {info}"
     assert r["read_end"] == "ECONNRESET", f"reader: {info}"
-    # The writer: its send() or its wait for the verdict fails with ECONNRESET.
-    assert w.get("error") == "ECONNRESET", f"writer: {info}"
+    # The writer: its send() or its wait for the verdict fails.
+    assert w.get("error") in RESET_SEEN_BY_WRITER, f"writer: {info}"
     resets = {f"{k}.{n}": d.counter(n) for k, d in (("a", a), ("b", b))
               for n in ("resets_sent", "resets_received")}
     assert a.counter("resets_sent") + b.counter("resets_sent") >= 1, resets
