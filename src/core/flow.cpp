@@ -87,4 +87,13 @@ std::string to_string(const hk_flow& f) {
   return ep(true) + " -> " + ep(false);
 }
 
+std::string to_string(const sockaddr_in6& a) {
+  char b[INET6_ADDRSTRLEN] = "?";
+  if (IN6_IS_ADDR_V4MAPPED(&a.sin6_addr))
+    inet_ntop(AF_INET, a.sin6_addr.s6_addr + 12, b, sizeof(b));
+  else
+    inet_ntop(AF_INET6, &a.sin6_addr, b, sizeof(b));
+  return std::string(b) + " port " + std::to_string(ntohs(a.sin6_port));
+}
+
 }  // namespace hooker

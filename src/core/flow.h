@@ -39,5 +39,7 @@ hk_flow wire_flow(const hk_flow& f);
 
 std::string addr_str(const hk_flow& f, bool local);
 std::string to_string(const hk_flow& f);
+// A peer hookerd's UDP address: "10.0.0.2 port 7000" (IPv4-mapped in IPv4 form).
+std::string to_string(const sockaddr_in6& a);
 
 }  // namespace hooker

@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/flow.h"
 #include "mech/quic/quic.h"
 #include "mech/quic/stream.h"
 
@@ -24,15 +25,6 @@ uint64_t to_ns(Time t) {
 Time from_ns(uint64_t ns) {
   if (ns == UINT64_MAX) return kNever;
   return Time(std::chrono::duration_cast<Clock::duration>(std::chrono::nanoseconds(ns)));
-}
-
-static std::string addr_str(const sockaddr_in6& a) {
-  char b[INET6_ADDRSTRLEN] = "?";
-  if (IN6_IS_ADDR_V4MAPPED(&a.sin6_addr))
-    inet_ntop(AF_INET, a.sin6_addr.s6_addr + 12, b, sizeof(b));
-  else
-    inet_ntop(AF_INET6, &a.sin6_addr, b, sizeof(b));
-  return std::string(b) + " port " + std::to_string(ntohs(a.sin6_port));
 }
 
 
@@ -138,7 +130,7 @@ Status Connection::init(const ngtcp2_pkt_hd* hd) {
                                 nullptr, this);
   }
   if (rv != 0)
-    return Error{"start a QUIC connection with " + addr_str(peer_) + ": " + ngtcp2_strerror(rv), 0};
+    return Error{"start a QUIC connection with " + to_string(peer_) + ": " + ngtcp2_strerror(rv), 0};
   conn_.reset(raw);
   auto tls = new_session(server_, m_.credentials(), &ref_);
   if (!tls) return tls.error();
@@ -208,7 +200,7 @@ void Connection::read(const sockaddr_in6& from, std::span<const std::byte> pkt) 
         why = std::string("TLS alert ") + (name ? name : std::to_string(alert));
       }
       // Worth a line even with no stream waiting: a peer was refused.
-      m_.host().log("quic: handshake with " + addr_str(peer_) + " failed: " + why, log::Level::kWarn);
+      m_.host().log("quic: handshake with " + to_string(peer_) + " failed: " + why, log::Level::kWarn);
       unreachable();
       return die("QUIC handshake failed: " + why, true);
     }
@@ -357,7 +349,7 @@ void Connection::die(std::string_view why, bool tell_peer) {
   }
   dead_ = true;
   if (!members_.empty() || !incoming_.empty())
-    m_.host().log("quic: connection with " + addr_str(peer_) + " ended: " + std::string(why),
+    m_.host().log("quic: connection with " + to_string(peer_) + " ended: " + std::string(why),
                   log::Level::kWarn);
   for (const ngtcp2_cid& c : cids_) m_.remove_cid(c);
   cids_.clear();
@@ -456,7 +448,7 @@ void Connection::remove(QuicStream& s) {
 void Connection::status(nlohmann::json& out) const {
   ngtcp2_conn_stat st;
   ngtcp2_conn_get_conn_stat(conn_.get(), &st);
-  out = {{"peer", addr_str(peer_)},
+  out = {{"peer", to_string(peer_)},
          {"role", server_ ? "server" : "client"},
          {"established", established()},
          {"streams", members_.size()},

@@ -3,6 +3,7 @@
 // Per-connection deadlines (AppPort::wake_at), in time, not loop ticks.
 #include <algorithm>
 
+#include "core/flow.h"
 #include "mech/udp/conn.h"
 #include "mech/udp/udp.h"
 
@@ -75,7 +76,10 @@ void UdpConn::on_deadline(Time now) {
     // this connection fails.
     cnt.resets_peer_unreachable++;
     m_.host().peer_unreachable(peer_.peer, m_.id());
-    return fail("the peer's hookerd was never heard from over UDP (a path that drops UDP?)",
+    // What was sent, and where: a wrong address would show here.
+    return fail("the peer's hookerd was never heard from over UDP (a path that drops UDP?): " +
+                    std::to_string(hellos_) + " opening datagrams and " + std::to_string(sent_) +
+                    " bytes sent to " + to_string(peer_.peer),
                 true);
   }
   if (!heard_ && peer_.active && now - hello_at_ >= hello_wait(hellos_)) hello();
