@@ -169,6 +169,10 @@ def no_live_conns(a: Hookerd, b: Hookerd, port: int, timeout=10.0):
              f"a={len(live_conns(a, port))} b={len(live_conns(b, port))}")
 
 
+def veth_drops(bed) -> int:
+    return sum(d["rx_dropped"] + d["tx_dropped"] for d in link_drops(bed).values())
+
+
 def link_drops(bed) -> dict:
     """RX/TX drops of both veth ends (a datagram lost on the veth is a loss too)."""
     out = {}
@@ -621,6 +625,12 @@ class Impair:
         host.run(["tc", "filter", "add", "dev", host.iface, direction, "pref", str(pref),
                   "bpf", "da", "object-pinned", str(self.dir / prog)], timeout=10, cgroup=False)
 
+    def reset_stats(self):
+        """Counts from zero again (the impairments' datagram numbers too)."""
+        subprocess.run(["bpftool", "map", "update", "pinned", str(self.maps / "stats"),
+                        "key", "hex", "00", "00", "00", "00", "value", "hex", *["00"] * 64],
+                       check=True, capture_output=True, timeout=10)
+
     def stats(self) -> dict:
         r = subprocess.run(["bpftool", "-j", "map", "lookup", "pinned", str(self.maps / "stats"),
                             "key", "hex", "00", "00", "00", "00"],
@@ -682,12 +692,24 @@ def test_duplicated_or_reordered_datagrams_are_absorbed(bed, impair, v6, how):
         impair.attach(bed.a, "egress", "impair", pref=10)
     impair.attach(bed.b, "ingress", "observe", pref=20)
     a, b = hookerds(bed)
-    w, r = transfer(bed, v6, total)
-    st = impair.stats()
-    info = f"writer {w} reader {r} impair {st} drops {link_drops(bed)}"
-    assert r["received"] == total and r["mismatch"] is None and r["read_end"] == "EOF", info
+    for attempt in range(1, 4):
+        before = veth_drops(bed)
+        w, r = transfer(bed, v6, total)
+        st = impair.stats()
+        info = f"writer {w} reader {r} impair {st} drops {link_drops(bed)}"
+        assert r["mismatch"] is None, f"the reader got a wrong byte: {info}"
+        # The veth itself may drop datagrams (its receive backlog overflows
+        # on a loaded machine): a real loss, which this mechanism answers
+        # with a reset, as it must. What this test checks needs a transfer
+        # that lost nothing on the way: another one.
+        if veth_drops(bed) > before and r["read_end"] == "ECONNRESET" and attempt < 3:
+            print(f"\nthe veth dropped datagrams, transfer {attempt} reset: {info}")
+            impair.reset_stats()
+            continue
+        break
+    assert r["received"] == total and r["read_end"] == "EOF", info
     assert w.get("reply") == f"ok {total}\n" and "error" not in w, info
-    assert a.counter("moved_active") == 1, info
+    assert a.counter("moved_active") == attempt, info
     assert st["obs_gso"] == 0, f"b received coalesced packets: {info}"
     if how == "duplicate":
         assert st["duplicated"] >= 1000, info
