@@ -57,6 +57,7 @@ const std::map<std::string_view, std::string_view>& helps() {
       {"wake_acks_failed", "wake ACKs that could not be sent"},
       {"fin_queued", "FINs queued by the FIN hold (NFQUEUE)"},
       {"fin_held", "FINs held until every byte before them was delivered"},
+      {"fin_queue_overflows", "times the FIN hold's queue was full: FINs dropped, sent again by TCP"},
       {"fin_released", "held FINs let in"},
       {"slots_created", "slot socket pairs created"},
       {"bytes_sent", "bytes taken from applications and carried to the peer"},
@@ -74,12 +75,12 @@ const std::map<std::string_view, std::string_view>& helps() {
       {"rx_out_of_order", "datagrams that arrived out of order and were kept"},
       {"rx_beyond_window", "datagrams dropped: beyond the granted window"},
       {"rx_stashed", "datagrams kept for a connection not bound yet"},
-      {"rx_after_close", "datagrams dropped: the application takes no more"},
       {"resets_sent", "connections reset by this hookerd, peer told"},
       {"resets_received", "connections reset by the peer hookerd"},
       {"resets_lost_datagram", "connections reset: a datagram was lost"},
       {"resets_peer_silent", "connections reset: the peer stopped answering"},
       {"resets_local_failure", "connections reset: this host's side broke"},
+      {"resets_app_gone", "connections reset: bytes came for an application socket that was gone"},
       {"resets_peer_unreachable", "connections reset: the peer hookerd was never heard over UDP"},
   };
   return h;

@@ -13,6 +13,7 @@ extern "C" {
 }
 #include <linux/netfilter.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,6 +23,7 @@ extern "C" {
 #include <memory>
 
 #include "core/flow.h"
+#include "daemon/tuning.h"
 
 extern char** environ;
 
@@ -72,9 +74,16 @@ Result<std::unique_ptr<FinHold>> FinHold::open(uint16_t queue_num, const Policy&
                      " (another hookerd on this UDP port in this namespace?)");
   // Headers are enough to find the connection.
   if (nfq_set_mode(f->qh_, NFQNL_COPY_PACKET, 128) < 0) return sys_error("set NFQUEUE copy mode");
-  // If the queue ever fills, let packets through rather than drop them.
-  nfq_set_queue_flags(f->qh_, NFQA_CFG_F_FAIL_OPEN, NFQA_CFG_F_FAIL_OPEN);
-  nfq_set_queue_maxlen(f->qh_, 65536);
+  // Never fail open: a FIN let in because the queue or this socket was
+  // full would overtake its connection's bytes (the reader gets EOF and
+  // they are lost: it happened with 100 connections at once under a slow
+  // hookerd). Dropped instead, a FIN is sent again by the peer's TCP; an
+  // RST is only a fast path (the mechanism carries the reset too). What
+  // waits for hookerd is bounded by the socket's buffer, made large.
+  nfq_set_queue_maxlen(f->qh_, kFinQueueMaxlen);
+  int buf = kFinQueueBuffer;
+  if (setsockopt(nfq_fd(f->h_), SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof(buf)) < 0)
+    return sys_error("size the netfilter queue socket's buffer (SO_RCVBUFFORCE)");
   if (auto s = f->add_ports(policy.ports()); !s) return s.error();
   return f;
 }
@@ -263,7 +272,11 @@ Status FinHold::on_readable() {
     ssize_t n = recv(fd(), buf, sizeof(buf), MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) return ok();
-      if (errno == ENOBUFS) continue;  // fail-open covers what overflowed
+      if (errno == ENOBUFS) {
+        // Packets were dropped for want of room: TCP sends those FINs again.
+        overflows++;
+        continue;
+      }
       return sys_error("read the netfilter queue");
     }
     nfq_handle_packet(h_, buf, static_cast<int>(n));

@@ -63,6 +63,7 @@ class FinHold {
   const std::vector<uint16_t>& idling() const { return idling_; }
 
   uint64_t queued = 0, held = 0, released = 0;
+  uint64_t overflows = 0;  // times the queue dropped packets (hookerd too slow)
 
  private:
   FinHold() = default;

@@ -83,6 +83,7 @@ nlohmann::json Daemon::daemon_counters() const {
       {"path_probes_answered", cnt_.path_probes_answered},
       {"fin_queued", fins_->queued},
       {"fin_held", fins_->held},
+      {"fin_queue_overflows", fins_->overflows},
       {"fin_released", fins_->released},
       {"slots_created", slots_->created()},
   };

@@ -20,6 +20,11 @@ constexpr uint32_t kPoolBatch = 64;     // made per refill, to keep loop turns s
 constexpr uint64_t kAppQueue = 1 << 20;         // written to an application, not yet read
 constexpr uint32_t kSlowLaneBuffer = 64 << 10;  // slot TCP buffers (the kernel doubles them)
 constexpr uint64_t kEmbryonicNs = 75ull * 1000 * 1000 * 1000;  // > all SYN-ACK retries
+// The FIN hold's queue: what may wait for hookerd, FINs of connections
+// ending at once plus their retransmissions (about 1 KB each in the socket).
+// Beyond it they are dropped and TCP sends them again, later.
+constexpr uint32_t kFinQueueMaxlen = 65536;
+constexpr int kFinQueueBuffer = 4 << 20;  // the kernel doubles it
 constexpr uint64_t kGuardNs = 60ull * 1000 * 1000 * 1000;      // longest FIN-ACK hold
 
 }  // namespace hooker

@@ -38,6 +38,9 @@ using Clock = std::chrono::steady_clock;
 using Time = Clock::time_point;
 constexpr Time kNever = Time::max();
 
+inline constexpr std::string_view kAppGone =
+    "bytes came for an application socket that is gone (closed, or ended early)";
+
 // The application side of one connection, as its mechanism sees it.
 class AppPort {
  public:
@@ -48,7 +51,9 @@ class AppPort {
   virtual std::optional<uint64_t> final_length() const = 0;
   // The peer's next bytes, in order. Returns how many were taken: fewer
   // when the application holds enough unread (on_app_room follows), -1 once
-  // the application can take none ever again.
+  // the application can take none ever again. Then the mechanism resets
+  // the connection (kAppGone), as TCP answers bytes for a closed socket
+  // with an RST: the writer must not believe they arrived.
   virtual ssize_t deliver(std::span<const std::byte> bytes) = 0;
   // Every byte of the peer's stream was delivered: its end may go in.
   virtual void peer_finished() = 0;

@@ -182,6 +182,7 @@ struct FakeApp final : AppPort {
   size_t taken = 0;     // read by the mechanism
   bool shut = false;    // shutdown(SHUT_WR) after `writable`
   bool broken = false;  // its side fails: read() returns -1
+  bool gone = false;    // its socket left: deliver() returns -1
   std::vector<std::byte> got;
   size_t room = SIZE_MAX;  // what it reads next; 0: a stalled reader
   bool finished = false, sent_whole = false;
@@ -204,6 +205,7 @@ struct FakeApp final : AppPort {
     return shut ? std::optional<uint64_t>(writable) : std::nullopt;
   }
   ssize_t deliver(std::span<const std::byte> b) override {
+    if (gone) return -1;
     size_t n = std::min(room, b.size());
     got.insert(got.end(), b.begin(), b.begin() + static_cast<ptrdiff_t>(n));
     if (room != SIZE_MAX) room -= n;
@@ -503,6 +505,21 @@ TEST_P(Conformance, BrokenApplicationSideResetsBoth) {
   end_[1].app.broken = true;
   run(5s, [&] { trickle(); });
   EXPECT_TRUE(end_[0].app.aborted && end_[1].app.aborted);
+  expect_exact_or_loud(/*reset=*/true);
+}
+
+// The application closed (or took an early FIN for the end) while the peer
+// still wrote: as TCP answers such bytes with an RST, the writer is reset,
+// never left believing they arrived.
+TEST_P(Conformance, BytesForAnApplicationThatLeftResetTheWriter) {
+  open();
+  both_ways(8 << 20, false);
+  run(20ms, [&] { trickle(); });
+  end_[1].app.gone = true;
+  run(5s, [&] { trickle(); });
+  EXPECT_TRUE(end_[0].app.aborted) << "the writer was not told";
+  EXPECT_TRUE(end_[1].app.aborted);
+  EXPECT_FALSE(end_[0].app.sent_whole && !end_[0].app.aborted);
   expect_exact_or_loud(/*reset=*/true);
 }
 

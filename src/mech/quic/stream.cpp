@@ -334,10 +334,7 @@ void QuicStream::deliver() {
   while (!inbound_dead_ && rx_head_ < rx_.size()) {
     std::span<const std::byte> r(rx_.data() + rx_head_, rx_.size() - rx_head_);
     ssize_t n = port_->deliver(r);
-    if (n < 0) {
-      inbound_dead_ = true;  // the application socket has left
-      break;
-    }
+    if (n < 0) return reset(kAppGone);  // counted
     rx_head_ += static_cast<size_t>(n);
     credit(static_cast<size_t>(n));
     if (static_cast<size_t>(n) < r.size()) break;  // on_app_room calls again

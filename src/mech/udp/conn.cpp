@@ -46,8 +46,7 @@ void UdpConn::fail(std::string_view why, bool tell_peer) {
     m_.send_reset(peer_.peer_token, peer_.peer);
     m_.send_reset(peer_.peer_token, peer_.peer);  // a lost RESET only delays the peer's own detection
   }
-  inbound_dead_ = true;  // not one byte more reaches the application
-  port_.abort(why);      // retires this connection
+  port_.abort(why);  // retires this connection: not one byte more reaches the application
 }
 
 // ---- application -> wire ---------------------------------------------------
@@ -140,11 +139,6 @@ void UdpConn::on_frame(const wire::Frame& f) {
   switch (f.type) {
     case HK_WIRE_DATA: {
       datagrams_in_++;
-      if (inbound_dead_) {
-        cnt.rx_after_close++;
-        drops_++;
-        return;
-      }
       auto a = in_.add(f.offset, f.payload);
       if (a == Reassembly::Added::kDuplicate) cnt.rx_duplicate++;
       if (a == Reassembly::Added::kBuffered) cnt.rx_out_of_order++;
@@ -207,12 +201,12 @@ void UdpConn::deliver() {
   if (retired) return;
   // One hand-over per batch; what the application side did not take stays
   // here, inside the window, until on_app_room.
-  while (!inbound_dead_ && !in_.ready().empty()) {
+  while (!in_.ready().empty()) {
     auto r = in_.ready();
     ssize_t n = port_.deliver(r);
     if (n < 0) {
-      inbound_dead_ = true;  // the application socket has left
-      break;
+      m_.counters().resets_app_gone++;
+      return fail(kAppGone, true);
     }
     in_.consumed(static_cast<size_t>(n));
     if (static_cast<size_t>(n) < r.size()) break;

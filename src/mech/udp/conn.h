@@ -123,7 +123,6 @@ class UdpConn final : public MechConn {
   uint64_t acked_ = 0;                // in_.next() we last acknowledged
   uint64_t acked_limit_ = kInitialWindow;  // and the limit we granted
   Time gap_since_{};                  // a hole in the stream appeared
-  bool inbound_dead_ = false;         // the application takes no more bytes
   uint64_t datagrams_in_ = 0, drops_ = 0;  // DATA datagrams, and those dropped
 };
 

@@ -21,7 +21,7 @@ namespace hooker {
 struct UdpCounters {
   uint64_t rx_malformed = 0, rx_unknown_token = 0, rx_wrong_source = 0, rx_wrong_mech = 0;
   uint64_t rx_duplicate = 0, rx_out_of_order = 0, rx_beyond_window = 0, rx_stashed = 0;
-  uint64_t rx_after_close = 0, resets_sent = 0, resets_received = 0;
+  uint64_t resets_sent = 0, resets_received = 0, resets_app_gone = 0;
   uint64_t resets_lost_datagram = 0, resets_peer_silent = 0, resets_local_failure = 0;
   uint64_t resets_peer_unreachable = 0;  // its opening datagrams never answered
   uint64_t peer_moved = 0;  // a peer's datagrams came from a new address (NAT)
