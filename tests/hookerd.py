@@ -135,3 +135,17 @@ def wait_for(cond, timeout, what):
             return v
         time.sleep(0.02)  # polling a condition, bounded by the deadline
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def quic_pair(bed, tmp_path: Path, rules, rules_b=None, extra=(), also=None):
+    """hookerd on bed.a (rules) and bed.b (rules_b, else the same), each with
+    a certificate from one fresh CA naming its addresses, and those `also`
+    lists for it by host name (tests/pki.py, made in tmp_path/pki)."""
+    from pki import make_pki
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    args = make_pki(pki, [bed.a, bed.b], also)
+    a = Hookerd(bed.a, rules, extra=args[bed.a.name] + list(extra)).start()
+    b = Hookerd(bed.b, rules if rules_b is None else rules_b,
+                extra=args[bed.b.name] + list(extra)).start()
+    return a, b

@@ -9,21 +9,24 @@ def certtool(*args, cwd):
     subprocess.run(["certtool", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
-def make_pki(d: Path, hosts) -> dict:
+def make_pki(d: Path, hosts, also: dict | None = None) -> dict:
     """A CA, and for each host a certificate naming its IPv4 and IPv6
-    addresses; returns {host name: [--quic-* arguments]}."""
+    addresses, and those `also` lists for it by name (a NAT's); returns
+    {host name: [--quic-* arguments]}."""
     (d / "ca.tmpl").write_text('cn = "hooker test CA"\nca\ncert_signing_key\nexpiration_days = 2\n')
     certtool("--generate-privkey", "--key-type", "ecdsa", "--outfile", "ca.key", cwd=d)
     certtool("--generate-self-signed", "--load-privkey", "ca.key", "--template", "ca.tmpl",
              "--outfile", "ca.pem", cwd=d)
-    return {h.name: issue(d, h, d) for h in hosts}
+    return {h.name: issue(d, h, d, (also or {}).get(h.name, ())) for h in hosts}
 
 
-def issue(d: Path, h, ca: Path) -> list:
-    """A certificate for `h` (name, ip4, ip6: the addresses it names) signed
-    by the CA in directory `ca`, written to `d`; its --quic-* arguments."""
+def issue(d: Path, h, ca: Path, also=()) -> list:
+    """A certificate for `h` (name, ip4, ip6: the addresses it names, with
+    those in `also`) signed by the CA in directory `ca`, written to `d`; its
+    --quic-* arguments."""
+    ips = "".join(f'ip_address = "{ip}"\n' for ip in (h.ip4, h.ip6, *also))
     (d / f"{h.name}.tmpl").write_text(
-        f'cn = "{h.name}"\nip_address = "{h.ip4}"\nip_address = "{h.ip6}"\n'
+        f'cn = "{h.name}"\n{ips}'
         "tls_www_server\ntls_www_client\nsigning_key\nexpiration_days = 2\n")
     certtool("--generate-privkey", "--key-type", "ecdsa", "--outfile", f"{h.name}.key", cwd=d)
     certtool("--generate-certificate", "--load-privkey", f"{h.name}.key",

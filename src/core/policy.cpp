@@ -24,6 +24,7 @@ struct OptSpec {
 OptSpec opt_spec(uint8_t mech) {
   if (mech == HK_MECH_TCP_CC) return {"NAME", true, true};
   if (mech == HK_MECH_UDPLITE) return {"cov=N", false, false};
+  if (mech == HK_MECH_QUIC) return {"cc=cubic|bbr", false, false};
   return {"", false, false};
 }
 
@@ -36,6 +37,8 @@ std::optional<std::string> check_opts(uint8_t mech, const std::string& opts) {
     return "udplite:" + opts + ": the checksum coverage is cov=N, N bytes from the UDP-Lite " +
            "header on, " + std::to_string(kLiteMinCoverage) + " (its header and Hooker's) to " +
            std::to_string(kLiteMaxCoverage) + " (a whole datagram) (udplite:cov=200)";
+  if (mech == HK_MECH_QUIC && (opts.empty() || !quic_cc(opts)))
+    return "quic:" + opts + ": the congestion control is cc=cubic or cc=bbr (quic:cc=cubic)";
   return std::nullopt;
 }
 
@@ -72,6 +75,12 @@ std::optional<uint16_t> udplite_coverage(const std::string& opts) {
       n > kLiteMaxCoverage)
     return std::nullopt;
   return static_cast<uint16_t>(n);
+}
+
+std::optional<std::string> quic_cc(const std::string& opts) {
+  if (opts.empty() || opts == "cc=cubic" || opts == "cc=bbr")
+    return opts.empty() ? opts : opts.substr(3);
+  return std::nullopt;
 }
 
 std::string PortRule::opt(uint8_t mech) const {

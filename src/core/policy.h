@@ -5,7 +5,9 @@
 // accepts as a server (hk_port_rule). OPTS are the mechanism's own, checked
 // by its entry in policy.cpp: `tcp-cc:NAME` (the connection stays TCP, with
 // congestion control NAME) needs one and stands alone in its rule;
-// `udplite:cov=N` sets the bytes its checksum covers; udp takes none.
+// `udplite:cov=N` sets the bytes its checksum covers; `quic:cc=cubic|bbr`
+// the congestion control of the QUIC connection its client opens; udp takes
+// none.
 #pragma once
 
 #include <cstdint>
@@ -52,6 +54,10 @@ constexpr uint16_t kLiteMinCoverage = 8 + 32;
 constexpr uint16_t kLiteMaxCoverage = 8 + 1432;
 // From udplite's options: "" is the least, "cov=N" N; nullopt if not one.
 std::optional<uint16_t> udplite_coverage(const std::string& opts);
+
+// From quic's options: the congestion control its rule names ("cc=cubic":
+// "cubic"), "" for none (hookerd's --quic-cc); nullopt if not one.
+std::optional<std::string> quic_cc(const std::string& opts);
 
 // Parses one rule; the error names what is wrong and what to give instead
 // (the caller says where the text came from).

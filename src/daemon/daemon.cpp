@@ -245,7 +245,8 @@ void Daemon::on_event(const hk_event& ev) {
   if (ev.type == HK_EV_NEED_MECH) return on_need_mech(ev);
   if (ev.type == HK_EV_FELL_BACK) return on_fell_back(ev);
   if (ev.type == HK_EV_CONNECTING) {
-    if (Mechanism* m = mechanism(ev.mech)) m->prepare(remote_addr(ev.app, opt_.port));
+    if (Mechanism* m = mechanism(ev.mech))
+      m->prepare(remote_addr(ev.app, opt_.port), rule_opts(ev, ev.mech));
     return;
   }
   if (ev.type == HK_EV_BIND_FAILED) {
@@ -318,15 +319,7 @@ void Daemon::on_bound(const hk_event& ev) {
     return;
   }
   c->mech_id = ev.mech == HK_MECH_NONE ? uint8_t{HK_MECH_UDP} : ev.mech;
-  // The rule of the server's port, as this host has it now (a rule deleted
-  // since the handshake leaves the mechanism's defaults).
-  // A file rule's the same way: the one in force, if no reload came since.
-  uint16_t server_port = ev.active ? ev.app.rport : ev.app.lport;
-  if (ev.rule) {
-    if (const MatchRule* r = file_rule_of(ev.rule)) peer.opts = r->action.opt(c->mech_id);
-  } else if (const PortRule* r = opt_.redirect.find(server_port)) {
-    peer.opts = r->opt(c->mech_id);
-  }
+  peer.opts = rule_opts(ev, c->mech_id);
   c->mech = m->open(peer, *c);
   Conn* cp = c.get();
   by_token_[cp->token] = cp;
@@ -347,6 +340,19 @@ void Daemon::on_bound(const hk_event& ev) {
   // connection: whatever follows passes over it.
   cp->mech->start();
   keep_pool_full();
+}
+
+// The options for `mech` of the rule that moved ev's connection, as this host
+// has it now: a rule deleted since the handshake leaves the mechanism's
+// defaults; a file rule's are the one in force, if no reload came since.
+std::string Daemon::rule_opts(const hk_event& ev, uint8_t mech) const {
+  uint16_t server_port = ev.active ? ev.app.rport : ev.app.lport;
+  if (ev.rule) {
+    if (const MatchRule* r = file_rule_of(ev.rule)) return r->action.opt(mech);
+  } else if (const PortRule* r = opt_.redirect.find(server_port)) {
+    return r->opt(mech);
+  }
+  return "";
 }
 
 // A handshake that named a mechanism ended in plain TCP: said in one line.

@@ -88,6 +88,7 @@ class Daemon final : AppSide, MechHost {
   void on_bound(const hk_event& ev);
   void on_need_mech(const hk_event& ev);
   void on_fell_back(const hk_event& ev);
+  std::string rule_opts(const hk_event& ev, uint8_t mech) const;
   bool on_fin(const hk_flow& local, uint32_t id, bool rst);
   bool complete_handshake(const hk_flow& wire);
   void on_timer();

@@ -78,8 +78,9 @@ Result<std::unique_ptr<FinHold>> FinHold::open(uint16_t queue_num, const Policy&
   // full would overtake its connection's bytes (the reader gets EOF and
   // they are lost: it happened with 100 connections at once under a slow
   // hookerd). Dropped instead, a FIN is sent again by the peer's TCP; an
-  // RST is only a fast path (the mechanism carries the reset too). What
-  // waits for hookerd is bounded by the socket's buffer, made large.
+  // RST is lost as a network may lose one (a moved connection then ends by
+  // its mechanism's silence checks, loudly). What waits for hookerd is
+  // bounded by the socket's buffer, made large.
   nfq_set_queue_maxlen(f->qh_, kFinQueueMaxlen);
   int buf = kFinQueueBuffer;
   if (setsockopt(nfq_fd(f->h_), SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof(buf)) < 0)

@@ -47,7 +47,7 @@ Result<Options> parse_options(int argc, char** argv) {
   app.add_option("--redirect", redirect,
                  "PORT[=MECH[:OPTS][,MECH...]]: server TCP port whose connections move, and the "
                  "mechanisms accepted there, the first asked for as a client (default udp; "
-                 "udplite:cov=N, tcp-cc:NAME; repeatable)");
+                 "udplite:cov=N, quic:cc=cubic|bbr, tcp-cc:NAME; repeatable)");
   app.add_option("--control", o.control, "control socket path");
   app.add_option("--control-group", o.control_group,
                  "group whose members may use the control socket (mode 0660); default: "
@@ -69,7 +69,8 @@ Result<Options> parse_options(int argc, char** argv) {
   app.add_option("--quic-key", o.quic_key, "quic: the certificate's private key (PEM)");
   app.add_option("--quic-ca", o.quic_ca, "quic: the CA a peer's certificate must chain to (PEM)");
   app.add_option("--quic-cc", o.quic_cc,
-                 "quic: congestion control of its QUIC connections, bbr (default) or cubic");
+                 "quic: congestion control of QUIC connections whose rule names none "
+                 "(quic:cc=ALG), bbr (default) or cubic");
   int64_t keepalive = o.keepalive_s, udp_retry = o.udp_retry_s;
   app.add_option("--keepalive", keepalive,
                  "seconds between keep-alive datagrams of an idle moved connection, sent by "

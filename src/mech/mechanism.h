@@ -161,8 +161,9 @@ class Mechanism {
   // A SYN to `peer` proposes this mechanism: what it keeps per peer (quic's
   // handshake) may start now, overlapping TCP's. The peer's hookerd is
   // assumed on our own --port: its option, naming its port, comes only with
-  // the SYN-ACK (a guess that is wrong costs an unused handshake).
-  virtual void prepare(const sockaddr_in6& /*peer*/) {}
+  // the SYN-ACK (a guess that is wrong costs an unused handshake). `opts`:
+  // this host's rule's options for the mechanism, as PeerInfo's.
+  virtual void prepare(const sockaddr_in6& /*peer*/, const std::string& /*opts*/) {}
   // Sends a path probe to the peer hookerd at `to` (HK_WIRE_PROBE_TOKEN);
   // false if this mechanism has none, or no room now.
   virtual bool probe_path(const sockaddr_in6& /*to*/) { return false; }

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from apps import fetch, http_server, make_files, url
-from hookerd import HOOKERCTL, UDP_PORT, Hookerd, wait_for
+from hookerd import HOOKERCTL, UDP_PORT, Hookerd, quic_pair, wait_for
 from routed import RoutedHosts
 
 PORT = 8000
@@ -103,13 +103,8 @@ def test_quic_udp_dropped_then_tcp(tmp_path):
     times out), the application's connection is reset once, and the next
     one stays plain TCP (the client does not offer it, or the server
     refuses it)."""
-    from pki import make_pki
     with RoutedHosts() as bed:
-        pki = tmp_path / "pki"
-        pki.mkdir()
-        args = make_pki(pki, [bed.a, bed.b])
-        a = Hookerd(bed.a, [f"{PORT}=quic"], extra=args["a"]).start()
-        b = Hookerd(bed.b, [f"{PORT}=quic"], extra=args["b"]).start()
+        a, b = quic_pair(bed, tmp_path, [f"{PORT}=quic"])
         srv = tmp_path / "srv"
         srv.mkdir()
         sums = make_files(srv, {"f": 100 * 1024})

@@ -2,14 +2,15 @@
 MTU. Each moved connection's datagrams are sized from its TCP connection's
 MSS, so they fit the path (tests/unit/mechanism_test.cpp has the
 arithmetic): the paper's files arrive byte-exact over udp, no TCP payload on
-the wire, and no packet larger than the MTU."""
+the wire, and no packet larger than the MTU; quic's packets are small enough
+for the least MTU IPv6 allows."""
 import hashlib
 import subprocess
 
 import pytest
 
 from apps import fetch, http_server, make_files, url
-from hookerd import UDP_PORT, Hookerd, wait_for
+from hookerd import UDP_PORT, Hookerd, quic_pair, wait_for
 from routed import RoutedHosts
 
 PORT = 8000
@@ -45,6 +46,35 @@ def test_files_fit_a_small_mtu_path(routed, tmp_path, v6):
     for hd in (a, b):
         assert hd.counter("resets_sent") == 0
     assert a.stop() == 0 and b.stop() == 0
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_quic_fits_the_smallest_ipv6_path(tmp_path, v6):
+    """quic's packets keep to QUIC's 1200-byte floor (hookerd turns ngtcp2's
+    path MTU discovery off), so they fit a 1280-byte path, the least IPv6
+    allows, and a path that shrinks to it: the paper's files byte-exact
+    through one, moved, no packet larger."""
+    with RoutedHosts(mtu=1280) as bed:
+        a, b = quic_pair(bed, tmp_path, [f"{PORT}=quic"])
+        srv = tmp_path / "srv"
+        srv.mkdir()
+        sums = make_files(srv, SIZES)
+        http_server(bed.b, srv, PORT)
+        quic_port = UDP_PORT + 1
+        with bed.a.capture(f"tcp port {PORT} or udp port {quic_port}") as cap:
+            for name in SIZES:
+                got = fetch(bed.a, url(bed.b, PORT, name, v6), tmp_path / f"got-{name}")
+                assert got == sums[name], name
+        ip = 40 if v6 else 20
+        grams = cap.udp_datagrams(quic_port)
+        assert sum(p.udp_len for p in grams) >= sum(SIZES.values())
+        assert cap.tcp_payload_bytes(PORT) == 0
+        largest = max(p.udp_len + 8 + ip for p in grams)
+        assert largest <= bed.mtu, f"a {largest}-byte packet on a {bed.mtu}-byte path"
+        assert a.counter("moved_active") == len(SIZES)
+        q = a.status()["mechanisms"]["quic"]["counters"]
+        assert q["streams_reset"] == q["handshakes_failed"] == 0, q
+        assert a.stop() == 0 and b.stop() == 0
 
 
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from apps import fetch, http_server, make_files, url
-from hookerd import UDP_PORT, Hookerd, wait_for
+from hookerd import UDP_PORT, Hookerd, quic_pair, wait_for
 from pki import issue, make_pki
 from testbed import Capture, LinkSpec, TwoHosts, require_root
 
@@ -25,12 +25,7 @@ FILTER = "tcp or udp"
 
 def start_pair(bed, tmp_path):
     """hookerd on both hosts, moving PORT over quic, with fresh certificates."""
-    pki = tmp_path / "pki"
-    pki.mkdir()
-    args = make_pki(pki, [bed.a, bed.b])
-    a = Hookerd(bed.a, [f"{PORT}=quic"], extra=args[bed.a.name]).start()
-    b = Hookerd(bed.b, [f"{PORT}=quic"], extra=args[bed.b.name]).start()
-    return a, b
+    return quic_pair(bed, tmp_path, [f"{PORT}=quic"])
 
 
 @pytest.fixture
@@ -132,6 +127,31 @@ def test_quic_handshake_overlaps_tcps(tmp_path):
         assert a.stop() == 0 and b.stop() == 0
 
 
+def test_each_rules_congestion_control_has_its_own_connection(bed, tmp_path):
+    """quic:cc=cubic on one port, the default (--quic-cc, bbr) on another: each
+    rule's downloads go on a QUIC connection of their own to the peer, which
+    runs the rule's congestion control at both ends (the client names it in
+    its first packet; the server's own rule does not matter)."""
+    cubic, default = PORT, PORT + 1
+    a, b = quic_pair(bed, tmp_path, [f"{cubic}=quic:cc=cubic", f"{default}=quic"],
+                     rules_b=[f"{cubic}=quic", f"{default}=quic"])
+    try:
+        srv = tmp_path / "srv"
+        srv.mkdir()
+        sums = make_files(srv, {"medium": 510_000})
+        for port in (cubic, default):
+            http_server(bed.b, srv, port)
+            assert fetch(bed.a, url(bed.b, port, "medium"), tmp_path / f"got{port}") == sums["medium"]
+        for hd in (a, b):
+            conns = hd.status()["mechanisms"]["quic"]["connections"]
+            assert sorted(c["cc"] for c in conns) == ["bbr", "cubic"], conns
+        ca = quic_counters(a)
+        assert ca["conns_early"] == ca["conns_opened"] == 2, ca
+    finally:
+        assert a.stop() == 0, a.stderr()
+        assert b.stop() == 0, b.stderr()
+
+
 @pytest.mark.parametrize("bad", ["other-ca", "other-address"])
 def test_unauthenticated_peer_is_refused(bed, tmp_path, bad):
     """b's certificate comes from a CA a does not trust, or names an address
@@ -195,15 +215,11 @@ def test_lossy_link_quic_delivers_everything_udp_resets(tmp_path):
         pytest.skip(reason)
     spec = LinkSpec(delay_ms=5, loss_pct=5, reorder_pct=5, dup_pct=5, seed=11)
     with TwoHosts(link=spec) as bed:
-        pki = tmp_path / "pki"
-        pki.mkdir()
-        args = make_pki(pki, [bed.a, bed.b])
         srv = tmp_path / "srv"
         srv.mkdir()
         sums = make_files(srv, {"medium": 510_000, "big": 2_000_000})
         http_server(bed.b, srv, PORT)
-        a = Hookerd(bed.a, [f"{PORT}=quic"], extra=args[bed.a.name]).start()
-        b = Hookerd(bed.b, [f"{PORT}=quic"], extra=args[bed.b.name]).start()
+        a, b = start_pair(bed, tmp_path)
         for name in sums:
             assert fetch(bed.a, url(bed.b, PORT, name), tmp_path / name, timeout=90) == sums[name]
         assert a.counter("moved_active") == 2

@@ -13,6 +13,7 @@
 #include <deque>
 #include <queue>
 #include <random>
+#include <set>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
@@ -638,7 +639,7 @@ class QuicStreams : public ::testing::Test {
       for (int e = 0; e < 2; e++) {
         // End 0 connects: it opens every stream.
         PeerInfo p{uint64_t(100 + 10 * k + e), uint64_t(100 + 10 * k + (1 - e)), address(1 - e),
-                   {}, 0, e == 0};
+                   opts_[k], 0, e == 0};
         conn_[k][e] = mech_[e]->open(p, app_[k][e]);
         app_[k][e].conn = conn_[k][e].get();
         conn_[k][e]->start();
@@ -678,7 +679,15 @@ class QuicStreams : public ::testing::Test {
     mech_[e]->status(st);
     return st["connections"].size();
   }
+  std::multiset<std::string> quic_ccs(int e) {
+    nlohmann::json st;
+    mech_[e]->status(st);
+    std::multiset<std::string> ccs;
+    for (auto& c : st["connections"]) ccs.insert(c["cc"].get<std::string>());
+    return ccs;
+  }
 
+  std::array<std::string, kConns> opts_;  // each connection's rule options
   Time now_ = Time{} + 1h;
   std::unique_ptr<Link> link_;
   std::array<std::deque<std::vector<std::byte>>, 2> inbox_;
@@ -713,6 +722,38 @@ TEST_F(QuicStreams, OneSlowReaderHoldsUpOnlyItsOwnStream) {
   app_[0][1].room = SIZE_MAX;  // reads again: its bytes follow
   run(30s, [&] { return app_[0][1].finished; });
   EXPECT_TRUE(app_[0][1].got == app_[0][0].out);
+}
+
+// `quic:cc=cubic` on one rule: its streams go on a QUIC connection of their
+// own, which runs cubic at both ends (the client says so in its Initial);
+// the others share one with the mechanism's default (bbr).
+class QuicStreamsPerRuleCc : public QuicStreams {
+  void SetUp() override {
+    opts_[2] = "cc=cubic";
+    QuicStreams::SetUp();
+  }
+};
+
+TEST_F(QuicStreamsPerRuleCc, ARulesCongestionControlRunsOnItsOwnConnection) {
+  for (int k = 0; k < kConns; k++) {
+    FakeApp& w = app_[k][0];
+    w.out = pattern(1 << 20, 60 + k);
+    w.writable = w.out.size();
+    w.shut = app_[k][1].shut = true;
+  }
+  auto done = [&] {
+    for (int k = 0; k < kConns; k++)
+      if (!app_[k][1].finished) return false;
+    return true;
+  };
+  run(30s, done);
+  for (int k = 0; k < kConns; k++) {
+    EXPECT_TRUE(app_[k][1].got == app_[k][0].out) << "connection " << k;
+    EXPECT_FALSE(app_[k][0].aborted || app_[k][1].aborted);
+  }
+  std::multiset<std::string> both{"bbr", "cubic"};
+  EXPECT_EQ(quic_ccs(0), both);
+  EXPECT_EQ(quic_ccs(1), both) << "the accepting end runs what the client asked for";
 }
 
 TEST_F(QuicStreams, ConnectionDeathResetsEveryStream) {

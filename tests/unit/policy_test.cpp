@@ -25,7 +25,9 @@ TEST(Policy, BadRulesSayWhy) {
       {"", "not PORT"},                    {"=udp", "not PORT"},
       {"8080=", "unknown mechanism ''"},   {"8080=tcp", "unknown mechanism 'tcp'"},
       {"8080=udp,,udp", "unknown mechanism ''"},
-      {"8080=quic:bbr", "quic takes no options (quic:bbr)"},
+      {"8080=quic:bbr", "quic:bbr: the congestion control is cc=cubic or cc=bbr"},
+      {"8080=quic:cc=reno", "quic:cc=reno: the congestion control is cc=cubic or cc=bbr"},
+      {"8080=quic:", "the congestion control is cc=cubic or cc=bbr"},
       {"8080=udp,udp", "udp is named twice"},
       {"8080=tcp-cc", "tcp-cc needs its options: tcp-cc:NAME"},
       {"8080=tcp-cc:", "a congestion control's name is 1 to 15"},
@@ -60,6 +62,19 @@ TEST(Policy, UdpLiteIsAMechanism) {
   hk_port_rule k = r->kernel();
   EXPECT_EQ(k.accept, HK_MECH_BIT(HK_MECH_UDP) | HK_MECH_BIT(HK_MECH_UDPLITE));
   EXPECT_EQ(k.prefer, HK_MECH_UDPLITE);
+}
+
+// quic:cc=NAME: the congestion control of the QUIC connection the rule's
+// clients open; none: hookerd's --quic-cc.
+TEST(Policy, QuicCongestionControlIsPerRule) {
+  auto r = parse_rule("8080=quic:cc=cubic,udp");
+  ASSERT_TRUE(r) << r.error().what;
+  EXPECT_EQ(r->opt(HK_MECH_QUIC), "cc=cubic");
+  EXPECT_EQ(r->str(), "8080=quic:cc=cubic,udp");
+  EXPECT_EQ(quic_cc(r->opt(HK_MECH_QUIC)), "cubic");
+  EXPECT_EQ(quic_cc("cc=bbr"), "bbr");
+  EXPECT_EQ(quic_cc(""), "");
+  EXPECT_EQ(quic_cc("cc=reno"), std::nullopt);
 }
 
 // udplite:cov=N: the bytes its checksum covers, per rule; the kernel's

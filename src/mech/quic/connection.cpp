@@ -28,8 +28,30 @@ Time from_ns(uint64_t ns) {
 }
 
 
-Connection::Connection(QuicMechanism& m, const sockaddr_in6& peer, bool server)
-    : m_(m), peer_(peer), server_(server) {
+namespace {
+// The congestion control a client asks for, in the first byte of the
+// Initial's DCID (the server reads it before it creates its side); the other
+// bytes stay random. Another byte (an older client's) means the server's own.
+constexpr uint8_t kCidCubic = 1, kCidBbr = 2;
+uint8_t cid_mark(ngtcp2_cc_algo cc) { return cc == NGTCP2_CC_ALGO_CUBIC ? kCidCubic : kCidBbr; }
+ngtcp2_cc_algo cc_of_cid(const ngtcp2_cid& dcid, ngtcp2_cc_algo fallback) {
+  if (dcid.datalen == 0) return fallback;
+  if (dcid.data[0] == kCidCubic) return NGTCP2_CC_ALGO_CUBIC;
+  if (dcid.data[0] == kCidBbr) return NGTCP2_CC_ALGO_BBR;
+  return fallback;
+}
+}  // namespace
+
+const char* cc_name(ngtcp2_cc_algo cc) {
+  switch (cc) {
+    case NGTCP2_CC_ALGO_CUBIC: return "cubic";
+    case NGTCP2_CC_ALGO_BBR: return "bbr";
+    default: return "other";
+  }
+}
+
+Connection::Connection(QuicMechanism& m, const sockaddr_in6& peer, bool server, ngtcp2_cc_algo cc)
+    : m_(m), peer_(peer), server_(server), cc_(cc) {
   // The socket is unconnected (one for every peer): every packet has the
   // same local address as far as ngtcp2 knows.
   local_.sin6_family = AF_INET6;
@@ -48,15 +70,17 @@ Connection::~Connection() {
 }
 
 Result<std::unique_ptr<Connection>> Connection::connect(QuicMechanism& m,
-                                                        const sockaddr_in6& peer) {
-  std::unique_ptr<Connection> c(new Connection(m, peer, false));
+                                                        const sockaddr_in6& peer,
+                                                        ngtcp2_cc_algo cc) {
+  std::unique_ptr<Connection> c(new Connection(m, peer, false, cc));
   if (auto st = c->init(nullptr); !st) return st.error();
   return c;
 }
 
 Result<std::unique_ptr<Connection>> Connection::accept(QuicMechanism& m, const sockaddr_in6& peer,
                                                        const ngtcp2_pkt_hd& hd) {
-  std::unique_ptr<Connection> c(new Connection(m, peer, true));
+  std::unique_ptr<Connection> c(
+      new Connection(m, peer, true, cc_of_cid(hd.dcid, m.settings().cc)));
   if (auto st = c->init(&hd); !st) return st.error();
   return c;
 }
@@ -93,7 +117,7 @@ Status Connection::init(const ngtcp2_pkt_hd* hd) {
   ngtcp2_settings s;
   ngtcp2_settings_default(&s);
   s.initial_ts = to_ns(m_.host().now());
-  s.cc_algo = qs.cc;
+  s.cc_algo = cc_;
   s.max_window = qs.max_conn_window;
   s.max_stream_window = qs.max_stream_window;
   s.max_tx_udp_payload_size = DatagramIo::kMaxDatagram;
@@ -126,6 +150,7 @@ Status Connection::init(const ngtcp2_pkt_hd* hd) {
     ngtcp2_cid dcid;
     dcid.datalen = QuicMechanism::kCidLen;
     gnutls_rnd(GNUTLS_RND_NONCE, dcid.data, dcid.datalen);
+    dcid.data[0] = cid_mark(cc_);
     rv = ngtcp2_conn_client_new(&raw, &dcid, &scid, &path_, NGTCP2_PROTO_VER_V1, &cb, &s, &p,
                                 nullptr, this);
   }
@@ -451,6 +476,7 @@ void Connection::status(nlohmann::json& out) const {
   out = {{"peer", to_string(peer_)},
          {"role", server_ ? "server" : "client"},
          {"established", established()},
+         {"cc", cc_name(cc_)},
          {"streams", members_.size()},
          {"smoothed_rtt_us", st.smoothed_rtt / 1000},
          {"cwnd", st.cwnd},

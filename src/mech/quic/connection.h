@@ -32,13 +32,16 @@ struct ConnFree {
 };
 
 uint64_t to_ns(Time t);
+const char* cc_name(ngtcp2_cc_algo cc);  // as rules and --quic-cc say it
 Time from_ns(uint64_t ns);
 
 class Connection {
  public:
   static constexpr size_t kMaxBurst = 44;  // packets per write: one GSO group (UdpSocket::kGsoMax)
-  // To `peer` (we are the QUIC client).
-  static Result<std::unique_ptr<Connection>> connect(QuicMechanism& m, const sockaddr_in6& peer);
+  // To `peer` (we are the QUIC client), with congestion control `cc`
+  // both ends use: it is told in the first byte of the Initial's DCID.
+  static Result<std::unique_ptr<Connection>> connect(QuicMechanism& m, const sockaddr_in6& peer,
+                                                     ngtcp2_cc_algo cc);
   // From `peer`, whose first Initial packet `hd` describes.
   static Result<std::unique_ptr<Connection>> accept(QuicMechanism& m, const sockaddr_in6& peer,
                                                     const ngtcp2_pkt_hd& hd);
@@ -66,6 +69,7 @@ class Connection {
   bool dead() const { return dead_; }
   bool established() const;
   bool server() const { return server_; }
+  ngtcp2_cc_algo cc() const { return cc_; }
   size_t members() const { return members_.size(); }
   // For choosing among two connections to one peer (simultaneous opens):
   // both ends see the same value for a connection.
@@ -76,7 +80,7 @@ class Connection {
 
  private:
   void add_member(QuicStream& s);
-  Connection(QuicMechanism& m, const sockaddr_in6& peer, bool server);
+  Connection(QuicMechanism& m, const sockaddr_in6& peer, bool server, ngtcp2_cc_algo cc);
   Status init(const ngtcp2_pkt_hd* hd);
   void open_pending();
   void register_cid(const ngtcp2_cid& cid);
@@ -104,6 +108,7 @@ class Connection {
   sockaddr_in6 peer_, local_{};
   ngtcp2_path path_{};
   bool server_;
+  ngtcp2_cc_algo cc_;
   SessionRef ref_;
   Session tls_;  // before conn_: ngtcp2_conn_del still uses it
   std::unique_ptr<ngtcp2_conn, ConnFree> conn_;

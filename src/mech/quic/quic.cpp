@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/abi.h"
+#include "core/policy.h"
 #include "mech/udp/socket.h"
 
 namespace hooker::quic {
@@ -62,15 +63,23 @@ void QuicMechanism::on_dead(Connection& c, std::string_view why) {
   for (QuicStream* s : orphans) s->on_connection_dead(why);
 }
 
-// The connection new streams to `peer` use: an established one (of two,
-// after simultaneous opens, the one both ends pick), else one in its
-// handshake, else a new one.
-Connection* QuicMechanism::connection_to(const sockaddr_in6& peer, std::string* why) {
+ngtcp2_cc_algo QuicMechanism::cc_for(const std::string& opts) const {
+  auto name = quic_cc(opts);  // checked by the policy
+  if (name && *name == "cubic") return NGTCP2_CC_ALGO_CUBIC;
+  if (name && *name == "bbr") return NGTCP2_CC_ALGO_BBR;
+  return settings_.cc;
+}
+
+// The connection new streams to `peer` under congestion control `cc` use:
+// an established one (of two, after simultaneous opens, the one both ends
+// pick), else one in its handshake, else a new one.
+Connection* QuicMechanism::connection_to(const sockaddr_in6& peer, ngtcp2_cc_algo cc,
+                                         std::string* why) {
   Connection* best = nullptr;
   auto it = by_peer_.find(PeerKey(peer));
   if (it != by_peer_.end()) {
     for (Connection* c : it->second) {
-      if (c->dead()) continue;
+      if (c->dead() || c->cc() != cc) continue;
       if (!best || (c->established() && !best->established())) {
         best = c;
         continue;
@@ -82,7 +91,7 @@ Connection* QuicMechanism::connection_to(const sockaddr_in6& peer, std::string* 
     }
   }
   if (best) return best;
-  auto c = Connection::connect(*this, peer);
+  auto c = Connection::connect(*this, peer, cc);
   if (!c) {
     *why = c.error().message();
     return nullptr;
@@ -95,11 +104,14 @@ Connection* QuicMechanism::connection_to(const sockaddr_in6& peer, std::string* 
   return p;
 }
 
-void QuicMechanism::prepare(const sockaddr_in6& peer) {
+void QuicMechanism::prepare(const sockaddr_in6& peer, const std::string& opts) {
   sockaddr_in6 to = quic_addr(peer);
-  if (by_peer_.count(PeerKey(to))) return;  // up, or in its handshake already
+  ngtcp2_cc_algo cc = cc_for(opts);
+  if (auto it = by_peer_.find(PeerKey(to)); it != by_peer_.end())
+    for (Connection* c : it->second)
+      if (!c->dead() && c->cc() == cc) return;  // up, or in its handshake already
   std::string why;
-  if (!connection_to(to, &why)) return host_.log("quic: " + why, log::Level::kWarn);
+  if (!connection_to(to, cc, &why)) return host_.log("quic: " + why, log::Level::kWarn);
   cnt_.conns_early++;
 }
 
@@ -116,7 +128,7 @@ std::unique_ptr<MechConn> QuicMechanism::open(const PeerInfo& peer, AppPort& por
   auto s = std::make_unique<QuicStream>(*this, peer, port, opener);
   if (opener) {
     std::string why;
-    Connection* c = connection_to(quic_addr(peer.peer), &why);
+    Connection* c = connection_to(quic_addr(peer.peer), cc_for(peer.opts), &why);
     if (!c) s->on_connection_dead(why);  // start() resets it, saying why
     else c->open_stream(*s);
     return s;
@@ -218,7 +230,7 @@ void QuicMechanism::refuse(const PeerInfo& peer) {
   }
   // We open it: a stream whose header says so, and nothing else.
   std::string why;
-  Connection* c = connection_to(quic_addr(peer.peer), &why);
+  Connection* c = connection_to(quic_addr(peer.peer), cc_for(peer.opts), &why);
   if (!c) return host_.log("quic: cannot tell " + why, log::Level::kWarn);
   auto r = std::make_unique<Refusal>();
   r->s = std::make_unique<QuicStream>(*this, peer, *r, true);
@@ -402,6 +414,10 @@ Result<std::unique_ptr<Mechanism>> make(MechHost& host, std::unique_ptr<Datagram
   else if (cfg.quic_cc == "cubic") s.cc = NGTCP2_CC_ALGO_CUBIC;
   else return Error{"quic congestion control " + cfg.quic_cc + " unknown: cubic or bbr", 0};
   s.peer_port_offset = port_offset;
+  // A NAT's UDP mapping must outlive an idle connection streams still use:
+  // --keepalive shortens the keep-alive, never lengthens it (it also
+  // bounds how late a dead peer is noticed).
+  if (cfg.keepalive > Clock::duration::zero()) s.keep_alive = std::min(s.keep_alive, cfg.keepalive);
   return std::unique_ptr<Mechanism>(
       std::make_unique<quic::QuicMechanism>(host, std::move(io), cred.take(), s));
 }

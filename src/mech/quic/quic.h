@@ -1,5 +1,6 @@
 // The `quic` mechanism: moved TCP connections as streams of one QUIC
-// connection per pair of hookerds (per peer address), opened on demand and
+// connection per pair of hookerds (per peer address and congestion
+// control: a rule's `quic:cc=...` gets a connection of its own), opened on demand and
 // kept while used, over one datagram I/O (a UDP socket with GSO/GRO in
 // hookerd, an in-memory link in the conformance suite). ngtcp2 does the
 // protocol (loss recovery, congestion control, flow control, encryption);
@@ -117,11 +118,14 @@ class QuicMechanism final : public Mechanism {
   // The connecting side: its SYN started the QUIC connection the stream
   // goes on, so the accepting side never opens a second one to it.
   static bool opens(const PeerInfo& p) { return p.active; }
-  void prepare(const sockaddr_in6& peer) override;
+  void prepare(const sockaddr_in6& peer, const std::string& opts) override;
 
  private:
   void on_datagram(const sockaddr_in6& from, std::span<const std::byte> d);
-  Connection* connection_to(const sockaddr_in6& peer, std::string* why);
+  // Connections to one peer are apart by congestion control: a rule's
+  // `quic:cc=...` (opts), else --quic-cc.
+  ngtcp2_cc_algo cc_for(const std::string& opts) const;
+  Connection* connection_to(const sockaddr_in6& peer, ngtcp2_cc_algo cc, std::string* why);
   sockaddr_in6 quic_addr(const sockaddr_in6& peer) const;  // its QUIC socket
   void flush_io();
   void write_dirty();
