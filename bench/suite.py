@@ -95,9 +95,9 @@ def parse_args(argv):
                                                 for k, v in MODES.items()))
     p.add_argument("--parts", default=",".join(PARTS),
                    help=f"comma list of what to run, of {', '.join(PARTS)} (default all)")
-    p.add_argument("--save", default=None,
-                   help="also save the downloads as bench/comparisons/NAME.json, which "
-                        "report.py renders into BENCHMARKS.md")
+    p.add_argument("--save", default=None, metavar="FILE",
+                   help="also save the downloads in FILE; those in "
+                        "bench/comparisons/NAME.json report.py renders into BENCHMARKS.md")
     p.add_argument("--title", default="", help="a title for the saved downloads")
     p.add_argument("--loss", default=None,
                    help="comma list of loss rates in percent (default 0,1,5)")

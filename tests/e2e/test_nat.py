@@ -173,8 +173,7 @@ def test_quic_through_masquerade_when_the_certificate_names_the_nat(natted, tmp_
     assert sum(p.udp_len for p in grams) >= 510 * 1024 + 3 * 200 * 1024
     assert {p.src for p in grams if p.dst == (bed.b.ip6 if v6 else bed.b.ip4)} == {router_b(v6)}
     assert a.counter("moved_active") == 2 and b.counter("moved_passive") == 2
-    q = a.status()["mechanisms"]["quic"]["counters"]
-    assert q["handshakes_failed"] == q["streams_reset"] == 0, q
+    assert a.status()["mechanisms"]["quic"]["counters"]["handshakes_failed"] == 0
     assert a.stop() == 0 and b.stop() == 0
 
 
