@@ -23,24 +23,34 @@ def routed(request):
         yield bed
 
 
+def files_through(bed, tmp_path, v6: bool, udp_port: int) -> int:
+    """The paper's files fetched from b through the router, byte-exact, moved:
+    every byte in UDP on udp_port, none in TCP on the port, no packet larger
+    than the path's MTU. Returns the largest packet's size."""
+    srv = tmp_path / "srv"
+    srv.mkdir()
+    sums = make_files(srv, SIZES)
+    http_server(bed.b, srv, PORT)
+    with bed.a.capture(f"tcp port {PORT} or udp port {udp_port}") as cap:
+        for name in SIZES:
+            got = fetch(bed.a, url(bed.b, PORT, name, v6), tmp_path / f"got-{name}")
+            assert got == sums[name], name
+    ip = 40 if v6 else 20
+    grams = cap.udp_datagrams(udp_port)
+    assert sum(p.udp_len for p in grams) >= sum(SIZES.values())
+    assert cap.tcp_payload_bytes(PORT) == 0
+    largest = max(p.udp_len + 8 + ip for p in grams)
+    assert largest <= bed.mtu, f"a {largest}-byte packet on a {bed.mtu}-byte path"
+    return largest
+
+
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("routed", [1280, 1420], indirect=True, ids=["mtu1280", "mtu1420"])
 def test_files_fit_a_small_mtu_path(routed, tmp_path, v6):
     bed = routed
     a = Hookerd(bed.a, [PORT]).start()
     b = Hookerd(bed.b, [PORT]).start()
-    sums = make_files(tmp_path, SIZES)
-    http_server(bed.b, tmp_path, PORT)
-    with bed.a.capture(f"tcp port {PORT} or udp port {UDP_PORT}") as cap:
-        for name in SIZES:
-            got = fetch(bed.a, url(bed.b, PORT, name, v6), tmp_path / f"got-{name}")
-            assert got == sums[name], name
-    ip = 40 if v6 else 20
-    grams = cap.udp_datagrams(UDP_PORT)
-    assert sum(p.udp_len for p in grams) >= sum(SIZES.values())
-    assert cap.tcp_payload_bytes(PORT) == 0
-    largest = max(p.udp_len + 8 + ip for p in grams)
-    assert largest <= bed.mtu, f"a {largest}-byte packet on a {bed.mtu}-byte path"
+    largest = files_through(bed, tmp_path, v6, UDP_PORT)
     assert largest > bed.mtu - 100, f"datagrams of {largest} bytes: far below the path's"
     assert a.counter("moved_active") == len(SIZES)
     for hd in (a, b):
@@ -52,25 +62,11 @@ def test_files_fit_a_small_mtu_path(routed, tmp_path, v6):
 def test_quic_fits_the_smallest_ipv6_path(tmp_path, v6):
     """quic's packets keep to QUIC's 1200-byte floor (hookerd turns ngtcp2's
     path MTU discovery off), so they fit a 1280-byte path, the least IPv6
-    allows, and a path that shrinks to it: the paper's files byte-exact
-    through one, moved, no packet larger."""
+    allows: the paper's files byte-exact through one, moved, no packet
+    larger."""
     with RoutedHosts(mtu=1280) as bed:
         a, b = quic_pair(bed, tmp_path, [f"{PORT}=quic"])
-        srv = tmp_path / "srv"
-        srv.mkdir()
-        sums = make_files(srv, SIZES)
-        http_server(bed.b, srv, PORT)
-        quic_port = UDP_PORT + 1
-        with bed.a.capture(f"tcp port {PORT} or udp port {quic_port}") as cap:
-            for name in SIZES:
-                got = fetch(bed.a, url(bed.b, PORT, name, v6), tmp_path / f"got-{name}")
-                assert got == sums[name], name
-        ip = 40 if v6 else 20
-        grams = cap.udp_datagrams(quic_port)
-        assert sum(p.udp_len for p in grams) >= sum(SIZES.values())
-        assert cap.tcp_payload_bytes(PORT) == 0
-        largest = max(p.udp_len + 8 + ip for p in grams)
-        assert largest <= bed.mtu, f"a {largest}-byte packet on a {bed.mtu}-byte path"
+        files_through(bed, tmp_path, v6, UDP_PORT + 1)  # quic's port
         assert a.counter("moved_active") == len(SIZES)
         # (streams_reset may count one: the server closes before curl's FIN
         # comes; README, Known limitations.)
