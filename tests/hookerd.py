@@ -21,6 +21,9 @@ UDP_PORT = 7000
 # with AddressSanitizer and UBSan, and a report on its stderr fails the test.
 SANITIZE = os.environ.get("HOOKER_SANITIZE") == "1"
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+# Flags added to every hookerd the tests start, for chasing a failure
+# (HOOKER_TEST_HOOKERD_ARGS="--log-level debug": every connection's line).
+EXTRA_ARGS = os.environ.get("HOOKER_TEST_HOOKERD_ARGS", "").split()
 STARTED: list["Hookerd"] = []  # every hookerd started in this process, in order
 
 
@@ -51,7 +54,7 @@ class Hookerd:
             a += ["--redirect", str(p)]
         if self.eager:
             a.append("--eager")
-        return a + self.extra
+        return a + self.extra + EXTRA_ARGS
 
     def launch(self) -> "Hookerd":
         """Starts hookerd (outside the host's cgroup) and returns at once."""
@@ -82,6 +85,15 @@ class Hookerd:
 
     def stderr(self) -> str:
         return self.stderr_path.read_text() if self.stderr_path.exists() else ""
+
+    def lines_about(self, ports, most=40) -> list[str]:
+        """Its log's warnings and errors, and its connection lines naming one
+        of `ports` (as ":PORT "), at most `most`: why those connections
+        ended. Every connection line is there only at --log-level debug."""
+        keys = tuple(f":{p} " for p in ports)
+        out = [l for l in self.stderr().splitlines()
+               if "warning:" in l or "error:" in l or any(k in l + " " for k in keys)]
+        return out[:most]
 
     def status(self) -> dict:
         r = subprocess.run([HOOKERCTL, "--control", self.control, "status", "--json"],

@@ -144,6 +144,8 @@ void ConnLines::say_suppressed(Clock::time_point now) {
 void ConnLines::line(std::string_view text, Clock::time_point now) {
   // Lines that would not be shown cost nothing and are not counted.
   if (!enabled(Level::kInfo)) return;
+  // Whoever asked for debug asked for every line.
+  if (enabled(Level::kDebug)) return info(text);
   if (!bucket_.admit(now)) {
     if (suppressed_++ == 0) first_suppressed_ = now;
     suppressed_total_++;

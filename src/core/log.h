@@ -8,7 +8,8 @@
 //
 // Per-connection lines (moved, refused, reset) go through a token bucket: a
 // flood of connections cannot flood the log; what the bucket drops is
-// counted and said in one "suppressed" line.
+// counted and said in one "suppressed" line. At debug level every line is
+// written.
 #pragma once
 
 #include <chrono>

@@ -46,8 +46,10 @@ def pair(request, tmp_path_factory):
         pki = tmp_path_factory.mktemp(f"pki-{request.param}")
         args = make_pki(pki, [bed.a, bed.b])
         rules = [f"{p}=quic" for p in PORTS + [IPERF, HTTP]]
-        a = Hookerd(bed.a, rules, extra=args[bed.a.name]).start()
-        b = Hookerd(bed.b, rules, extra=args[bed.b.name]).start()
+        # Every connection's line, unthrottled: a failure names its cause.
+        debug = ["--log-level", "debug"]
+        a = Hookerd(bed.a, rules, extra=args[bed.a.name] + debug).start()
+        b = Hookerd(bed.b, rules, extra=args[bed.b.name] + debug).start()
         yield request.param, bed, a, b
         ra, rb = a.stop(), b.stop()
         assert ra == 0, a.stderr()[-2000:]
@@ -66,6 +68,26 @@ class Moved:
     def __init__(self, a: Hookerd, b: Hookerd):
         self.a, self.b = a, b
         self.start = self._read()
+        self.all_start = self._all()
+
+    def _all(self):
+        """Every counter of both daemons (kernel, daemon, quic), flat."""
+        out = {}
+        for host, d in (("a", self.a), ("b", self.b)):
+            st = d.status()
+            for part in ("kernel", "daemon"):
+                for k, v in st["counters"][part].items():
+                    out[f"{host}.{k}"] = v
+            for k, v in st["mechanisms"]["quic"]["counters"].items():
+                out[f"{host}.quic.{k}"] = v
+        return out
+
+    def changes(self) -> dict:
+        """The counters that moved since the start: what a failure's
+        message needs to say where it happened."""
+        now = self._all()
+        return {k: v - self.all_start.get(k, 0) for k, v in now.items()
+                if isinstance(v, int) and v != self.all_start.get(k, 0)}
 
     def _read(self):
         ca, cb = self.a.status(), self.b.status()
@@ -194,8 +216,11 @@ def test_hundred_connections_at_once(q, v6, port):
                            "--count", 100, "--concurrency", 100, "--max-size", MiB,
                            "--seed", 4000 + v6, "--timeout", 120, timeout=135)
     if rc != 0 or res["ok"] != 100:
+        ports = [f["port"] for f in res.get("failures", [])]
         raise AssertionError(f"over {link}: client {res} {err[-1000:]}\n"
-                             f"server {server_state(srv, lines)}")
+                             f"server {server_state(srv, lines)}\n"
+                             f"hookerd a: {a.lines_about(ports)}\nhookerd b: {b.lines_about(ports)}\n"
+                             f"counters: {moved.changes()}")
     moved.check(100)
     drained(q, port)
 

@@ -131,5 +131,15 @@ TEST_F(Captured, ConnectionLinesBelowTheLevelAreNeitherShownNorCounted) {
   EXPECT_EQ(c.suppressed_total(), 0u);
 }
 
+TEST_F(Captured, AtDebugEveryConnectionLineIsWritten) {
+  set_level(Level::kDebug);
+  ConnLines c(10, 10);
+  auto t = ConnLines::Clock::time_point{} + 1h;
+  for (int i = 0; i < 200; i++) c.line("moved " + std::to_string(i), t);
+  EXPECT_EQ(lines.size(), 200u);
+  EXPECT_EQ(lines.back(), "hookerd: moved 199\n");
+  EXPECT_EQ(c.suppressed_total(), 0u);
+}
+
 }  // namespace
 }  // namespace hooker::log

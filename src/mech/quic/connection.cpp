@@ -119,7 +119,8 @@ Status Connection::init(const ngtcp2_pkt_hd* hd) {
   s.initial_ts = to_ns(m_.host().now());
   s.cc_algo = cc_;
   s.max_window = qs.max_conn_window;
-  s.max_stream_window = qs.max_stream_window;
+  // Each stream's window is grown by QuicStream (see window_ there).
+  s.max_stream_window = 0;
   s.max_tx_udp_payload_size = DatagramIo::kMaxDatagram;
   s.no_pmtud = 1;
   s.handshake_timeout = static_cast<ngtcp2_duration>(

@@ -70,7 +70,7 @@ struct QuicSettings {
   Clock::duration idle_timeout = std::chrono::seconds(10);
   Clock::duration keep_alive = std::chrono::seconds(3);  // while streams use it
   uint64_t stream_window = 1 << 20;     // initial credit per stream
-  uint64_t max_stream_window = 6 << 20; // ngtcp2 grows it up to this
+  uint64_t max_stream_window = 6 << 20; // hookerd grows it up to this
   uint64_t conn_window = 16 << 20;
   uint64_t max_conn_window = 64 << 20;
   uint64_t max_buffered = 4 << 20;      // a stream's unacknowledged bytes

@@ -83,7 +83,7 @@ void Incoming::on_closed(uint64_t) { m.forget(*this); }
 // ---- a moved connection's stream -------------------------------------------
 
 QuicStream::QuicStream(QuicMechanism& m, const PeerInfo& peer, AppPort& port, bool opener)
-    : m_(m), peer_(peer), port_(&port), opener_(opener) {
+    : m_(m), peer_(peer), port_(&port), opener_(opener), window_(m.settings().stream_window) {
   if (!opener) return;
   // The opener's first bytes name the connection to the accepting side.
   chunks_.push_back(m_.chunks().take());
@@ -355,8 +355,26 @@ void QuicStream::deliver() {
 void QuicStream::credit(size_t n) {
   delivered_ += n;
   if (n == 0 || !conn_ || closed_ || conn_->dead()) return;
-  ngtcp2_conn_extend_max_stream_offset(conn_->get(), id_, n);
+  ngtcp2_conn_extend_max_stream_offset(conn_->get(), id_, n + grow_window());
   m_.dirty(*conn_);
+}
+
+uint64_t QuicStream::grow_window() {
+  if (delivered_ - window_mark_ < window_ / 2) return 0;
+  Time now = m_.host().now();
+  uint64_t extra = 0;
+  uint64_t most = m_.settings().max_stream_window;
+  if (window_at_ != Time{} && window_ < most) {
+    ngtcp2_conn_stat st;
+    ngtcp2_conn_get_conn_stat(conn_->get(), &st);
+    if (now - window_at_ < 2 * std::chrono::nanoseconds(st.smoothed_rtt)) {
+      extra = std::min(window_, most - window_);
+      window_ += extra;
+    }
+  }
+  window_mark_ = delivered_;
+  window_at_ = now;
+  return extra;
 }
 
 }  // namespace hooker::quic

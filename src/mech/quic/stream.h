@@ -154,6 +154,7 @@ class QuicStream final : public MechConn, public StreamSink {
 
  private:
   void credit(size_t n);  // n more bytes handed over: the peer may send them
+  uint64_t grow_window();  // extra credit when the application keeps up
   void fail(std::string_view why, bool tell_peer);
   void detach();       // out of the connection's tables, no ngtcp2 call after
   bool eof() const { return app_final_ && app_taken_ == *app_final_; }
@@ -187,6 +188,17 @@ class QuicStream final : public MechConn, public StreamSink {
   uint64_t rx_next_ = 0;  // stream offset of the next byte from the peer
   bool peer_fin_ = false, finished_ = false;
   bool inbound_dead_ = false;  // the application takes no more
+  // The peer's credit: the window ahead of what the application took.
+  // It doubles (up to QuicSettings::max_stream_window) when the
+  // application took half of it within two RTTs. hookerd grows it, not
+  // ngtcp2 (ngtcp2_settings.max_stream_window): 0.12's growth could put a
+  // larger limit in a MAX_STREAM_DATA frame than it then enforced, when
+  // the frame did not fit the packet it was made for, and the peer's
+  // next bytes killed the whole QUIC connection with FLOW_CONTROL_ERROR
+  // (fixed upstream in 0.19).
+  uint64_t window_;
+  uint64_t window_mark_ = 0;  // delivered_ when the window was last weighed
+  Time window_at_{};          // and when
 };
 
 }  // namespace hooker::quic
