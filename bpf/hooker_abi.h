@@ -392,6 +392,14 @@ enum hk_event_type {
 			      * plain TCP: hk_event.why says why (app, active) */
 };
 
+/* hk_event.why of HK_EV_BIND_FAILED (low 8 bits): the step of binding a
+ * connection to its slot that failed (HK_CNT_BIND_FAILED). */
+enum hk_bind_step {
+	HK_BIND_LANES = 1,    /* the slot has no lanes entry */
+	HK_BIND_TOKEN = 2,    /* the token could not go live */
+	HK_BIND_SOCKHASH = 3, /* the SOCKHASH refused the socket */
+};
+
 /* hk_event.why of HK_EV_FELL_BACK: the handshake's outcome, as counted by
  * HK_CNT_PEER_NO_HOOKER, HK_CNT_PEER_REFUSED_MECH, HK_CNT_MECH_NOT_ACCEPTED. */
 enum hk_fallback {
@@ -420,7 +428,9 @@ struct hk_event {
 	 * so hookerd sizes the connection's datagrams by it. */
 	__u32 mss;
 	__u32 rule; /* hk_sk.rule: whose options the mechanism takes */
-	__u32 why;  /* HK_EV_FELL_BACK: enum hk_fallback; else 0 */
+	__u32 why;  /* HK_EV_FELL_BACK: enum hk_fallback; HK_EV_BIND_FAILED:
+		     * enum hk_bind_step, and the kernel's errno above the
+		     * low 8 bits; else 0 */
 };
 
 /* ---- counters (PERCPU_ARRAY, one per reason) -------------------------- */

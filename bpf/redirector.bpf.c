@@ -554,10 +554,10 @@ static __always_inline int take_slot(__u32 *slot)
 	return 0;
 }
 
-static __always_inline void emit(__u32 type, const struct hk_sk *st,
-				 const struct hk_flow *app, __u64 peer_token,
-				 __u16 peer_port, __u8 active, __u64 cookie,
-				 const struct bpf_sock_ops *skops)
+static __always_inline void emit_why(__u32 type, const struct hk_sk *st,
+				     const struct hk_flow *app, __u64 peer_token,
+				     __u16 peer_port, __u8 active, __u64 cookie,
+				     const struct bpf_sock_ops *skops, __u32 why)
 {
 	__u32 snd_nxt = skops->snd_nxt, rcv_nxt = skops->rcv_nxt, mss = skops->mss_cache;
 	struct hk_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
@@ -579,8 +579,16 @@ static __always_inline void emit(__u32 type, const struct hk_sk *st,
 	ev->rcv_nxt = rcv_nxt;
 	ev->mss = mss;
 	ev->rule = st->rule;
-	ev->why = 0;
+	ev->why = why;
 	bpf_ringbuf_submit(ev, 0);
+}
+
+static __always_inline void emit(__u32 type, const struct hk_sk *st,
+				 const struct hk_flow *app, __u64 peer_token,
+				 __u16 peer_port, __u8 active, __u64 cookie,
+				 const struct bpf_sock_ops *skops)
+{
+	emit_why(type, st, app, peer_token, peer_port, active, cookie, skops, 0);
 }
 
 /* The rule named a mechanism hookerd has not deployed: this connection
@@ -633,21 +641,28 @@ static __always_inline void bind_conn(struct bpf_sock_ops *skops,
 	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct hk_lanes *lane;
 	__u64 sk_addr;
+	__u32 step;
+	long err = 0;
 
 	flow_of(skops, &key);
 	st->redirect_flags = 0; /* the lanes decide, per send (into_slot) */
 	/* A fresh stream: the slot's lanes start empty and fast, before the
 	 * first send can look at them (hookerd hears of it only later). */
 	lane = bpf_map_lookup_elem(&lanes, &st->slot);
+	step = HK_BIND_LANES;
 	if (!lane)
 		goto fail;
 	__builtin_memset(lane, 0, sizeof(*lane));
 	tok.slot = st->slot;
 	tok.state = HK_TOKEN_LIVE;
 	tok.created_ns = bpf_ktime_get_ns();
-	if (bpf_map_update_elem(&tokens, &st->token, &tok, BPF_ANY))
+	step = HK_BIND_TOKEN;
+	err = bpf_map_update_elem(&tokens, &st->token, &tok, BPF_ANY);
+	if (err)
 		goto fail;
-	if (bpf_sock_hash_update(skops, &socks, &key, BPF_NOEXIST)) {
+	step = HK_BIND_SOCKHASH;
+	err = bpf_sock_hash_update(skops, &socks, &key, BPF_NOEXIST);
+	if (err) {
 		bpf_map_delete_elem(&tokens, &st->token);
 		goto fail;
 	}
@@ -667,8 +682,9 @@ fail:
 	 * reset rather than let it send into the void. */
 	count(HK_CNT_BIND_FAILED);
 	st->state = HK_SK_PLAIN;
-	emit(HK_EV_BIND_FAILED, st, &key, bpf_be64_to_cpu(peer->token),
-	     bpf_ntohs(peer->udp_port), active, cookie, skops);
+	emit_why(HK_EV_BIND_FAILED, st, &key, bpf_be64_to_cpu(peer->token),
+		 bpf_ntohs(peer->udp_port), active, cookie, skops,
+		 step | (__u32)(-err) << 8);
 	release_slot(st->slot);
 	bpf_sock_ops_cb_flags_set(skops, 0);
 }

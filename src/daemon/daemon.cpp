@@ -250,6 +250,15 @@ void Daemon::on_event(const hk_event& ev) {
     return;
   }
   if (ev.type == HK_EV_BIND_FAILED) {
+    uint32_t step = ev.why & 0xff, err = ev.why >> 8;
+    const char* what = step == HK_BIND_LANES     ? "its slot has no lanes"
+                       : step == HK_BIND_TOKEN   ? "its token could not go live"
+                       : step == HK_BIND_SOCKHASH ? "the SOCKHASH refused the socket"
+                                                  : "unknown step";
+    log::conn("reset " + to_string(ev.app) + (ev.active ? " (client)" : " (server)") +
+              ": the kernel could not bind it to hookerd: " + what +
+              (err ? std::string(" (") + std::strerror(static_cast<int>(err)) + ")" : "") +
+              "; the peer resets it");
     if (Mechanism* m = mechanism(ev.mech))
       m->refuse({ev.token, ev.peer_token, remote_addr(ev.app, ev.peer_port), {}, ev.mss,
                  ev.active != 0});
