@@ -8,9 +8,10 @@
  * callback, to a slot (a loopback socket pair hookerd prepared in advance),
  * so no byte can be sent before the redirect is in place.
  */
-/* Only UAPI context structs are read here, whose layout is kernel ABI, so no
- * CO-RE relocation is needed; without them libbpf does not parse the kernel's
- * BTF at load (about 11 ms per object on this machine). */
+/* The context structs are UAPI, their layout kernel ABI: no CO-RE relocation
+ * for them. Only the cgroup rules' reads of struct cgroup (in_cgroup) are
+ * relocated, and for those libbpf parses the kernel's BTF at load (2-9 ms
+ * here). */
 #define BPF_NO_PRESERVE_ACCESS_INDEX
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>

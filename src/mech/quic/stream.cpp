@@ -69,7 +69,8 @@ void Incoming::on_data(uint64_t offset, const uint8_t* d, size_t len, bool f) {
   fin = fin || f;
   if (!header && head_len == StreamHeader::kSize) {
     header = StreamHeader::decode(head);
-    if (!header) {  // not a hooker stream: refuse it
+    if (!header) {  // not a hooker stream: refuse it, counted
+      m.counters().streams_unknown_token++;
       conn->drop_incoming(id, kErrUnknownToken);
       return;
     }
