@@ -87,12 +87,13 @@ class Hookerd:
         return self.stderr_path.read_text() if self.stderr_path.exists() else ""
 
     def lines_about(self, ports, most=40) -> list[str]:
-        """Its log's warnings and errors, and its connection lines naming one
-        of `ports` (as ":PORT "), at most `most`: why those connections
-        ended. Every connection line is there only at --log-level debug."""
+        """Its log's warnings and errors, quic's streams it reset for naming no
+        connection, and its connection lines naming one of `ports` (as
+        ":PORT "), at most `most`: why those connections ended. Every connection line is there only at --log-level debug."""
         keys = tuple(f":{p} " for p in ports)
         out = [l for l in self.stderr().splitlines()
-               if "warning:" in l or "error:" in l or any(k in l + " " for k in keys)]
+               if "warning:" in l or "error:" in l or "quic: reset a stream" in l
+               or any(k in l + " " for k in keys)]
         return out[:most]
 
     def status(self) -> dict:

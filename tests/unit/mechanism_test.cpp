@@ -850,6 +850,31 @@ TEST_F(QuicStreams, ReaderThatLeavesResetsTheWriter) {
   EXPECT_NE(w.aborted->find("stopped reading"), std::string::npos) << *w.aborted;
 }
 
+// A peer's stream naming a connection this hookerd does not hold (its
+// handshake state lost, say): the opener's application is reset, the
+// reason named at both ends, and the refusal counted.
+TEST_F(QuicStreams, StreamNamingNoConnectionHereIsResetAndSaid) {
+  std::vector<std::string> lines;
+  log::set_sink([&](log::Level, std::string_view l) { lines.emplace_back(l); });
+  conn_[0][1]->retire();  // end 1 forgets connection 0 before its stream comes
+  FakeApp& w = app_[0][0];
+  w.out = pattern(4096, 50);
+  w.writable = w.out.size();
+  run(5s, [&] { return w.aborted.has_value(); });
+  log::set_sink(nullptr);
+  ASSERT_TRUE(w.aborted) << "the opener was left waiting";
+  EXPECT_NE(w.aborted->find("unknown token"), std::string::npos) << *w.aborted;
+  nlohmann::json st;
+  mech_[1]->status(st);
+  EXPECT_EQ(st["counters"]["streams_unknown_token"], 1);
+  bool said = std::any_of(lines.begin(), lines.end(), [](const std::string& l) {
+    return l.find("quic: reset a stream from") != std::string::npos &&
+           l.find("no connection here has its token (token 101)") != std::string::npos;
+  });
+  EXPECT_TRUE(said) << "no line says why the stream was reset";
+  for (int k = 1; k < kConns; k++) EXPECT_FALSE(app_[k][0].aborted) << "connection " << k;
+}
+
 // udp's and udplite's own: a frame naming another mechanism (the other of
 // the two, or none known) is dropped and counted, each has sockets of its own.
 TEST(Udp, FrameOfAnotherMechanismIsDropped) {

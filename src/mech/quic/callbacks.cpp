@@ -71,8 +71,9 @@ int Connection::on_stream_close(ngtcp2_conn* c, uint32_t flags, int64_t id, uint
   return 0;
 }
 
-int Connection::on_stream_reset(ngtcp2_conn*, int64_t, uint64_t, uint64_t, void*, void* sud) {
-  if (StreamSink* s = sink(sud)) s->on_reset("the peer reset the connection");
+int Connection::on_stream_reset(ngtcp2_conn*, int64_t, uint64_t, uint64_t code, void*,
+                                void* sud) {
+  if (StreamSink* s = sink(sud)) s->on_reset(peer_reset_why(code));
   return 0;
 }
 

@@ -8,6 +8,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/abi.h"
+#include "core/flow.h"
+#include "core/log.h"
 #include "core/policy.h"
 #include "mech/udp/socket.h"
 
@@ -141,8 +143,7 @@ std::unique_ptr<MechConn> QuicMechanism::open(const PeerInfo& peer, AppPort& por
   Incoming* in = it->second;
   pending_.erase(it);
   if (in->header->from_token != peer.peer_token) {
-    cnt_.streams_unknown_token++;
-    in->conn->drop_incoming(in->id, kErrUnknownToken);
+    turn_away(*in, "it names another connection");
     s->on_connection_dead("the peer's stream names another connection");
     return s;
   }
@@ -175,15 +176,13 @@ void QuicMechanism::match(Incoming& in) {
         pending_[token] = &in;  // open() takes it
         return;
       }
-      cnt_.streams_unknown_token++;
-      return in.conn->drop_incoming(in.id, kErrUnknownToken);
+      return turn_away(in, "no connection here has its token");
     }
   }
   QuicStream* s = it->second;
   awaiting_.erase(it);
   if (h.from_token != s->peer().peer_token) {
-    cnt_.streams_unknown_token++;
-    in.conn->drop_incoming(in.id, kErrUnknownToken);
+    turn_away(in, "it names another connection");
     return s->on_reset("the peer's stream names another connection");
   }
   in.conn->adopt(in, *s);
@@ -194,6 +193,16 @@ void QuicMechanism::forget(Incoming& in) {
     auto it = pending_.find(in.header->to_token);
     if (it != pending_.end() && it->second == &in) pending_.erase(it);
   }
+}
+
+void QuicMechanism::turn_away(Incoming& in, std::string_view why) {
+  cnt_.streams_unknown_token++;
+  if (!in.conn) return;  // its connection died: nothing to reset
+  std::string line = "quic: reset a stream from " + to_string(in.conn->peer()) + ": " +
+                     std::string(why);
+  if (in.header) line += " (token " + std::to_string(in.header->to_token) + ")";
+  log::conn(line);
+  in.conn->drop_incoming(in.id, kErrUnknownToken);
 }
 
 void QuicMechanism::forget(QuicStream& s) {
@@ -342,8 +351,7 @@ void QuicMechanism::housekeeping() {
   for (uint64_t t : gone) {
     auto it = pending_.find(t);
     if (it == pending_.end()) continue;  // bound meanwhile
-    cnt_.streams_unknown_token++;
-    it->second->conn->drop_incoming(it->second->id, kErrUnknownToken);  // forgets it
+    turn_away(*it->second, "its connection's handshake is gone");  // forgets it
   }
 }
 

@@ -113,6 +113,9 @@ class QuicMechanism final : public Mechanism {
   void on_dead(Connection& c, std::string_view why);  // unregistered now, deleted at reap
   void match(Incoming& in);         // an accepted stream's header arrived
   void forget(Incoming& in);        // it closed before it was bound
+  // A peer's stream that names no connection here: counted, said in a
+  // connection line, and reset with kErrUnknownToken (the peer says so).
+  void turn_away(Incoming& in, std::string_view why);
   void forget(QuicStream& s);       // retired before its stream arrived
   bool refused(uint64_t token) const { return refused_.count(token) > 0; }
   // The connecting side: its SYN started the QUIC connection the stream

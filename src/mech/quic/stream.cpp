@@ -40,6 +40,16 @@ std::optional<StreamHeader> StreamHeader::decode(const uint8_t* in) {
   return h;
 }
 
+const char* peer_reset_why(uint64_t code) {
+  switch (code) {
+    case kErrReset: return "the peer reset the connection";
+    case kErrGone: return "the peer's application closed while bytes were still coming";
+    case kErrUnknownToken: return "the peer's hookerd knows no such connection (unknown token)";
+    case kErrRefused: return "the peer refused the connection";
+    default: return "the peer reset the stream with an unknown error code";
+  }
+}
+
 // ---- chunks ----------------------------------------------------------------
 
 std::unique_ptr<Chunk> ChunkPool::take() {
@@ -69,11 +79,7 @@ void Incoming::on_data(uint64_t offset, const uint8_t* d, size_t len, bool f) {
   fin = fin || f;
   if (!header && head_len == StreamHeader::kSize) {
     header = StreamHeader::decode(head);
-    if (!header) {  // not a hooker stream: refuse it, counted
-      m.counters().streams_unknown_token++;
-      conn->drop_incoming(id, kErrUnknownToken);
-      return;
-    }
+    if (!header) return m.turn_away(*this, "its first bytes are not a Hooker stream header");
   }
 }
 
@@ -192,7 +198,7 @@ void QuicStream::on_reset(std::string_view why) {
 void QuicStream::on_closed(uint64_t error) {
   closed_ = true;  // no ngtcp2 call about it any more
   if (error && !(sent_all_ && finished_))
-    fail("the peer reset the connection (QUIC error " + std::to_string(error) + ")", false);
+    fail(peer_reset_why(error), false);
 }
 
 StreamStatus QuicStream::status() const {

@@ -49,6 +49,8 @@ enum : uint64_t {
   kErrUnknownToken = 3, // no connection here by that token
   kErrRefused = 4,      // negotiated, but never bound here
 };
+// What a peer's RESET_STREAM with `code` means, for the reset's line.
+const char* peer_reset_why(uint64_t code);
 
 // What ngtcp2's stream callbacks reach (the stream's user data).
 class StreamSink {
