@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /* Maps shared by every Hooker BPF object. Each object declares them; hookerd
  * loads the redirector first and hands the same map fds to the others
- * (bpf_map__reuse_fd), so there is one instance of each. */
+ * (bpf_map__reuse_fd), so there is one instance of each. The hashes are not
+ * preallocated: creating 65,536 elements up front cost hookerd's start a
+ * millisecond or more per map, for tables that hold a few at a time. */
 #ifndef HOOKER_MAPS_BPF_H
 #define HOOKER_MAPS_BPF_H
 
@@ -15,6 +17,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, HK_MAX_SLOTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u64);
 	__type(value, struct hk_token);
 } tokens SEC(".maps");
@@ -22,6 +25,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, HK_MAX_SLOTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct hk_flow);
 	__type(value, struct hk_fin_guard);
 } fin_guards SEC(".maps");

@@ -17,6 +17,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
 #include "hooker_abi.h"
 #include "maps.bpf.h"
 #include "listener_cg.bpf.h"
@@ -117,18 +118,9 @@ struct {
 	__array(values, struct rules_inner);
 } rule_sets SEC(".maps");
 
-/* Moved application sockets by address, which is all the sock_send_length
- * and sock_recv_length tracepoints know of a socket. The send side counts
- * what each application's sends returned (hk_lanes); the receive side what
- * it consumed, so hookerd can bound what it queues there (the kernel does
- * not bound redirected bytes by the receive buffer). */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, HK_MAX_SLOTS);
-	__type(key, __u64);   /* struct sock address */
-	__type(value, __u32); /* slot */
-} readers SEC(".maps");
-
+/* What each moved application consumed, by slot, so hookerd can bound
+ * what it queues there (the kernel does not bound redirected bytes by the
+ * receive buffer); the send side counts what its sends returned (hk_lanes). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, HK_MAX_SLOTS);
@@ -147,6 +139,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, HK_MAX_SLOTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* rarely more than a few */
 	__type(key, __u64); /* pid_tgid */
 	__type(value, struct hk_send);
 } sends SEC(".maps");
@@ -345,21 +338,34 @@ static long match_one(__u32 i, void *ctx)
 	return 1;
 }
 
+/* What policy_of found: a copy of the rule, and which file rule decided
+ * (hk_rule_ref), 0 if a port rule did. */
+struct policy {
+	struct hk_port_rule rule;
+	__u32 ref;
+};
+
 /* The rule of this handshake step: the file's first matching rule, else
- * the port's rule. The file's set is looked up once, so the whole step
- * sees one policy even while hookerd swaps in another. `f` is the socket's
- * own view; `passive`: it is the server's. *ref says which file rule
- * decided (hk_rule_ref), 0 if a port rule did. */
-static __always_inline const struct hk_port_rule *
-policy_of(struct bpf_sock_ops *skops, const struct hk_flow *f, int passive,
-	  __u32 *ref)
+ * the port's rule, copied into *out; 0 if none applies. The file's set is
+ * looked up once, so the whole step sees one policy even while hookerd
+ * swaps in another. `f` is the socket's own view; `passive`: it is the
+ * server's. A global function, so the verifier checks it once: inlined at
+ * each of the four handshake steps that ask, its rule loop and cgroup
+ * reads made up most of sock_ops' verification, itself most of hookerd's
+ * start-up. */
+__noinline int policy_of(struct bpf_sock_ops *skops, const struct hk_flow *f, int passive,
+			 struct policy *out)
 {
+	const struct hk_port_rule *rule;
 	struct match m = {};
-	struct hk_flow w = *f;
+	struct hk_flow w;
 	__u32 zero = 0, n;
 	void *inner;
 
-	*ref = 0;
+	if (!f || !out)
+		return 0;
+	w = *f;
+	out->ref = 0;
 	inner = bpf_map_lookup_elem(&rule_sets, &zero);
 	if (!inner)
 		goto ports;
@@ -386,11 +392,16 @@ policy_of(struct bpf_sock_ops *skops, const struct hk_flow *f, int passive,
 	if (m.found && m.found <= HK_MAX_RULES) {
 		const struct hk_rule *r = &m.set->rule[m.found - 1];
 
-		*ref = hk_rule_ref(m.set->gen, r->ref);
-		return &r->action;
+		out->ref = hk_rule_ref(m.set->gen, r->ref);
+		__builtin_memcpy(&out->rule, &r->action, sizeof(out->rule));
+		return 1;
 	}
 ports:
-	return rule_of(passive ? f->lport : f->rport);
+	rule = rule_of(passive ? f->lport : f->rport);
+	if (!rule)
+		return 0;
+	__builtin_memcpy(&out->rule, rule, sizeof(out->rule));
+	return 1;
 }
 
 /* Whether a listener on this port may move anything: a port rule, or a
@@ -641,7 +652,6 @@ static __always_inline void bind_conn(struct bpf_sock_ops *skops,
 	struct hk_token tok = {};
 	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct hk_lanes *lane;
-	__u64 sk_addr;
 	__u32 step;
 	long err = 0;
 
@@ -667,8 +677,6 @@ static __always_inline void bind_conn(struct bpf_sock_ops *skops,
 		bpf_map_delete_elem(&tokens, &st->token);
 		goto fail;
 	}
-	sk_addr = (__u64)(long)skops->sk;
-	bpf_map_update_elem(&readers, &sk_addr, &st->slot, BPF_ANY);
 	st->state = HK_SK_MOVED;
 	count(active ? HK_CNT_MOVED_ACTIVE : HK_CNT_MOVED_PASSIVE);
 	emit(HK_EV_BOUND, st, &key, bpf_be64_to_cpu(peer->token),
@@ -722,17 +730,18 @@ static __always_inline void set_cc(struct bpf_sock_ops *skops,
 static __always_inline void on_connect(struct bpf_sock_ops *skops)
 {
 	const struct hk_port_rule *rule;
+	struct policy pol;
 	struct hk_flow f;
 	struct hk_sk *st;
-	__u32 slot, ref;
+	__u32 slot;
 	__u8 mech;
 
 	flow_of(skops, &f);
 	if (is_loopback(&f))
 		return;
-	rule = policy_of(skops, &f, 0, &ref);
-	if (!rule)
+	if (!policy_of(skops, &f, 0, &pol))
 		return;
+	rule = &pol.rule;
 	if (rule->cc[0]) {
 		set_cc(skops, rule, &f);
 		return;
@@ -761,7 +770,7 @@ static __always_inline void on_connect(struct bpf_sock_ops *skops)
 	st->token = random_token();
 	st->state = HK_SK_SYN_SENT;
 	st->mech = mech;
-	st->rule = ref;
+	st->rule = pol.ref;
 	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG |
 						 BPF_SOCK_OPS_STATE_CB_FLAG);
 	/* quic's handshake with the peer's hookerd can overlap TCP's. The
@@ -864,9 +873,9 @@ static __always_inline int synack_answer(struct bpf_sock_ops *skops,
 {
 	const struct hk_port_rule *rule;
 	struct hk_tcp_opt syn;
+	struct policy pol;
 	struct hk_flow f;
 	struct hk_token tok = {}, *old;
-	__u32 ref;
 
 	ans->not_deployed = HK_MECH_NONE;
 	/* In SYN-cookie mode the SYN is not kept: stay plain. */
@@ -889,9 +898,9 @@ static __always_inline int synack_answer(struct bpf_sock_ops *skops,
 		return 1;
 	/* A listener keeps its option callbacks after its port leaves the
 	 * policy: then this side moves nothing, as if it ran no hookerd. */
-	rule = policy_of(skops, &f, 1, &ref);
-	if (!rule)
+	if (!policy_of(skops, &f, 1, &pol))
 		return 0;
+	rule = &pol.rule;
 	ans->mech = hk_answer_mech(rule, syn.mech);
 	if (ans->mech != HK_MECH_NONE && udp_blocked_peer(&f))
 		ans->mech = HK_MECH_NONE;
@@ -934,13 +943,12 @@ static __always_inline void record_embryo(struct bpf_sock_ops *skops, __u64 toke
 
 static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 {
-	const struct hk_port_rule *rule;
 	struct hk_tcp_opt syn;
+	struct policy pol = {};
 	struct hk_token *tok;
 	struct hk_flow f;
 	struct hk_sk *st;
 	__u64 token;
-	__u32 ref;
 
 	/* Children inherit the listener's option callbacks; stop them. */
 	bpf_sock_ops_cb_flags_set(skops, 0);
@@ -948,9 +956,8 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	/* Called for every accepted connection: a tcp-cc rule needs no option
 	 * (and its SYN carries none from a client whose rule is tcp-cc too). */
 	if (!is_loopback(&f)) {
-		rule = policy_of(skops, &f, 1, &ref);
-		if (rule && rule->cc[0]) {
-			set_cc(skops, rule, &f);
+		if (policy_of(skops, &f, 1, &pol) && pol.rule.cc[0]) {
+			set_cc(skops, &pol.rule, &f);
 			return;
 		}
 	}
@@ -965,7 +972,7 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 		st->slot = tok->slot;
 		st->token = token;
 		st->mech = syn.mech; /* confirmed by our SYN-ACK (a token exists) */
-		st->rule = ref; /* the rule now: its options, as a port rule's are */
+		st->rule = pol.ref; /* the rule now: its options, as a port rule's are */
 		bind_conn(skops, st, &syn, 0);
 	}
 	/* Only once the event is out: hookerd, finding no embryo, reads the
@@ -1096,11 +1103,8 @@ static __always_inline void on_state(struct bpf_sock_ops *skops)
 
 		wire_flow(&w);
 		del_fin_guard(&w);
-		__u64 sk_addr = (__u64)(long)skops->sk;
-
 		st->state = HK_SK_PLAIN;
 		bpf_map_delete_elem(&tokens, &st->token);
-		bpf_map_delete_elem(&readers, &sk_addr);
 		emit(HK_EV_CLOSED, st, &f, 0, 0, 0, 0, skops);
 	}
 }
@@ -1312,22 +1316,38 @@ static __always_inline void writer_refused(struct hk_lanes *l, __u32 slot, int r
 	bpf_ringbuf_submit(ev, 0);
 }
 
+/* Every socket's sends and reads run these two (the tracepoints are the
+ * machine's), so a socket in no sockmap leaves at its first load: a moved
+ * application socket is in `socks`, and its psock is its sk_user_data.
+ * Traffic hookerd does not move pays that one load of a socket it is using
+ * anyway. tp_btf, not raw_tp: the load is a plain one, and the socket's
+ * own storage names its slot (no hash by socket address). */
+static __always_inline struct hk_sk *moved(struct sock *sk)
+{
+	struct hk_sk *st;
+
+	if (!sk->sk_user_data)
+		return NULL;
+	st = bpf_sk_storage_get(&sk_state, sk, NULL, 0);
+	return st && st->state == HK_SK_MOVED ? st : NULL;
+}
+
 /* The end of an application's send: what it returned is what the lanes
  * carried, whatever part of what its verdicts routed the kernel could not
- * move. args: struct sock *sk, int ret, int flags. */
-SEC("raw_tp/sock_send_length")
-int hk_app_sent(struct bpf_raw_tracepoint_args *ctx)
+ * move. */
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(hk_app_sent, struct sock *sk, int ret, int flags)
 {
-	__u64 sk_addr = ctx->args[0], tid;
-	int ret = (int)ctx->args[1];
+	struct hk_sk *st = moved(sk);
 	struct hk_lanes *l;
 	struct hk_send *snd;
-	__u32 *slot;
+	__u32 slot;
+	__u64 tid;
 
-	slot = bpf_map_lookup_elem(&readers, &sk_addr);
-	if (!slot)
+	if (!st)
 		return 0;
-	l = bpf_map_lookup_elem(&lanes, slot);
+	slot = st->slot;
+	l = bpf_map_lookup_elem(&lanes, &slot);
 	if (!l)
 		return 0;
 	/* Counted before it stops running: the switch back to the fast lane
@@ -1336,7 +1356,7 @@ int hk_app_sent(struct bpf_raw_tracepoint_args *ctx)
 		__sync_fetch_and_add(&l->sent, ret);
 	tid = bpf_get_current_pid_tgid();
 	if (l->owner == tid) {
-		writer_refused(l, *slot, ret, l->own.slow, l->own.routed);
+		writer_refused(l, slot, ret, l->own.slow, l->own.routed);
 		l->own.routed = 0;
 		l->own.landing = 0;
 		*(volatile __u64 *)&l->own.slow = 0;
@@ -1344,8 +1364,8 @@ int hk_app_sent(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	}
 	snd = bpf_map_lookup_elem(&sends, &tid);
-	if (snd && snd->slot == *slot) {
-		writer_refused(l, *slot, ret, snd->slow, snd->routed);
+	if (snd && snd->slot == slot) {
+		writer_refused(l, slot, ret, snd->slow, snd->routed);
 		__sync_fetch_and_add(&l->others_routed, -snd->routed);
 		__sync_fetch_and_add(&l->others_landing, -snd->landing);
 		__sync_fetch_and_add(&l->others_slow, -snd->slow);
@@ -1354,22 +1374,21 @@ int hk_app_sent(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
-/* args: struct sock *sk, int ret, int flags (include/trace/events/sock.h) */
-SEC("raw_tp/sock_recv_length")
-int hk_app_read(struct bpf_raw_tracepoint_args *ctx)
+/* What an application read from a moved socket (include/trace/events/sock.h). */
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(hk_app_read, struct sock *sk, int ret, int flags)
 {
-	__u64 sk_addr = ctx->args[0];
-	int ret = (int)ctx->args[1];
-	int flags = (int)ctx->args[2];
-	__u32 *slot;
+	struct hk_sk *st;
+	__u32 slot;
 	__u64 *n;
 
 	if (ret <= 0 || (flags & 2 /* MSG_PEEK */))
 		return 0;
-	slot = bpf_map_lookup_elem(&readers, &sk_addr);
-	if (!slot)
+	st = moved(sk);
+	if (!st)
 		return 0;
-	n = bpf_map_lookup_elem(&consumed, slot);
+	slot = st->slot;
+	n = bpf_map_lookup_elem(&consumed, &slot);
 	if (n)
 		__sync_fetch_and_add(n, ret);
 	return 0;

@@ -99,7 +99,6 @@ Result<std::unique_ptr<Kernel>> Kernel::load(const KernelConfig& cfg) {
   // The application socket, `in` and `out` of each slot, and application
   // sockets still open after their slot moved on.
   bpf_map__set_max_entries(k->redir_->maps.socks, 4 * cfg.max_slots);
-  bpf_map__set_max_entries(k->redir_->maps.readers, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.consumed, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.fin_guards, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.embryos, cfg.max_slots);
@@ -179,9 +178,9 @@ Status Kernel::attach(const KernelConfig& cfg) {
 
   // Application sends and reads are counted before any connection can be
   // moved.
-  sends_link_ = bpf_program__attach_raw_tracepoint(redir_->progs.hk_app_sent, "sock_send_length");
+  sends_link_ = bpf_program__attach_trace(redir_->progs.hk_app_sent);
   if (!sends_link_) return sys_error("attach to the sock_send_length tracepoint");
-  reads_link_ = bpf_program__attach_raw_tracepoint(redir_->progs.hk_app_read, "sock_recv_length");
+  reads_link_ = bpf_program__attach_trace(redir_->progs.hk_app_read);
   if (!reads_link_) return sys_error("attach to the sock_recv_length tracepoint");
   lap(times_.tracepoints_ms);
 
