@@ -604,13 +604,18 @@ def write(res: dict, out: Path, md_path: Path | None = None) -> Path:
         L += ["### Loss sweep", "", f"![loss sweep]({rel}{png})", ""]
 
     L += ["## Throughput on the bare veth (iperf3, a → b)", "",
-          "| variant | streams | median Gbit/s | ratio to TCP | runs |", "|---|---|---|---|---|"]
+          "CPU: the whole machine's busy time from /proc/stat over each run (both hosts, "
+          "every process, and whatever else shares the machine), per GB received.", "",
+          "| variant | streams | median Gbit/s | ratio to TCP | CPU-s per GB | ratio to TCP "
+          "| runs |", "|---|---|---|---|---|---|---|"]
+
+    def num(x, f="{:.3f}"):
+        return f.format(x) if x else "—"
     for t in res["throughput"]:
-        ratio = f"{t['ratio_to_tcp']:.3f}" if t["ratio_to_tcp"] else "—"
-        med = f"{t['median_gbps']:.3f}" if t["median_gbps"] else "—"
         fails = f", **{len(t['failures'])} failed**: {t['failures'][0]}" if t["failures"] else ""
-        L.append(f"| {t['variant']} | {t['streams']} | {med} | {ratio} | "
-                 f"{len(t['gbps'])}{fails} |")
+        L.append(f"| {t['variant']} | {t['streams']} | {num(t['median_gbps'])} | "
+                 f"{num(t['ratio_to_tcp'])} | {num(t.get('median_cpu_s_per_gb'), '{:.2f}')} | "
+                 f"{num(t.get('cpu_ratio_to_tcp'), '{:.2f}')} | {len(t['gbps'])}{fails} |")
     L.append("")
 
     if res.get("conn_setup"):
@@ -621,6 +626,7 @@ def write(res: dict, out: Path, md_path: Path | None = None) -> Path:
               + (f" (at most {st['per_block_with_rtt']} a block through hooker-linkemu)"
                  if any(c.get("rtt_ms") for c in res["conn_setup"]) else "") + ".", ""]
         L += setup_table(res["conn_setup"]) + [""]
+    L += rr_section(res.get("rr"), res["config"].get("rr", {}))
     for sc in res.get("scale", []):
         L += [f"## Scale: {sc['connections']} connections held through {sc['variant']}", ""]
         if "error" in sc:
@@ -674,6 +680,28 @@ def write(res: dict, out: Path, md_path: Path | None = None) -> Path:
         L.append("")
     md.write_text("\n".join(L))
     return md
+
+
+def rr_section(rows, cfg) -> list[str]:
+    """1-byte request/response on a kept connection: each round's median round
+    trip per variant, and its ratio to plain TCP's in the same round."""
+    if not rows:
+        return []
+    L = ["## Request/response: 1 byte each way on a kept connection", "",
+         f"One connection per variant and round, {cfg.get('trips', '?')} round trips of one "
+         f"byte (`bench/rr_latency.py`'s client and server), the variants taking turns in "
+         f"{cfg.get('rounds', '?')} rounds on the bare veth. Median (min–max) over rounds of "
+         "each round's median; the ratio is to plain TCP's in the same round.", "",
+         "| variant | round trip, µs | ratio to TCP | failures |", "|---|---|---|---|"]
+
+    def spread(xs, f):
+        return (f"{f.format(statistics.median(xs))} ({f.format(min(xs))}–{f.format(max(xs))})"
+                if xs else "—")
+    for r in rows:
+        fails = f"{len(r['failures'])}: {r['failures'][0]}" if r["failures"] else "0"
+        ratio = "—" if r["variant"].startswith("tcp") else spread(r["ratio_to_tcp"], "{:.2f}×")
+        L.append(f"| {r['variant']} | {spread(r['median_us'], '{:.1f}')} | {ratio} | {fails} |")
+    return L + [""]
 
 
 def unmoved_section(u) -> list[str]:

@@ -26,6 +26,7 @@ import testbed  # noqa: E402
 import workloads as wl  # noqa: E402
 import report  # noqa: E402
 import tax  # noqa: E402
+from rr_latency import CLIENT as RR_CLIENT, SERVER as RR_SERVER  # noqa: E402
 import pki  # noqa: E402
 
 SIZES = {"3KB": 3 * 1024, "510KB": 510 * 1024, "26MB": 26 * 1024 * 1024}
@@ -47,7 +48,8 @@ HOOKER_VARIANTS = {
     "hooker:quic-bbr": ("quic", ["--quic-cc", "bbr"], "hooker:quic (bbr)"),
 }
 # The parts of a run, in the order they run (--parts picks some).
-PARTS = ("ready", "path", "downloads", "throughput", "setup", "scale", "deploy", "unmoved")
+PARTS = ("ready", "path", "downloads", "throughput", "setup", "rr", "scale", "deploy",
+         "unmoved")
 
 # What each mode measures. quick must stay under 5 minutes on 2 cores (127 s with
 # hooker:udplite added, load average 3.7-4.4).
@@ -55,12 +57,12 @@ MODES = {
     "quick": dict(runs=3, losses=[0.0, 1.0, 5.0], iperf_runs=2, iperf_secs=3,
                   ready_runs=5, big_losses=[0.0], timeout={"26MB": 60}, setups=200,
                   setup_blocks=4, setup_rtts=[0.0],
-                  held=1000, deploy_runs=20, unmoved_rounds=2,
+                  held=1000, deploy_runs=20, unmoved_rounds=2, rr_rounds=3, rr_trips=1000,
                   mechanisms=KNOWN + ("hooker:udplite",)),
     "full": dict(runs=5, losses=[0.0, 1.0, 5.0], iperf_runs=3, iperf_secs=5,
                  ready_runs=20, big_losses=[0.0, 1.0, 5.0], timeout={"26MB": 400}, setups=1000,
                  setup_blocks=10, setup_rtts=[0.0, 50.0],
-                 held=10000, deploy_runs=20, unmoved_rounds=5,
+                 held=10000, deploy_runs=20, unmoved_rounds=5, rr_rounds=5, rr_trips=2000,
                  mechanisms=KNOWN + ("hooker:udplite",)),
 }
 # curl's --max-time per file: past it the download counts as failed, not as a time
@@ -458,36 +460,44 @@ class Suite:
             try:
                 for streams in (1, 4):
                     got = {v: [] for v in variants}
+                    cpu = {v: [] for v in variants}  # CPU-s per GB, each run
                     errs = {v: [] for v in variants}
                     for run in range(self.cfg["iperf_runs"]):
                         for v in variants:
                             self.log(f"iperf3 {streams} stream(s) run {run + 1}: {v}")
+                            c = {}
                             try:
-                                got[v].append(self.one_iperf(bed, v, streams))
+                                got[v].append(self.one_iperf(bed, v, streams, c))
+                                cpu[v].append(c.get("cpu_s_per_gb"))
                             except (wl.Unavailable, RuntimeError,
                                     subprocess.TimeoutExpired) as e:
                                 errs[v].append(str(e))
                     base = median(got["tcp"])
+                    base_cpu = median([x for x in cpu["tcp"] if x])
                     for v in variants:
                         m = median(got[v])
+                        mc = median([x for x in cpu[v] if x])
                         self.res["throughput"].append({
                             "variant": self.label(v), "streams": streams,
                             "gbps": got[v], "median_gbps": m,
                             "ratio_to_tcp": (m / base) if m and base else None,
+                            "cpu_s_per_gb": cpu[v], "median_cpu_s_per_gb": mc,
+                            "cpu_ratio_to_tcp": (mc / base_cpu) if mc and base_cpu else None,
                             "failures": errs[v]})
             finally:
                 srv.close()
         self.res["config"]["iperf3"] = {"seconds": self.cfg["iperf_secs"],
                                         "runs": self.cfg["iperf_runs"], "link": "bare veth"}
 
-    def one_iperf(self, bed, v, streams):
+    def one_iperf(self, bed, v, streams, cpu: dict):
+        """Gbit/s of one run of variant v; `cpu` gets its CPU per GB."""
         secs = self.cfg["iperf_secs"]
         wl.set_cc(bed, self.cc_of(v))
         if v == "kcptun":
             kcp = wl.Kcptun(bed, wl.IPERF_PORT)
             try:
                 return wl.iperf3(bed, streams, secs, port=wl.KCP_LOCAL, host="127.0.0.1",
-                                 what="iperf3 over kcptun")
+                                 what="iperf3 over kcptun", cpu=cpu)
             finally:
                 kcp.close()
         if v in HOOKER_VARIANTS:
@@ -497,7 +507,7 @@ class Suite:
                 old = Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip()
                 Path("/proc/sys/kernel/bpf_stats_enabled").write_text("1")
                 try:
-                    g = wl.iperf3(bed, streams, secs, port)
+                    g = wl.iperf3(bed, streams, secs, port, cpu=cpu)
                     for d in pair.daemons:
                         self.record_prog_stats(self.label(v), streams,
                                                wl.bpf_objects_of(d.proc.pid)["progs"])
@@ -505,7 +515,7 @@ class Suite:
                     Path("/proc/sys/kernel/bpf_stats_enabled").write_text(old)
                     srv.close()
                 return g
-        return wl.iperf3(bed, streams, secs)
+        return wl.iperf3(bed, streams, secs, cpu=cpu)
 
     def record_prog_stats(self, v, streams, progs):
         """Adds up run_cnt/run_time_ns per program over both hosts and all runs."""
@@ -603,6 +613,59 @@ class Suite:
         if line.strip() != "ready":
             raise RuntimeError(f"probes.py serve did not start: {line!r}")
         return p
+
+    def request_response(self):
+        """1-byte request/response on a kept connection (bench/rr_latency.py's
+        client and server): plain TCP and each Hooker variant take turns round
+        by round; per variant the median round trip of each round and its ratio
+        to plain TCP's in the same round."""
+        variants = ["tcp"] + [m for m in self.variants() if m in HOOKER_VARIANTS
+                              and m != "hooker:tcp-cc"]
+        rounds, trips = self.cfg["rr_rounds"], self.cfg["rr_trips"]
+        got = {v: [] for v in variants}
+        ratios = {v: [] for v in variants}
+        errs = {v: [] for v in variants}
+        with testbed.TwoHosts() as bed:
+            for r in range(rounds):
+                base = None
+                for v in variants:
+                    self.log(f"request/response round {r + 1}: {v}")
+                    try:
+                        us = self.one_rr(bed, v, trips)
+                    except (wl.Unavailable, RuntimeError, subprocess.SubprocessError) as e:
+                        errs[v].append(str(e))
+                        continue
+                    got[v].append(us)
+                    if v == "tcp":
+                        base = us
+                    elif base:
+                        ratios[v].append(us / base)
+        self.res["rr"] = [{"variant": self.label(v), "median_us": got[v],
+                           "ratio_to_tcp": ratios[v], "failures": errs[v]} for v in variants]
+        self.res["config"]["rr"] = {"rounds": rounds, "trips": trips, "link": "bare veth"}
+
+    def one_rr(self, bed, v, trips) -> float:
+        """The median of `trips` 1-byte round trips on one connection, in us."""
+        wl.set_cc(bed, self.cc_of(v))
+        port = PROBE_PORT if v == "tcp" else HOOKED_PROBE_PORT
+
+        def trip_times():
+            srv = bed.b.popen([wl.PY, "-c", RR_SERVER, str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wl.wait_listening(bed.a, bed.b.ip4, port, what="request/response server")
+                r = bed.a.run([wl.PY, "-c", RR_CLIENT, bed.b.ip4, str(port), str(trips)],
+                              timeout=120)
+                return json.loads(r.stdout)
+            finally:
+                bed._stop_proc(srv)
+        if v == "tcp":
+            return statistics.median(trip_times())
+        with self.hooker_pair(bed, v, port) as pair:  # the server after hookerd
+            times = trip_times()
+            if not pair.daemons[1].control("status")["counters"]["kernel"]["moved_active"]:
+                raise RuntimeError("hookerd did not move the connection")
+        return statistics.median(times)
 
     def conn_setup(self):
         """Connect + first byte per variant, in interleaved blocks (the order rotating)
@@ -732,7 +795,8 @@ class Suite:
         self.probe_hooker()
         for part, run in (("ready", self.ready_time), ("path", self.hooker_path_check),
                           ("downloads", self.downloads), ("throughput", self.throughput),
-                          ("setup", self.conn_setup), ("scale", self.scale),
+                          ("setup", self.conn_setup), ("rr", self.request_response),
+                          ("scale", self.scale),
                           ("deploy", self.deploy_times), ("unmoved", self.unmoved)):
             if part in self.a.parts:
                 run()

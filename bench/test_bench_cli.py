@@ -234,6 +234,31 @@ def test_unmoved_traffic_renders_ratios_per_round_and_program_costs():
     assert report.unmoved_section(None) == []
 
 
+def test_request_response_renders_round_medians_and_ratios_to_tcp():
+    rows = [{"variant": "tcp-bbr", "median_us": [20.0, 30.0, 25.0], "ratio_to_tcp": [],
+             "failures": []},
+            {"variant": "hooker", "median_us": [40.0, 45.0], "ratio_to_tcp": [2.0, 1.5],
+             "failures": ["hookerd did not move the connection"]}]
+    md = "\n".join(report.rr_section(rows, {"rounds": 3, "trips": 2000}))
+    assert "| tcp-bbr | 25.0 (20.0–30.0) | — | 0 |" in md
+    assert "| hooker | 42.5 (40.0–45.0) | 1.75× (1.50×–2.00×) | " \
+           "1: hookerd did not move the connection |" in md
+    assert report.rr_section(None, {}) == []
+
+
+def test_throughput_renders_cpu_per_gb_beside_the_ratio(tmp_path):
+    res = synthetic_results()
+    res["throughput"] = [
+        {"variant": "tcp-bbr", "streams": 1, "gbps": [10.0], "median_gbps": 10.0,
+         "ratio_to_tcp": 1.0, "median_cpu_s_per_gb": 0.5, "cpu_ratio_to_tcp": 1.0,
+         "failures": []},
+        {"variant": "hooker", "streams": 1, "gbps": [5.0], "median_gbps": 5.0,
+         "ratio_to_tcp": 0.5, "median_cpu_s_per_gb": 1.25, "cpu_ratio_to_tcp": 2.5,
+         "failures": []}]
+    md = report.write(res, tmp_path).read_text()
+    assert "| hooker | 1 | 5.000 | 0.500 | 1.25 | 2.50 | 1 |" in md
+
+
 def test_first_connection_is_its_own_figure_beside_the_later_ones():
     """Each block's first connection (after a fresh hookerd pair) is the 'first'
     figure, ratioed to plain TCP's first in the same block; the later ones give

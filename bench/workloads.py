@@ -436,18 +436,24 @@ def background_cpu(seconds: float = 1.0) -> float:
 # ------------------------------------------------------------------ iperf3
 
 def iperf3(bed: testbed.TwoHosts, streams: int, seconds: float, port=IPERF_PORT,
-           host: str | None = None, what="iperf3") -> float:
+           host: str | None = None, what="iperf3", cpu: dict | None = None) -> float:
     """One iperf3 run from a against a server already listening (on b unless
-    `host` says where, e.g. a local port-forward); Gbit/s received."""
-    r = bed.a.run(["iperf3", "-c", host or bed.b.ip4, "-p", str(port), "-t", f"{seconds:g}",
-                   "-P", str(streams), "-J"], timeout=seconds + 30, check=False)
+    `host` says where, e.g. a local port-forward); Gbit/s received. `cpu`, if
+    given, gets the machine's busy CPU seconds per GB received over the run
+    ("cpu_s_per_gb", CpuMeter) and the load average at its start."""
+    with CpuMeter() as meter:
+        r = bed.a.run(["iperf3", "-c", host or bed.b.ip4, "-p", str(port), "-t", f"{seconds:g}",
+                       "-P", str(streams), "-J"], timeout=seconds + 30, check=False)
     try:
         j = json.loads(r.stdout)
     except json.JSONDecodeError:
         raise RuntimeError(f"{what}: exit {r.returncode}: {r.stderr.strip()[-200:]}")
     if "error" in j:
         raise RuntimeError(f"{what}: {j['error']}")
-    return j["end"]["sum_received"]["bits_per_second"] / 1e9
+    got = j["end"]["sum_received"]
+    if cpu is not None:
+        cpu.update(cpu_s_per_gb=meter.per_gb(got["bytes"]), loadavg=meter.loadavg)
+    return got["bits_per_second"] / 1e9
 
 
 class IperfServer:
