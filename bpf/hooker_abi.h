@@ -208,6 +208,17 @@ struct hk_rules {
 	struct hk_rule rule[HK_MAX_RULES];
 };
 
+/* The server ports some rule names, one bit each: a port rule's port, or a
+ * port within a file rule's range. The handshake callbacks of a connection
+ * to any other port leave after one look here, so traffic hookerd does not
+ * move pays almost nothing for it. A bit set too many only costs the full
+ * look (the policy decides); hookerd sets a port's bit before its rule goes
+ * in and clears it only after the rule is gone. */
+#define HK_PORT_MASK_WORDS (65536 / 64)
+struct hk_port_mask {
+	__u64 bits[HK_PORT_MASK_WORDS];
+};
+
 /* A listener's cgroup, for the rules' cgroup match on the server side. In
  * the SYN-ACK callbacks sock_ops has no socket (skops->sk is NULL for a
  * request socket), so the cgroup of the listener answering is recorded

@@ -89,6 +89,15 @@ struct {
 	__type(value, struct hk_port_rule);
 } ports SEC(".maps");
 
+/* hk_port_mask, written by hookerd through an mmap. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct hk_port_mask);
+} port_mask SEC(".maps");
+
 /* Peers UDP does not reach (hk_udp_blocked), written by hookerd when a
  * connection's opening datagrams went unanswered. */
 struct {
@@ -237,6 +246,16 @@ static __always_inline void wire_flow(struct hk_flow *f)
 	f->raddr[0] = f->raddr[3];
 	f->laddr[2] = f->laddr[3] = 0;
 	f->raddr[1] = f->raddr[2] = f->raddr[3] = 0;
+}
+
+/* Whether some rule names this server port (hk_port_mask). */
+static __always_inline int port_named(__u16 port)
+{
+	const struct hk_port_mask *m;
+	__u32 zero = 0;
+
+	m = bpf_map_lookup_elem(&port_mask, &zero);
+	return !m || (m->bits[port >> 6] >> (port & 63)) & 1;
 }
 
 static __always_inline struct hk_port_rule *rule_of(__u16 port)
@@ -736,6 +755,9 @@ static __always_inline void on_connect(struct bpf_sock_ops *skops)
 	__u32 slot;
 	__u8 mech;
 
+	/* remote_port: network order in the upper 16 bits. */
+	if (!port_named(bpf_ntohl(skops->remote_port)))
+		return;
 	flow_of(skops, &f);
 	if (is_loopback(&f))
 		return;
@@ -951,7 +973,10 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	__u64 token;
 
 	/* Children inherit the listener's option callbacks; stop them. */
-	bpf_sock_ops_cb_flags_set(skops, 0);
+	if (skops->bpf_sock_ops_cb_flags)
+		bpf_sock_ops_cb_flags_set(skops, 0);
+	if (!port_named(skops->local_port))
+		return;
 	flow_of(skops, &f);
 	/* Called for every accepted connection: a tcp-cc rule needs no option
 	 * (and its SYN carries none from a client whose rule is tcp-cc too). */

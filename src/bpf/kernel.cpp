@@ -113,6 +113,9 @@ Result<std::unique_ptr<Kernel>> Kernel::load(const KernelConfig& cfg) {
   auto live = Mapping<uint64_t>::of(bpf_map__fd(k->redir_->maps.fin_guards_live), 1);
   if (!live) return live.error();
   k->fin_guards_live_ = live.take();
+  auto mask = PortMask::of(bpf_map__fd(k->redir_->maps.port_mask));
+  if (!mask) return mask.error();
+  k->port_mask_ = mask.take();
 
   k->ingress_ = ingress_bpf__open();
   if (!k->ingress_) return sys_error("open the ingress BPF object");
@@ -300,6 +303,7 @@ bool Kernel::del_fin_guard(const hk_flow& wire) {
 
 Status Kernel::set_rule(const PortRule& r) {
   hk_port_rule v = r.kernel();
+  port_mask_.add_port(r.port);  // before the rule: its handshakes must look
   if (bpf_map_update_elem(bpf_map__fd(redir_->maps.ports), &r.port, &v, BPF_ANY))
     return sys_error("put the rule " + r.str() + " in the policy map");
   return ok();
@@ -320,6 +324,15 @@ Result<Listeners::Outcome> Kernel::follow_listeners(const std::vector<uint16_t>&
 }
 
 Status Kernel::set_file_rules(const hk_rules& t) {
+  // The old table's ports and the new one's while either may be read; a
+  // failed swap leaves that superset, which costs only time.
+  port_mask_.widen(t);
+  auto s = swap_file_rules(t);
+  if (s) port_mask_.set_file(t);
+  return s;
+}
+
+Status Kernel::swap_file_rules(const hk_rules& t) {
   int outer = bpf_map__fd(redir_->maps.rule_sets);
   __u32 zero = 0;
   if (t.n == 0) {
@@ -343,6 +356,7 @@ Status Kernel::set_file_rules(const hk_rules& t) {
 Status Kernel::del_rule(uint16_t port) {
   if (bpf_map_delete_elem(bpf_map__fd(redir_->maps.ports), &port) && errno != ENOENT)
     return sys_error("remove port " + std::to_string(port) + " from the policy map");
+  port_mask_.drop_port(port);
   return ok();
 }
 

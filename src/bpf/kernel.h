@@ -13,6 +13,7 @@
 #include "bpf/listeners.h"
 #include "bpf/mapping.h"
 #include "core/abi.h"
+#include "bpf/port_mask.h"
 #include "core/policy.h"
 #include "core/result.h"
 
@@ -95,6 +96,7 @@ class Kernel {
  private:
   Kernel() = default;
   Status attach(const KernelConfig& cfg);
+  Status swap_file_rules(const hk_rules& t);
   Status pin(const std::string& dir);
 
   redirector_bpf* redir_ = nullptr;
@@ -107,6 +109,7 @@ class Kernel {
   std::vector<Fd> ingress_links_;  // XDP or tcx links
   Mapping<hk_lanes> lanes_;
   Mapping<uint64_t> fin_guards_live_;
+  PortMask port_mask_;
   std::vector<std::string> pins_;
   std::string cgroup_;
   std::unique_ptr<Listeners> listeners_;
