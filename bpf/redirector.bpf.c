@@ -451,6 +451,8 @@ static __always_inline int port_may_move(__u16 port)
 	__u32 zero = 0, n;
 	void *inner;
 
+	if (!port_named(port))
+		return 0;
 	if (rule_of(port))
 		return 1;
 	inner = bpf_map_lookup_elem(&rule_sets, &zero);
