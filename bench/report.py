@@ -519,7 +519,9 @@ def saved_sections(out: Path | None = None, rel: str = "") -> list[str]:
               "(bench/rules_cost.py)", "",
               "The sock_ops program walks the file's rule table at the connecting side's "
               "connect and the accepting side's establishment of every connection in the "
-              "served cgroup, moved or not. Saved runs (`bench/comparisons/`).", ""]
+              "served cgroup, moved or not; since issue 12 only of connections to a port "
+              "some rule names (the port mask: the others leave at one lookup, so rules "
+              "over other ports cost them nothing). Saved runs (`bench/comparisons/`).", ""]
         for f, c in by_kind("rules_cost"):
             L += rules_cost_section(c, f.name)
     if by_kind("compare_builds"):
