@@ -974,15 +974,22 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	struct hk_sk *st;
 	__u64 token;
 
+	__u32 hooked = skops->bpf_sock_ops_cb_flags;
+	int named = port_named(skops->local_port);
+
 	/* Children inherit the listener's option callbacks; stop them. */
-	if (skops->bpf_sock_ops_cb_flags)
+	if (hooked)
 		bpf_sock_ops_cb_flags_set(skops, 0);
-	if (!port_named(skops->local_port))
+	/* Only a listener with option callbacks can have accepted Hooker in
+	 * its SYN-ACK; that acceptance binds even if the port's rule went
+	 * since. Any other connection has nothing to do here unless a rule
+	 * names its port (tcp-cc). */
+	if (!hooked && !named)
 		return;
 	flow_of(skops, &f);
 	/* Called for every accepted connection: a tcp-cc rule needs no option
 	 * (and its SYN carries none from a client whose rule is tcp-cc too). */
-	if (!is_loopback(&f)) {
+	if (named && !is_loopback(&f)) {
 		if (policy_of(skops, &f, 1, &pol) && pol.rule.cc[0]) {
 			set_cc(skops, &pol.rule, &f);
 			return;

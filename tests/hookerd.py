@@ -8,6 +8,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -95,6 +96,20 @@ class Hookerd:
                if "warning:" in l or "error:" in l or "quic: reset a stream" in l
                or any(k in l + " " for k in keys)]
         return out[:most]
+
+    def embryonic_tokens(self) -> list[int]:
+        """Tokens of handshakes this hookerd's kernel accepted that are not yet
+        established (hk_token.state == HK_TOKEN_EMBRYONIC), from the pinned map."""
+        r = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", f"{self.pin_dir}/tokens"],
+                           capture_output=True, text=True, timeout=10, check=True)
+        out = []
+        for e in json.loads(r.stdout or "[]"):
+            key = bytes(int(x, 16) for x in e["key"])
+            value = bytes(int(x, 16) for x in e["value"])
+            _slot, state, _created = struct.unpack("<IIQ", value)
+            if state == 1:
+                out.append(struct.unpack("<Q", key)[0])
+        return out
 
     def status(self) -> dict:
         r = subprocess.run([HOOKERCTL, "--control", self.control, "status", "--json"],

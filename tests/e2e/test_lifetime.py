@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
-import json
 import os
 import select
 import socket
@@ -127,21 +126,6 @@ def reset_datagram(token: int) -> bytes:
     return struct.pack("!HBBBBHQQII", 0x484B, 1, 4, 1, 0, 0, token, 0, 0, 0)
 
 
-def embryonic_tokens(d: Hookerd) -> list[int]:
-    """Tokens of handshakes this hookerd's kernel accepted that are not yet
-    established (hk_token.state == HK_TOKEN_EMBRYONIC), from the pinned map."""
-    r = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", f"{d.pin_dir}/tokens"],
-                       capture_output=True, text=True, timeout=10, check=True)
-    out = []
-    for e in json.loads(r.stdout or "[]"):
-        key = bytes(int(x, 16) for x in e["key"])
-        value = bytes(int(x, 16) for x in e["value"])
-        _slot, state, _created = struct.unpack("<IIQ", value)
-        if state == 1:
-            out.append(struct.unpack("<Q", key)[0])
-    return out
-
-
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 SYS_pidfd_getfd = 438     # the same on x86_64 and arm64
 SO_SNDBUFFORCE = 32
@@ -212,7 +196,7 @@ def test_reset_that_arrived_before_the_handshake_ended(hooked):
         cli = bed.a.popen([PY, "-c", WAITING_CLIENT, bed.b.ip4, str(PORT), "30"],
                           stdout=subprocess.PIPE)
         assert read_line(cli, 10).startswith("connected")
-        tokens = wait_for(lambda: embryonic_tokens(b), 10, "b's embryonic token")
+        tokens = wait_for(lambda: b.embryonic_tokens(), 10, "b's embryonic token")
         assert len(tokens) == 1, tokens
         with bed.a.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for _ in range(2):

@@ -109,6 +109,64 @@ def test_policy_add_then_del_while_a_transfer_runs(hooked, tmp_path):
     assert a.counter("datagrams_sent") * 1400 >= size
 
 
+# Reads exactly n bytes of one connection, prints their sha256, answers one
+# byte: no FIN is involved until both ends have checked.
+EXACT_RECEIVER = r"""
+import hashlib, socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1)
+c, _ = s.accept(); c.settimeout(30)
+n, h = int(sys.argv[2]), hashlib.sha256()
+while n:
+    b = c.recv(min(n, 1 << 20))
+    if not b: sys.exit("EOF before the last byte")
+    h.update(b); n -= len(b)
+c.sendall(b"k")
+print(h.hexdigest(), flush=True)
+"""
+# Sends n seeded bytes, waits for the answer, prints the sha256 of what it sent.
+EXACT_SENDER = r"""
+import hashlib, random, socket, sys
+data = random.Random(5).randbytes(int(sys.argv[3]))
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
+c.sendall(data)
+if c.recv(1) != b"k": sys.exit("no answer")
+print(hashlib.sha256(data).hexdigest(), flush=True)
+"""
+
+
+def test_handshake_accepted_before_its_rule_went_is_moved(hooked):
+    """The server's SYN-ACK accepted Hooker, then its port's rule went before
+    the client's last ACK came: the connection is moved all the same (the
+    client moved it at the SYN-ACK), its bytes whole. The kernel's port mask
+    must not turn such a late ACK away for naming a port no rule holds now."""
+    bed, a, b = hooked
+    n = 300_000
+    srv = bed.b.popen([PY, "-c", EXACT_RECEIVER, "5201", str(n)], stdout=subprocess.PIPE,
+                      text=True)
+    wait_for(lambda: listening(bed.b, 5201), 10, "receiver on 5201")
+    hold = ["INPUT", "-p", "tcp", "--dport", "5201", "--tcp-flags", "SYN,ACK,FIN,RST",
+            "ACK", "-j", "DROP"]
+    bed.b.run(["iptables", "-w", "-I", *hold], timeout=10, cgroup=False)
+    held = True
+    try:
+        cli = bed.a.popen([PY, "-c", EXACT_SENDER, bed.b.ip4, "5201", str(n)],
+                          stdout=subprocess.PIPE, text=True)
+        wait_for(lambda: b.embryonic_tokens(), 10, "b's SYN-ACK to accept Hooker")
+        r = ctl(b, "policy", "del", "5201")
+        assert r.returncode == 0, r
+        bed.b.run(["iptables", "-w", "-D", *hold], timeout=10, cgroup=False)
+        held = False
+        sent, _ = cli.communicate(timeout=40)
+        got, _ = srv.communicate(timeout=10)
+    finally:
+        if held:
+            bed.b.run(["iptables", "-w", "-D", *hold], timeout=10, cgroup=False, check=False)
+    assert cli.returncode == 0 and srv.returncode == 0, (sent, got, b.stderr()[-2000:])
+    assert sent.strip() == got.strip() != ""
+    assert a.counter("moved_active") == 1 and b.counter("moved_passive") == 1
+
+
 def test_policy_list_shows_the_rules(hooked):
     bed, a, _ = hooked
     assert ctl(a, "policy", "add", "8080=udp").returncode == 0
