@@ -848,6 +848,11 @@ TEST_F(QuicStreams, ReaderThatLeavesResetsTheWriter) {
   ASSERT_TRUE(w.aborted) << "the writer was left waiting";
   EXPECT_LT(now_ - gone, 1s);
   EXPECT_NE(w.aborted->find("stopped reading"), std::string::npos) << *w.aborted;
+  // The peer stopped the stream itself, so it had it: no refusal follows.
+  nlohmann::json st;
+  mech_[0]->status(st);
+  EXPECT_EQ(st["counters"]["streams_refused"], 0);
+  EXPECT_EQ(st["counters"]["streams_opened"], kConns);
 }
 
 // A peer's stream naming a connection this hookerd does not hold (its

@@ -148,7 +148,7 @@ void QuicStream::fail(std::string_view why, bool tell_peer) {
     // The peer cannot match a reset stream whose header it may never get
     // (RESET_STREAM discards it), nor one not opened yet: a refusal names
     // the connection.
-    if (id_ < 0 || (opener_ && acked_ < StreamHeader::kSize)) m_.refuse(peer_);
+    if (id_ < 0 || (opener_ && acked_ < StreamHeader::kSize && !peer_heard_)) m_.refuse(peer_);
   }
   inbound_dead_ = true;
   port_->abort(why);  // retires this stream
@@ -192,6 +192,10 @@ void QuicStream::on_connection_dead(std::string_view why) {
 
 void QuicStream::on_reset(std::string_view why) {
   m_.counters().streams_reset++;
+  // The peer reset or stopped this stream itself: it has the stream, and
+  // its header with it (it resets only streams it matched), so our reset
+  // needs no refusal beside it.
+  if (id_ >= 0) peer_heard_ = true;
   fail(why, true);  // our direction too: RESET_STREAM both ways
 }
 

@@ -190,6 +190,7 @@ class QuicStream final : public MechConn, public StreamSink {
   uint64_t rx_next_ = 0;  // stream offset of the next byte from the peer
   bool peer_fin_ = false, finished_ = false;
   bool inbound_dead_ = false;  // the application takes no more
+  bool peer_heard_ = false;    // the peer reset or stopped the stream itself
   // The peer's credit: the window ahead of what the application took.
   // It doubles (up to QuicSettings::max_stream_window) when the
   // application took half of it within two RTTs. hookerd grows it, not
