@@ -44,7 +44,7 @@ void Daemon::gc_embryonic() {
        r = bpf_map_get_next_key(fd, &key, &next), key = next) {
     hk_token t;
     if (bpf_map_lookup_elem(fd, &key, &t) == 0 && t.state == HK_TOKEN_EMBRYONIC &&
-        now - t.created_ns > kEmbryonicNs)
+        older_than(now, t.created_ns, kEmbryonicNs))
       dead.emplace_back(key, t.slot);
   }
   for (auto [tok, slot] : dead)
@@ -78,7 +78,7 @@ void Daemon::gc_embryonic() {
   for (int r = bpf_map_get_next_key(gfd, nullptr, &fk); r == 0;
        r = bpf_map_get_next_key(gfd, &fk, &fnext), fk = fnext) {
     hk_fin_guard g;
-    if (bpf_map_lookup_elem(gfd, &fk, &g) == 0 && now - g.since_ns > kGuardNs)
+    if (bpf_map_lookup_elem(gfd, &fk, &g) == 0 && older_than(now, g.since_ns, kGuardNs))
       stale.push_back(fk);
   }
   for (auto& k : stale) kernel_->del_fin_guard(k);

@@ -27,4 +27,13 @@ constexpr uint32_t kFinQueueMaxlen = 65536;
 constexpr int kFinQueueBuffer = 4 << 20;  // the kernel doubles it
 constexpr uint64_t kGuardNs = 60ull * 1000 * 1000 * 1000;      // longest FIN-ACK hold
 
+// Whether kernel state stamped at `since_ns` (bpf_ktime_get_ns) is older than
+// `age_ns` at `now_ns` (CLOCK_MONOTONIC, read before the map walk). State the
+// kernel made during the walk is stamped after `now_ns`: young, not 2^64 ns
+// old, as the unsigned difference would have it (a SYN-ACK's token swept
+// that way left its connection unbound at the server, reset at the client).
+constexpr bool older_than(uint64_t now_ns, uint64_t since_ns, uint64_t age_ns) {
+  return since_ns < now_ns && now_ns - since_ns > age_ns;
+}
+
 }  // namespace hooker

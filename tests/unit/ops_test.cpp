@@ -8,6 +8,7 @@
 #include "core/endpoint.h"
 #include "core/http_request.h"
 #include "core/prometheus.h"
+#include "daemon/tuning.h"
 
 namespace hooker {
 namespace {
@@ -130,3 +131,15 @@ TEST(Prometheus, OddNamesAndLabelsAreEscaped) {
 
 }  // namespace
 }  // namespace hooker
+
+// The sweeps of embryonic tokens and FIN-ACK guards read the clock, then walk
+// the map: an entry the kernel made meanwhile is stamped after that reading,
+// and is young. (As an unsigned difference it was 2^64 ns old: a SYN-ACK's
+// token went, and its connection was reset.)
+TEST(Sweeps, StateMadeDuringTheWalkIsYoung) {
+  constexpr uint64_t s = 1'000'000'000;
+  EXPECT_FALSE(hooker::older_than(100 * s, 100 * s + 1, 75 * s));
+  EXPECT_FALSE(hooker::older_than(100 * s, 100 * s, 75 * s));
+  EXPECT_FALSE(hooker::older_than(100 * s, 30 * s, 75 * s));
+  EXPECT_TRUE(hooker::older_than(100 * s, 24 * s, 75 * s));
+}
