@@ -693,8 +693,13 @@ def rr_section(rows, cfg) -> list[str]:
          f"One connection per variant and round, {cfg.get('trips', '?')} round trips of one "
          f"byte (`bench/rr_latency.py`'s client and server), the variants taking turns in "
          f"{cfg.get('rounds', '?')} rounds on the bare veth. Median (min–max) over rounds of "
-         "each round's median; the ratio is to plain TCP's in the same round.", "",
-         "| variant | round trip, µs | ratio to TCP | failures |", "|---|---|---|---|"]
+         "each round's median; the ratio is to plain TCP's in the same round.", ""]
+    if any(r["variant"].startswith("floor") for r in rows):
+        L += ["The floor rows are what this machine allows, measured in the same rounds: the "
+              "same bytes as UDP datagrams alone, and the same TCP client and server with a "
+              "bare relay on each host carrying the bytes over UDP (`bench/floor/relay.cpp`: "
+              "the daemon hop on each side of Hooker's path, and nothing else).", ""]
+    L += ["| variant | round trip, µs | ratio to TCP | failures |", "|---|---|---|---|"]
 
     def spread(xs, f):
         return (f"{f.format(statistics.median(xs))} ({f.format(min(xs))}–{f.format(max(xs))})"

@@ -49,6 +49,31 @@ c.close()
 print(json.dumps(out))
 """
 
+# The floor's UDP legs alone: the same 1-byte trips as datagrams, no daemon between.
+UDP_SERVER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(sys.argv[1])))
+s.settimeout(60)
+print("ready", flush=True)
+while True:
+    b, peer = s.recvfrom(1)
+    s.sendto(b, peer)
+"""
+
+UDP_CLIENT = r"""
+import socket, sys, time, json
+host, port, trips = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.connect((host, port)); c.settimeout(10)
+out = []
+for _ in range(trips):
+    t = time.perf_counter_ns()
+    c.send(b"x")
+    if c.recv(1) != b"x":
+        sys.exit("bad echo")
+    out.append((time.perf_counter_ns() - t) / 1000)
+print(json.dumps(out))
+"""
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

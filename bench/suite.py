@@ -26,7 +26,8 @@ import testbed  # noqa: E402
 import workloads as wl  # noqa: E402
 import report  # noqa: E402
 import tax  # noqa: E402
-from rr_latency import CLIENT as RR_CLIENT, SERVER as RR_SERVER  # noqa: E402
+from rr_latency import (CLIENT as RR_CLIENT, SERVER as RR_SERVER,  # noqa: E402
+                        UDP_CLIENT as RR_UDP_CLIENT, UDP_SERVER as RR_UDP_SERVER)
 import pki  # noqa: E402
 
 SIZES = {"3KB": 3 * 1024, "510KB": 510 * 1024, "26MB": 26 * 1024 * 1024}
@@ -73,6 +74,11 @@ PROBES = HERE / "probes.py"
 # or an earlier one): each run of a cell is a time, a failure, or this.
 NOT_TRIED = "not tried: a download of this variant failed before it"
 PROBE_PORT, HOOKED_PROBE_PORT = 9000, 9001
+# The floor of request/response (issue 12): the UDP legs alone, and a bare relay on
+# each host carrying the TCP bytes over UDP (bench/floor/relay.cpp), a daemon hop on
+# each side as in Hooker's path, with nothing else.
+FLOORS = {"floor:udp": "floor: UDP alone", "floor:relay": "floor: bare relay each side"}
+FLOOR_TCP_PORT, FLOOR_UDP_PORT = 9100, 9101
 # Connections per set-up block through the emulated RTT (each costs ~1.5 RTT).
 SETUPS_PER_BLOCK_WITH_RTT = 20
 
@@ -620,7 +626,7 @@ class Suite:
         by round; per variant the median round trip of each round and its ratio
         to plain TCP's in the same round."""
         variants = ["tcp"] + [m for m in self.variants() if m in HOOKER_VARIANTS
-                              and m != "hooker:tcp-cc"]
+                              and m != "hooker:tcp-cc"] + list(FLOORS)
         rounds, trips = self.cfg["rr_rounds"], self.cfg["rr_trips"]
         got = {v: [] for v in variants}
         ratios = {v: [] for v in variants}
@@ -640,12 +646,14 @@ class Suite:
                         base = us
                     elif base:
                         ratios[v].append(us / base)
-        self.res["rr"] = [{"variant": self.label(v), "median_us": got[v],
+        self.res["rr"] = [{"variant": FLOORS.get(v) or self.label(v), "median_us": got[v],
                            "ratio_to_tcp": ratios[v], "failures": errs[v]} for v in variants]
         self.res["config"]["rr"] = {"rounds": rounds, "trips": trips, "link": "bare veth"}
 
     def one_rr(self, bed, v, trips) -> float:
         """The median of `trips` 1-byte round trips on one connection, in us."""
+        if v in FLOORS:
+            return statistics.median(self.floor_trips(bed, v, trips))
         wl.set_cc(bed, self.cc_of(v))
         port = PROBE_PORT if v == "tcp" else HOOKED_PROBE_PORT
 
@@ -666,6 +674,35 @@ class Suite:
             if not pair.daemons[1].control("status")["counters"]["kernel"]["moved_active"]:
                 raise RuntimeError("hookerd did not move the connection")
         return statistics.median(times)
+
+    def floor_trips(self, bed, v, trips) -> list[float]:
+        """The round trips of a floor variant (FLOORS), in us: the same client as the
+        others, over datagrams alone or through the bare relay on both hosts."""
+        procs = []
+
+        def started(host, argv, what):
+            p = host.popen(argv, cgroup=False, stdout=subprocess.PIPE, text=True)
+            procs.append(p)
+            if wl.readline_within(p, 10).strip() != "ready":
+                raise RuntimeError(f"{what} did not start")
+        try:
+            if v == "floor:udp":
+                started(bed.b, [wl.PY, "-c", RR_UDP_SERVER, str(FLOOR_UDP_PORT)], "UDP echo")
+                argv = [wl.PY, "-c", RR_UDP_CLIENT, bed.b.ip4, str(FLOOR_UDP_PORT)]
+            else:
+                relay = wl.floor_relay(self.a.build)
+                procs.append(bed.b.popen([wl.PY, "-c", RR_SERVER, str(PROBE_PORT)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                wl.wait_listening(bed.b, bed.b.ip4, PROBE_PORT, what="request/response server")
+                started(bed.b, [relay, "far", str(FLOOR_UDP_PORT), str(PROBE_PORT)], "relay on b")
+                started(bed.a, [relay, "near", str(FLOOR_TCP_PORT), bed.b.ip4,
+                                str(FLOOR_UDP_PORT)], "relay on a")
+                argv = [wl.PY, "-c", RR_CLIENT, "127.0.0.1", str(FLOOR_TCP_PORT)]
+            r = bed.a.run(argv + [str(trips)], timeout=120)
+            return json.loads(r.stdout)
+        finally:
+            for p in reversed(procs):
+                bed._stop_proc(p)
 
     def conn_setup(self):
         """Connect + first byte per variant, in interleaved blocks (the order rotating)

@@ -359,3 +359,41 @@ def test_setup_flags_are_checked(args, says):
     r = run_sh(*args)
     assert r.returncode == 2, r
     assert says in r.stderr and "Traceback" not in r.stderr
+
+
+def floor_relay_binary():
+    build = os.environ.get("HOOKER_BUILD")
+    p = Path(build or "build") / "bench" / "hooker-floor-relay"
+    if not p.exists():
+        pytest.skip(f"{p} not built (make build)")
+    return p
+
+
+@pytest.mark.parametrize("args,says", [
+    ([], "no role given"),
+    (["near", "9100", "10.0.0.2"], "wrong arguments for role 'near'"),
+    (["far", "9101", "0"], "not a port (1-65535): '0'"),
+    (["far", "9101", "http"], "not a port (1-65535): 'http'"),
+    (["near", "9100", "b.example", "9101"], "not an IPv4 address: b.example"),
+])
+def test_floor_relay_bad_input_is_refused_clearly(args, says):
+    r = subprocess.run([str(floor_relay_binary()), *args], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 2, r
+    assert says in r.stderr and "usage:" in r.stderr, r.stderr
+
+
+@needs_root
+@pytest.mark.parametrize("floor", ["floor:udp", "floor:relay"])
+def test_floors_carry_every_round_trip(floor):
+    """The floor variants' round trips cross between the hosts, byte for byte (the
+    client exits on a wrong echo), and leave no process behind."""
+    import suite
+    import testbed
+    from types import SimpleNamespace
+    me = SimpleNamespace(a=SimpleNamespace(build=floor_relay_binary().parent.parent))
+    with testbed.TwoHosts() as bed:
+        us = suite.Suite.floor_trips(me, bed, floor, 50)
+        assert len(us) == 50 and all(t > 0 for t in us), us
+        left = [p for p in bed.processes() if p.poll() is None]
+        assert not left, [p.args for p in left]

@@ -179,6 +179,14 @@ def hookerd_binary(build: Path) -> Path:
     return build / "hookerd"
 
 
+def floor_relay(build: Path) -> Path:
+    """bench/floor/relay.cpp's binary in the build, or Unavailable saying how to get it."""
+    p = build / "bench" / "hooker-floor-relay"
+    if not os.access(p, os.X_OK):
+        raise Unavailable(f"{p} is missing: build the project (make build)")
+    return p
+
+
 def snapshot_hookerd(build: Path) -> tuple[Path, str]:
     """A private copy of hookerd for the whole run, and its sha256: a rebuild while
     the suite runs must not mix two builds in one report (the BPF objects are
