@@ -304,7 +304,7 @@ void Daemon::on_bound(const hk_event& ev) {
     c.rcv_nxt = ev.rcv_nxt;
     cnt_.rst_injected += inject_->reset(c);
     bpf_map_delete_elem(kernel_->tokens_fd(), &ev.token);
-    if (auto st = slots_->recycle(ev.slot); !st)
+    if (auto st = slots_->recycle(ev.slot, false); !st)
       log::error("slot " + std::to_string(ev.slot) + " lost: " + st.error().message());
     return;
   }
@@ -512,7 +512,11 @@ void Daemon::retire(Conn& c) {
   by_flow_.erase(wire_flow(c.app));
   cnt_.conns_closed++;
   graveyard_.push_back(std::move(by_slot_[slot]));
-  if (auto s = slots_->recycle(slot); !s)
+  // A send the kernel refused into the slot (the application had gone)
+  // leaves its sk_msg verdict stuck at drop for every later send on that
+  // socket (tcp_bpf keeps a dropped verdict): such a pair is not reused.
+  bool refused = c.inbound_dead;
+  if (auto s = slots_->recycle(slot, !refused); !s)
     log::error("slot " + std::to_string(slot) + " lost: " + s.error().message());
 }
 

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include "core/flow.h"
+#include "core/socket_pair.h"
 #include "daemon/tuning.h"
 
 namespace hooker {
@@ -84,7 +85,15 @@ Status SlotPool::grow(uint32_t n) {
   return ok();
 }
 
-Status SlotPool::recycle(uint32_t id) {
+Status SlotPool::recycle(uint32_t id, bool may_reuse) {
+  // A pair the connection left nothing in serves the next one as it is: a
+  // new pair costs a loopback handshake, and closing the old one a FIN
+  // exchange, on the CPU that short connections wait for (issue 12). Its
+  // SOCKMAP and SOCKHASH entries stay; the next bind points it anew.
+  if (may_reuse && slots_[id] && pair_is_quiet(slots_[id]->out.get(), slots_[id]->in.get())) {
+    reused_++;
+    return offer(id);
+  }
   // Closing both sockets removes them from the SOCKHASH.
   slots_[id].reset();
   auto s = make_pair();

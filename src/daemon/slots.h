@@ -35,8 +35,9 @@ class SlotPool {
 
   // Makes up to n new slots and offers them to the kernel.
   Status grow(uint32_t n);
-  // Replaces a used slot by a fresh pair under the same id and offers it.
-  Status recycle(uint32_t id);
+  // Offers a used slot again: its pair if `may_reuse` and nothing is left
+  // in it, else a fresh pair under the same id.
+  Status recycle(uint32_t id, bool may_reuse);
   // Points the slot's inbound socket at the application socket.
   Status bind_inbound(uint32_t id, const hk_flow& app);
 
@@ -45,6 +46,8 @@ class SlotPool {
   uint32_t max() const { return max_; }
   // Offered to the kernel so far (the kernel's counters say how many it took).
   uint64_t offered() const { return offered_; }
+  // Used slots offered again with their own pair (recycle).
+  uint64_t reused() const { return reused_; }
   // Gives an id back to the kernel's free queue without new sockets (a
   // handshake that reserved it never completed).
   Status offer(uint32_t id);
@@ -58,6 +61,7 @@ class SlotPool {
   Fd listener_;
   uint32_t max_;
   uint64_t offered_ = 0;
+  uint64_t reused_ = 0;
   std::vector<std::optional<Slot>> slots_;
 };
 

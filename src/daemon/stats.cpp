@@ -86,6 +86,7 @@ nlohmann::json Daemon::daemon_counters() const {
       {"fin_queue_overflows", fins_->overflows},
       {"fin_released", fins_->released},
       {"slots_created", slots_->created()},
+      {"slots_reused", slots_->reused()},
   };
 }
 

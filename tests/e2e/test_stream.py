@@ -218,6 +218,7 @@ def test_thousand_connections_in_a_row(hooked, v6):
     """1,000 connections one after the other, each writing a random 0..1 MB,
     shutting down writing at once and reading the whole echo back."""
     bed, a, b = hooked
+    reused = [a.counter("slots_reused"), b.counter("slots_reused")]
     srv, lines = server(bed.b, "echo-server", "--port", ECHO)
     rc, res, err = run_app(bed.a, "conns-client", "--host", dst(bed, v6), "--port", ECHO,
                            "--count", 1000, "--concurrency", 1, "--max-size", MiB,
@@ -227,6 +228,11 @@ def test_thousand_connections_in_a_row(hooked, v6):
                              f"\nhookerd a {a.status()['counters']}\nhookerd b {b.status()['counters']}")
     assert a.counter("moved_active") == 1000, a.status()["counters"]
     assert a.counter("no_slot") == 0 and b.counter("no_slot") == 0
+    # Each connection's slot pair served the next ones when nothing was left
+    # in it (src/core/socket_pair.h), and every echo above came back whole.
+    reused = [a.counter("slots_reused") - reused[0], b.counter("slots_reused") - reused[1]]
+    print("slot pairs reused", reused)
+    assert min(reused) >= 900, reused
     no_live_conns(a, b, ECHO)
 
 
