@@ -1,9 +1,10 @@
 """Hooker built before and after a change, each beside plain TCP in the same
 run: iperf3 with 1 and 4 streams, connection set-up (connect, first byte,
-close) and 1-byte request/response on a kept connection. Rounds interleave
-plain TCP and the two builds so the machine's noise hits all three; each
-figure is a ratio to plain TCP in its round, given as the median and the
-spread over rounds. Prints JSON, then a Markdown table.
+close) with the machine's CPU time per set-up, and 1-byte request/response on
+a kept connection. Rounds interleave plain TCP and the two builds so the
+machine's noise hits all three; each figure is a ratio to plain TCP in its
+round, given as the median and the spread over rounds. Prints JSON, then a
+Markdown table.
 
     sudo /usr/bin/python3 bench/compare_builds.py --before BUILD --after BUILD [--rounds 3]
         [--save bench/comparisons/NAME.json --title "what changed"]
@@ -33,7 +34,7 @@ PROBES = HERE / "probes.py"
 IPERF = (wl.IPERF_PORT, wl.HOOKED_IPERF_PORT)
 SETUP = (9000, 9001)
 RR = (9100, 9101)
-FIGURES = ("iperf3_1", "iperf3_4", "setup_ms", "rr_us")
+FIGURES = ("iperf3_1", "iperf3_4", "setup_ms", "rr_us", "setup_cpu_us")
 
 
 def measure(bed, port_of, cfg) -> dict:
@@ -41,9 +42,13 @@ def measure(bed, port_of, cfg) -> dict:
     out = {}
     for streams in (1, 4):
         out[f"iperf3_{streams}"] = wl.iperf3(bed, streams, cfg.secs, port_of["iperf"])
-    r = bed.a.run([wl.PY, str(PROBES), "setup", bed.b.ip4, str(port_of["setup"]),
-                   str(cfg.setups)], timeout=120)
+    with wl.CpuMeter() as cpu:
+        r = bed.a.run([wl.PY, str(PROBES), "setup", bed.b.ip4, str(port_of["setup"]),
+                       str(cfg.setups)], timeout=120)
     out["setup_ms"] = statistics.median(json.loads(r.stdout)) * 1000
+    # The whole machine's busy time per connection: both hosts, the client
+    # and server, hookerd (in ticks of 10 ms: a run of some hundred ms).
+    out["setup_cpu_us"] = cpu.busy_s / cfg.setups * 1e6
     r = bed.a.run([wl.PY, "-c", RR_CLIENT, bed.b.ip4, str(port_of["rr"]), str(cfg.trips)],
                   timeout=120)
     out["rr_us"] = statistics.median(json.loads(r.stdout))

@@ -179,10 +179,13 @@ def comparison_table(res) -> list[str]:
     names = {"iperf3_1": "iperf3, 1 stream (higher is better)",
              "iperf3_4": "iperf3, 4 streams (higher is better)",
              "setup_ms": "connection set-up, median (lower is better)",
-             "rr_us": "1-byte request/response, median (lower is better)"}
+             "rr_us": "1-byte request/response, median (lower is better)",
+             "setup_cpu_us": "CPU per set-up, whole machine (lower is better)"}
     L = ["| ratio to plain TCP in the same round: median (min–max) | before | after |",
          "|---|---|---|"]
     for f in names:
+        if f not in res["ratios"]["before"]:
+            continue  # saved before the figure was measured
         cell = lambda n: "{median:.2f} ({min:.2f}–{max:.2f})".format(**res["ratios"][n][f])  # noqa
         L.append(f"| {names[f]} | {cell('before')} | {cell('after')} |")
     return L

@@ -397,3 +397,15 @@ def test_floors_carry_every_round_trip(floor):
         assert len(us) == 50 and all(t > 0 for t in us), us
         left = [p for p in bed.processes() if p.poll() is None]
         assert not left, [p.args for p in left]
+
+
+def test_comparison_renders_cpu_per_setup_when_measured():
+    """compare_builds.py's table: the CPU per set-up row when the run measured
+    it, and none for a comparison saved before it was."""
+    fig = {"median": 1.0, "min": 0.9, "max": 1.1}
+    old = {f: fig for f in ("iperf3_1", "iperf3_4", "setup_ms", "rr_us")}
+    new = dict(old, setup_cpu_us={"median": 3.79, "min": 3.06, "max": 4.38})
+    md = "\n".join(report.comparison_table({"ratios": {"before": new, "after": new}}))
+    assert "| CPU per set-up, whole machine (lower is better) | 3.79 (3.06–4.38) |" in md
+    md = "\n".join(report.comparison_table({"ratios": {"before": old, "after": old}}))
+    assert "CPU per set-up" not in md and "connection set-up" in md
