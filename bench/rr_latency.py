@@ -33,11 +33,18 @@ while True:
 """
 
 # One connection, `trips` round trips of one byte each; prints the times in us.
+# With a fourth argument "udp", the same trips as datagrams (the floor's UDP
+# legs alone, bench/suite.py), against UDP_SERVER.
 CLIENT = r"""
 import socket, sys, time, json
 host, port, trips = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-c = socket.create_connection((host, port), timeout=10)
-c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+if sys.argv[4:] == ["udp"]:
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.connect((host, port))
+    c.settimeout(10)
+else:
+    c = socket.create_connection((host, port), timeout=10)
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 out = []
 for _ in range(trips):
     t = time.perf_counter_ns()
@@ -49,7 +56,7 @@ c.close()
 print(json.dumps(out))
 """
 
-# The floor's UDP legs alone: the same 1-byte trips as datagrams, no daemon between.
+# The floor's UDP legs alone: the echo of CLIENT's datagrams.
 UDP_SERVER = r"""
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(sys.argv[1])))
@@ -59,21 +66,6 @@ while True:
     b, peer = s.recvfrom(1)
     s.sendto(b, peer)
 """
-
-UDP_CLIENT = r"""
-import socket, sys, time, json
-host, port, trips = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.connect((host, port)); c.settimeout(10)
-out = []
-for _ in range(trips):
-    t = time.perf_counter_ns()
-    c.send(b"x")
-    if c.recv(1) != b"x":
-        sys.exit("bad echo")
-    out.append((time.perf_counter_ns() - t) / 1000)
-print(json.dumps(out))
-"""
-
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -27,7 +27,7 @@ import workloads as wl  # noqa: E402
 import report  # noqa: E402
 import tax  # noqa: E402
 from rr_latency import (CLIENT as RR_CLIENT, SERVER as RR_SERVER,  # noqa: E402
-                        UDP_CLIENT as RR_UDP_CLIENT, UDP_SERVER as RR_UDP_SERVER)
+                        UDP_SERVER as RR_UDP_SERVER)
 import pki  # noqa: E402
 
 SIZES = {"3KB": 3 * 1024, "510KB": 510 * 1024, "26MB": 26 * 1024 * 1024}
@@ -688,7 +688,8 @@ class Suite:
         try:
             if v == "floor:udp":
                 started(bed.b, [wl.PY, "-c", RR_UDP_SERVER, str(FLOOR_UDP_PORT)], "UDP echo")
-                argv = [wl.PY, "-c", RR_UDP_CLIENT, bed.b.ip4, str(FLOOR_UDP_PORT)]
+                argv = [wl.PY, "-c", RR_CLIENT, bed.b.ip4, str(FLOOR_UDP_PORT), str(trips),
+                        "udp"]
             else:
                 relay = wl.floor_relay(self.a.build)
                 procs.append(bed.b.popen([wl.PY, "-c", RR_SERVER, str(PROBE_PORT)],
@@ -697,8 +698,8 @@ class Suite:
                 started(bed.b, [relay, "far", str(FLOOR_UDP_PORT), str(PROBE_PORT)], "relay on b")
                 started(bed.a, [relay, "near", str(FLOOR_TCP_PORT), bed.b.ip4,
                                 str(FLOOR_UDP_PORT)], "relay on a")
-                argv = [wl.PY, "-c", RR_CLIENT, "127.0.0.1", str(FLOOR_TCP_PORT)]
-            r = bed.a.run(argv + [str(trips)], timeout=120)
+                argv = [wl.PY, "-c", RR_CLIENT, "127.0.0.1", str(FLOOR_TCP_PORT), str(trips)]
+            r = bed.a.run(argv, timeout=120)
             return json.loads(r.stdout)
         finally:
             for p in reversed(procs):
