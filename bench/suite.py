@@ -293,13 +293,17 @@ class Suite:
         """hookerd on both hosts moving `port`'s connections as variant v says."""
         mech, extra, _ = HOOKER_VARIANTS[v]
         if mech == "quic":
-            # Every bed has the same addresses: one CA and pair of certificates
-            # serve the whole run.
-            if self.pki is None:
-                self.pki = Path(tempfile.mkdtemp(prefix="hooker-bench-pki-"))
-                self.pki_args = pki.make_pki(self.pki, [bed.a, bed.b])
-            extra = {h: list(extra) + self.pki_args[h] for h in ("a", "b")}
+            extra = {h: list(extra) + self.quic_args(bed)[h] for h in ("a", "b")}
         return wl.HookerPair(self.hookerd, bed, f"{port}={mech}", extra)
+
+    def quic_args(self, bed) -> dict:
+        """hookerd's --quic-cert/--quic-key/--quic-ca per host ("a", "b"). Every
+        bed has the same addresses: one CA and pair of certificates serve the
+        whole run."""
+        if self.pki is None:
+            self.pki = Path(tempfile.mkdtemp(prefix="hooker-bench-pki-"))
+            self.pki_args = pki.make_pki(self.pki, [bed.a, bed.b])
+        return self.pki_args
 
     def probe_hooker(self):
         """Starts hookerd once on a bare bed: missing or failing -> not available."""
@@ -573,7 +577,8 @@ class Suite:
             return
         rows = []
         with testbed.TwoHosts() as bed:
-            d = wl.Hookerd(self.hookerd, bed.a, wl.HTTP_PORT)
+            # With quic's certificates: every compiled-in mechanism is deployed.
+            d = wl.Hookerd(self.hookerd, bed.a, wl.HTTP_PORT, self.quic_args(bed)["a"])
             try:
                 for m in d.control("mechanisms")["mechanisms"]:
                     rows.append(self.deploy_row(d, m["name"], m["name"]))
