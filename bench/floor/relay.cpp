@@ -16,7 +16,7 @@
 //       carries the bytes both ways
 //
 // Prints "ready" once its sockets are bound. Exits 0 when the TCP side closes, 1
-// on a socket error or after IDLE_SECS without traffic, 2 on bad arguments.
+// on a socket error or after kIdleSecs without traffic, 2 on bad arguments.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>

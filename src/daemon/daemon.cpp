@@ -514,9 +514,10 @@ void Daemon::retire(Conn& c) {
   graveyard_.push_back(std::move(by_slot_[slot]));
   // A send the kernel refused into the slot (the application had gone)
   // leaves its sk_msg verdict stuck at drop for every later send on that
-  // socket (tcp_bpf keeps a dropped verdict): such a pair is not reused.
-  bool refused = c.inbound_dead;
-  if (auto s = slots_->recycle(slot, !refused); !s)
+  // socket (tcp_bpf keeps a dropped verdict): such a pair is not reused,
+  // nor, to be safe, one whose connection was aborted (both set
+  // inbound_dead).
+  if (auto s = slots_->recycle(slot, !c.inbound_dead); !s)
     log::error("slot " + std::to_string(slot) + " lost: " + s.error().message());
 }
 
