@@ -622,6 +622,14 @@ def write(res: dict, out: Path, md_path: Path | None = None) -> Path:
                  f"{num(t['ratio_to_tcp'])} | {num(t.get('median_cpu_s_per_gb'), '{:.2f}')} | "
                  f"{num(t.get('cpu_ratio_to_tcp'), '{:.2f}')} | {len(t['gbps'])}{fails} |")
     L.append("")
+    if any(t["variant"].startswith("floor") for t in res["throughput"]):
+        L += ["The floor rows are what this machine allows a daemon hop on each host, "
+              "measured in the same runs with `bench/floor/udp_stream.cpp` in hookerd's "
+              "shapes (GSO groups of 1432-byte datagrams, GRO, a 4 MB credit window, one "
+              "thread a host): its UDP legs alone, and a bulk TCP transfer through a bare "
+              "relay on each host, which copies every byte six times as Hooker's path does "
+              "(loopback TCP where Hooker has sockmap redirects). They carry one transfer "
+              "whatever the streams, as hookerd's one thread a host does.", ""]
 
     if res.get("conn_setup"):
         st = res["config"].get("setup", {})
@@ -670,6 +678,15 @@ def write(res: dict, out: Path, md_path: Path | None = None) -> Path:
               "it), median ms: "
               + ", ".join(f"{k} {v['median']:.2f}" for k, v in t1["hookerd_phases_ms"].items())
               + ".", ""]
+    if t1.get("floor_ms"):
+        f = t1["floor_ms"]
+        link = f["tcx_link_ms"]
+        L += ["The floor of start-up (`bench/floor/attach.cpp`, the same interface, median "
+              f"(min–max) of {len(link['runs'])}): an empty tc program loads in "
+              f"{f['load_ms']['median']:.2f} ms and its tcx link takes {link['median']:.1f} ms "
+              f"({min(link['runs']):.1f}–{max(link['runs']):.1f}), the kernel waiting for an "
+              "RCU grace period as it swaps the interface's program list: any start that "
+              "links a program there pays it.", ""]
     if t1.get("bpf_run_time"):
         L += ["BPF programs loaded by hookerd during iperf3, both hosts and all runs added up:", "",
               "| variant | streams | program | type | runs | ns/run |", "|---|---|---|---|---|---|"]

@@ -79,6 +79,12 @@ PROBE_PORT, HOOKED_PROBE_PORT = 9000, 9001
 # each side as in Hooker's path, with nothing else.
 FLOORS = {"floor:udp": "floor: UDP alone", "floor:relay": "floor: bare relay each side"}
 FLOOR_TCP_PORT, FLOOR_UDP_PORT = 9100, 9101
+# The floor of throughput, the same shapes with bench/floor/udp_stream.cpp: hookerd's
+# UDP legs alone (GSO groups, GRO, a credit window, one thread a host), and a bare
+# relay each side carrying one bulk TCP transfer over them (the six copies of every
+# byte that Hooker's path makes). One transfer whatever the streams: hookerd's data
+# path is one thread a host.
+BULK_FLOORS = {"floor:udp": "floor: UDP legs alone", "floor:relay": "floor: bare relay each side"}
 # Connections per set-up block through the emulated RTT (each costs ~1.5 RTT).
 SETUPS_PER_BLOCK_WITH_RTT = 20
 
@@ -464,7 +470,7 @@ class Suite:
     # -------------------------------------------------------------- iperf3, table 1
     def throughput(self):
         variants = ["tcp"] + [m for m in self.variants() if m in HOOKER_VARIANTS] \
-            + (["kcptun"] if "kcptun" in self.a.mechs else [])
+            + (["kcptun"] if "kcptun" in self.a.mechs else []) + list(BULK_FLOORS)
         with testbed.TwoHosts() as bed:
             srv = wl.IperfServer(bed)
             try:
@@ -488,7 +494,7 @@ class Suite:
                         m = median(got[v])
                         mc = median([x for x in cpu[v] if x])
                         self.res["throughput"].append({
-                            "variant": self.label(v), "streams": streams,
+                            "variant": BULK_FLOORS.get(v) or self.label(v), "streams": streams,
                             "gbps": got[v], "median_gbps": m,
                             "ratio_to_tcp": (m / base) if m and base else None,
                             "cpu_s_per_gb": cpu[v], "median_cpu_s_per_gb": mc,
@@ -502,6 +508,9 @@ class Suite:
     def one_iperf(self, bed, v, streams, cpu: dict):
         """Gbit/s of one run of variant v; `cpu` gets its CPU per GB."""
         secs = self.cfg["iperf_secs"]
+        if v in BULK_FLOORS:
+            return wl.floor_bulk(bed, self.a.build, v.split(":")[1], secs, FLOOR_UDP_PORT,
+                                 FLOOR_TCP_PORT, cpu)
         wl.set_cc(bed, self.cc_of(v))
         if v == "kcptun":
             kcp = wl.Kcptun(bed, wl.IPERF_PORT)
@@ -561,10 +570,25 @@ class Suite:
                 d.close()
                 for k, ms in d.phases.items():
                     phases.setdefault(k, []).append(ms)
+            self.tcx_link_floor(bed)
         self.res["table1"]["hookerd_ready_ms"] = {"runs": times, "median": median(times)}
         # hookerd's own breakdown (BPF open+load, attach, ...), as it reports it
         self.res["table1"]["hookerd_phases_ms"] = {k: {"runs": v, "median": median(v)}
                                                    for k, v in phases.items()}
+
+    def tcx_link_floor(self, bed):
+        """The kernel's share of start-up, which no smaller program shortens: an
+        empty tc program linked at the same interface's ingress (bench/floor/attach.cpp)."""
+        try:
+            tool = wl.floor_tool(self.a.build, "hooker-floor-attach")
+        except wl.Unavailable as e:
+            self.note("Table 1: the floor of start-up", str(e))
+            return
+        got = [json.loads(bed.a.run([str(tool), "eth0"], timeout=30).stdout)
+               for _ in range(self.cfg["ready_runs"])]
+        self.res["table1"]["floor_ms"] = {
+            k: {"runs": [g[k] for g in got], "median": median([g[k] for g in got])}
+            for k in ("load_ms", "tcx_link_ms")}
 
     def deploy_times(self):
         """Table 1's per-mechanism deploy: on a running hookerd, undeploy and deploy
@@ -696,7 +720,7 @@ class Suite:
                 argv = [wl.PY, "-c", RR_CLIENT, bed.b.ip4, str(FLOOR_UDP_PORT), str(trips),
                         "udp"]
             else:
-                relay = wl.floor_relay(self.a.build)
+                relay = wl.floor_tool(self.a.build)
                 procs.append(bed.b.popen([wl.PY, "-c", RR_SERVER, str(PROBE_PORT)],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                 wl.wait_listening(bed.b, bed.b.ip4, PROBE_PORT, what="request/response server")

@@ -361,9 +361,9 @@ def test_setup_flags_are_checked(args, says):
     assert says in r.stderr and "Traceback" not in r.stderr
 
 
-def floor_relay_binary():
+def floor_binary(name="hooker-floor-relay"):
     build = os.environ.get("HOOKER_BUILD")
-    p = Path(build or "build") / "bench" / "hooker-floor-relay"
+    p = Path(build or "build") / "bench" / name
     if not p.exists():
         pytest.skip(f"{p} not built (make build)")
     return p
@@ -377,7 +377,7 @@ def floor_relay_binary():
     (["near", "9100", "b.example", "9101"], "not an IPv4 address: b.example"),
 ])
 def test_floor_relay_bad_input_is_refused_clearly(args, says):
-    r = subprocess.run([str(floor_relay_binary()), *args], capture_output=True, text=True,
+    r = subprocess.run([str(floor_binary()), *args], capture_output=True, text=True,
                        timeout=10)
     assert r.returncode == 2, r
     assert says in r.stderr and "usage:" in r.stderr, r.stderr
@@ -391,12 +391,76 @@ def test_floors_carry_every_round_trip(floor):
     import suite
     import testbed
     from types import SimpleNamespace
-    me = SimpleNamespace(a=SimpleNamespace(build=floor_relay_binary().parent.parent))
+    me = SimpleNamespace(a=SimpleNamespace(build=floor_binary().parent.parent))
     with testbed.TwoHosts() as bed:
         us = suite.Suite.floor_trips(me, bed, floor, 50)
         assert len(us) == 50 and all(t > 0 for t in us), us
         left = [p for p in bed.processes() if p.poll() is None]
         assert not left, [p.args for p in left]
+
+
+@pytest.mark.parametrize("args,says", [
+    ([], "no role given"),
+    (["send", "10.0.0.2", "9101"], "wrong arguments for role 'send'"),
+    (["send", "10.0.0.2", "9101", "0"], "not a number of seconds (1-3600): '0'"),
+    (["send", "b.example", "9101", "3"], "not an IPv4 address: b.example"),
+    (["recv", "70000"], "not a port (1-65535): '70000'"),
+    (["near", "9100", "10.0.0.2", "udp"], "not a port (1-65535): 'udp'"),
+    (["far", "9101"], "wrong arguments for role 'far'"),
+])
+def test_floor_udp_bad_input_is_refused_clearly(args, says):
+    r = subprocess.run([str(floor_binary("hooker-floor-udp")), *args], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 2, r
+    assert says in r.stderr and "usage:" in r.stderr, r.stderr
+
+
+@needs_root
+@pytest.mark.parametrize("kind", ["udp", "relay"])
+def test_throughput_floors_deliver_what_was_sent(kind):
+    """A throughput floor's bytes cross between the hosts, every one (floor_bulk
+    refuses a run whose ends count differently), at a rate and CPU per GB that
+    mean something, and leave no process behind."""
+    import testbed
+    import workloads as wl
+    build = floor_binary("hooker-floor-udp").parent.parent
+    with testbed.TwoHosts() as bed:
+        cpu = {}
+        gbps = wl.floor_bulk(bed, build, kind, 1, 9101, 9100, cpu)
+        assert gbps > 0.1 and cpu["cpu_s_per_gb"] > 0, (gbps, cpu)
+        left = [p for p in bed.processes() if p.poll() is None]
+        assert not left, [p.args for p in left]
+
+
+def test_floor_attach_names_a_missing_interface():
+    r = subprocess.run([str(floor_binary("hooker-floor-attach")), "nosuch0"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2, r
+    assert "no interface 'nosuch0' here" in r.stderr and "usage:" in r.stderr, r.stderr
+
+
+@needs_root
+def test_start_up_floor_is_timed_and_leaves_no_program():
+    """The suite's floor of start-up times an empty program's tcx link on the bed's
+    interface, and each run's program is gone once the tool exits."""
+    import suite
+    import testbed
+    from types import SimpleNamespace
+    from hookerd import wait_for  # tests/, on the path since suite's import
+    build = floor_binary("hooker-floor-attach").parent.parent
+    me = SimpleNamespace(a=SimpleNamespace(build=build), cfg={"ready_runs": 2},
+                         res={"table1": {}}, note=None)
+
+    def floor_progs():
+        r = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
+                           timeout=30, check=True)
+        return [p for p in json.loads(r.stdout) if p.get("name") == "hk_floor"]
+    with testbed.TwoHosts() as bed:
+        suite.Suite.tcx_link_floor(me, bed)
+    f = me.res["table1"]["floor_ms"]
+    assert len(f["tcx_link_ms"]["runs"]) == 2 and min(f["tcx_link_ms"]["runs"]) > 0, f
+    assert f["load_ms"]["median"] > 0, f
+    wait_for(lambda: not floor_progs(), 10, "the floor's programs to be freed")
 
 
 def test_comparison_renders_cpu_per_setup_when_measured():

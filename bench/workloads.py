@@ -179,12 +179,82 @@ def hookerd_binary(build: Path) -> Path:
     return build / "hookerd"
 
 
-def floor_relay(build: Path) -> Path:
-    """bench/floor/relay.cpp's binary in the build, or Unavailable saying how to get it."""
-    p = build / "bench" / "hooker-floor-relay"
+def floor_tool(build: Path, name: str = "hooker-floor-relay") -> Path:
+    """A floor's binary (bench/floor/) in the build, or Unavailable saying how to get it."""
+    p = build / "bench" / name
     if not os.access(p, os.X_OK):
         raise Unavailable(f"{p} is missing: build the project (make build)")
     return p
+
+
+# The ends of a bulk TCP transfer through hooker-floor-udp's relay: the source
+# sends for argv[3] seconds, the sink counts until the end and prints
+# {"bytes": N, "seconds": S} (its first byte to the end).
+BULK_SOURCE = r"""
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
+buf, until = b"x" * (1 << 20), time.monotonic() + float(sys.argv[3])
+while time.monotonic() < until:
+    s.sendall(buf)
+s.close()
+"""
+BULK_SINK = r"""
+import json, socket, sys, time
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", int(sys.argv[1]))); l.listen(1); l.settimeout(30)
+print("ready", flush=True)
+c, _ = l.accept(); c.settimeout(30)
+buf, got = bytearray(1 << 20), 0
+n = c.recv_into(buf); t0 = time.monotonic()
+while n:
+    got += n
+    n = c.recv_into(buf)
+print(json.dumps({"bytes": got, "seconds": time.monotonic() - t0}), flush=True)
+"""
+
+
+def floor_bulk(bed: testbed.TwoHosts, build: Path, kind: str, seconds: float,
+               udp_port: int, tcp_port: int, cpu: dict | None = None) -> float:
+    """Gbit/s from a to b of a throughput floor (bench/floor/udp_stream.cpp), measured
+    as iperf3 is: kind "udp" is its UDP legs alone, "relay" a bulk TCP transfer
+    through its relay on each host. Both ends must count the same bytes. `cpu` gets
+    the CPU per GB, as iperf3's does."""
+    tool = floor_tool(build, "hooker-floor-udp")
+    procs = []
+
+    def started(host, argv, what):
+        p = host.popen(argv, cgroup=False, stdout=subprocess.PIPE, text=True)
+        procs.append(p)
+        if readline_within(p, 10).strip() != "ready":
+            raise RuntimeError(f"{what} did not start")
+        return p
+    try:
+        with CpuMeter() as meter:
+            if kind == "udp":
+                rx = started(bed.b, [str(tool), "recv", str(udp_port)], "floor receiver on b")
+                sent = bed.a.run([str(tool), "send", bed.b.ip4, str(udp_port), f"{seconds:g}"],
+                                 timeout=seconds + 30).stdout
+            else:
+                rx = started(bed.b, [PY, "-c", BULK_SINK, str(tcp_port)], "bulk sink on b")
+                started(bed.b, [str(tool), "far", str(udp_port), str(tcp_port)], "relay on b")
+                near = started(bed.a, [str(tool), "near", str(tcp_port), bed.b.ip4,
+                                       str(udp_port)], "relay on a")
+                bed.a.run([PY, "-c", BULK_SOURCE, "127.0.0.1", str(tcp_port), f"{seconds:g}"],
+                          timeout=seconds + 30)
+                sent = readline_within(near, 30)
+            got = readline_within(rx, 30)
+        try:
+            sent, got = json.loads(sent)["bytes"], json.loads(got)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise RuntimeError(f"floor {kind}: no count from both ends: {sent!r}, {got!r}")
+        if got["bytes"] != sent or not sent:
+            raise RuntimeError(f"floor {kind}: {sent} bytes sent, {got['bytes']} received")
+        if cpu is not None:
+            cpu.update(cpu_s_per_gb=meter.per_gb(got["bytes"]), loadavg=meter.loadavg)
+        return got["bytes"] * 8 / got["seconds"] / 1e9
+    finally:
+        for p in reversed(procs):
+            bed._stop_proc(p)
 
 
 def snapshot_hookerd(build: Path) -> tuple[Path, str]:

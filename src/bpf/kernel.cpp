@@ -24,12 +24,9 @@
 #include "core/log.h"
 #include "ingress.skel.h"
 #include "redirector.skel.h"
+#include "bpf/uapi_new.h"
 
 namespace hooker {
-
-// BPF_TCX_INGRESS (Linux 6.6): newer than the UAPI headers libbpf 1.1
-// builds against; the kernel takes the number.
-constexpr auto kBpfTcxIngress = static_cast<bpf_attach_type>(46);
 
 // libbpf's messages into hookerd's log (core/log.h says at which level).
 static int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list ap) {

@@ -1,4 +1,5 @@
 #include "mech/tcp_cc/cc_object.h"
+#include "bpf/uapi_new.h"
 #include "core/log.h"
 
 #include <bpf/bpf.h>
@@ -14,9 +15,6 @@ namespace hooker {
 
 namespace {
 constexpr size_t kLogSize = 1 << 20;
-// Newer than the UAPI headers libbpf 1.1 builds against (Linux 6.4).
-constexpr __u32 kBpfFLink = 1u << 13;  // BPF_F_LINK
-constexpr auto kBpfStructOps = static_cast<bpf_attach_type>(44);  // BPF_STRUCT_OPS
 
 // The verifier's reason: the last lines of its log (the source line, the
 // instruction, the refusal), minus its statistics, in one line.

@@ -11,15 +11,11 @@ extern "C" {
 #include "udplite_abi.h"
 }
 #include "udplite.skel.h"
+#include "bpf/uapi_new.h"
 
 namespace hooker {
 
 namespace {
-// BPF_TCX_INGRESS/EGRESS (Linux 6.6): newer than the UAPI headers libbpf
-// 1.1 builds against; the kernel takes the numbers.
-constexpr auto kTcxIngress = static_cast<bpf_attach_type>(46);
-constexpr auto kTcxEgress = static_cast<bpf_attach_type>(47);
-
 // Status counter names, by enum hk_lite_counter.
 constexpr const char* kNames[HK_LITE__MAX] = {
     "ebpf_out",                   "ebpf_in",
@@ -55,8 +51,8 @@ Status LiteBpf::link(const std::string& iface) {
   // Links, not tc filters: appended after the programs there (hookerd's
   // ingress among them), detached when the fd closes, even on a crash.
   struct { bpf_program* prog; bpf_attach_type at; const char* what; } hooks[] = {
-      {skel_->progs.hk_lite_egress, kTcxEgress, "egress"},
-      {skel_->progs.hk_lite_ingress, kTcxIngress, "ingress"},
+      {skel_->progs.hk_lite_egress, kBpfTcxEgress, "egress"},
+      {skel_->progs.hk_lite_ingress, kBpfTcxIngress, "ingress"},
   };
   for (auto& h : hooks) {
     LIBBPF_OPTS(bpf_link_create_opts, lo);
