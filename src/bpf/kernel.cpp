@@ -12,6 +12,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <filesystem>
+#include <thread>
 
 #include <linux/ethtool.h>
 #include <linux/if_link.h>
@@ -82,6 +83,15 @@ Result<std::unique_ptr<Kernel>> Kernel::load(const KernelConfig& cfg) {
   std::unique_ptr<Kernel> k(new Kernel());
   auto t0 = std::chrono::steady_clock::now();
 
+  // The ingress program first, and its links made on a thread of their own
+  // while the redirector is verified: a tcx link waits out an RCU grace
+  // period (4-20 ms here) that then costs start-up nothing. With no token
+  // or FIN guard yet, the program lets every packet through. Declared after
+  // k, so joined before k is gone, on every return.
+  if (auto s = k->load_ingress(cfg); !s) return s.error();
+  Status linked = ok();
+  std::jthread linking([&] { linked = k->link_ingress(cfg); });
+
   k->redir_ = redirector_bpf__open();
   if (!k->redir_) return sys_error("open the redirector BPF object");
   k->redir_->rodata->hk_udp_port = cfg.udp_port;
@@ -92,16 +102,26 @@ Result<std::unique_ptr<Kernel>> Kernel::load(const KernelConfig& cfg) {
   k->redir_->rodata->hk_secret[1] = secret[1];
   bpf_map__set_max_entries(k->redir_->maps.slot_out, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.free_slots, cfg.max_slots);
-  bpf_map__set_max_entries(k->redir_->maps.tokens, cfg.max_slots);
   // The application socket, `in` and `out` of each slot, and application
   // sockets still open after their slot moved on.
   bpf_map__set_max_entries(k->redir_->maps.socks, 4 * cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.consumed, cfg.max_slots);
-  bpf_map__set_max_entries(k->redir_->maps.fin_guards, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.embryos, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.embryo_flows, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.lanes, cfg.max_slots);
   bpf_map__set_max_entries(k->redir_->maps.sends, cfg.max_slots);
+  // One instance of the maps the two objects share: the ingress made them
+  // (tokens and fin_guards sized there).
+  struct { bpf_map* redir; bpf_map* ingress; const char* what; } shared[] = {
+      {k->redir_->maps.tokens, k->ingress_->maps.tokens, "the token map"},
+      {k->redir_->maps.counters, k->ingress_->maps.counters, "the counter map"},
+      {k->redir_->maps.fin_guards, k->ingress_->maps.fin_guards, "the FIN-ACK guards"},
+      {k->redir_->maps.fin_guards_live, k->ingress_->maps.fin_guards_live,
+       "the FIN-ACK guard count"},
+  };
+  for (auto& m : shared)
+    if (int r = bpf_map__reuse_fd(m.redir, bpf_map__fd(m.ingress)))
+      return bpf_error(std::string("share ") + m.what + " with the ingress program", r);
   if (int r = redirector_bpf__load(k->redir_))
     return bpf_error("load the redirector (sock_ops + sk_msg) into the kernel", r);
   auto lanes = Mapping<hk_lanes>::of(bpf_map__fd(k->redir_->maps.lanes), cfg.max_slots);
@@ -114,37 +134,13 @@ Result<std::unique_ptr<Kernel>> Kernel::load(const KernelConfig& cfg) {
   if (!mask) return mask.error();
   k->port_mask_ = mask.take();
 
-  k->ingress_ = ingress_bpf__open();
-  if (!k->ingress_) return sys_error("open the ingress BPF object");
-  k->ingress_->rodata->hk_udp_port = cfg.udp_port;
-  // One instance of the shared maps: the ingress uses the redirector's.
-  bpf_map__set_max_entries(k->ingress_->maps.tokens, cfg.max_slots);
-  if (int r = bpf_map__reuse_fd(k->ingress_->maps.tokens, k->tokens_fd()))
-    return bpf_error("share the token map with the ingress program", r);
-  if (int r = bpf_map__reuse_fd(k->ingress_->maps.counters, k->counters_fd()))
-    return bpf_error("share the counter map with the ingress program", r);
-  bpf_map__set_max_entries(k->ingress_->maps.fin_guards, cfg.max_slots);
-  if (int r = bpf_map__reuse_fd(k->ingress_->maps.fin_guards,
-                                bpf_map__fd(k->redir_->maps.fin_guards)))
-    return bpf_error("share the FIN-ACK guards with the ingress program", r);
-  if (int r = bpf_map__reuse_fd(k->ingress_->maps.fin_guards_live,
-                                bpf_map__fd(k->redir_->maps.fin_guards_live)))
-    return bpf_error("share the FIN-ACK guard count with the ingress program", r);
-  // Only the programs the interfaces get are loaded: verifying the other
-  // hook's copy cost start-up 4-6 ms for nothing.
-  bool xdp = false, tc = false;
-  for (const auto& name : cfg.ifaces)
-    (ingress_hook_for(cfg.xdp_mode, name) == IngressHook::kTc ? tc : xdp) = true;
-  bpf_program__set_autoload(k->ingress_->progs.hk_ingress, xdp);
-  bpf_program__set_autoload(k->ingress_->progs.hk_ingress_tc, tc);
-  if (int r = ingress_bpf__load(k->ingress_))
-    return bpf_error("load the ingress (XDP) program into the kernel", r);
-
   for (auto& r : cfg.policy.rules())
     if (auto s = k->set_rule(r); !s) return s.error();
   k->times_.open_load_ms = ms_since(t0);
 
   auto t1 = std::chrono::steady_clock::now();
+  linking.join();
+  if (!linked) return linked.error();
   if (auto s = k->attach(cfg); !s) return s.error();
   auto t2 = std::chrono::steady_clock::now();
   if (!cfg.pin_dir.empty())
@@ -160,6 +156,55 @@ Result<std::unique_ptr<Kernel>> Kernel::load(const KernelConfig& cfg) {
       log::warn(f ? f->refused : f.error().message());
   }
   return k;
+}
+
+Status Kernel::load_ingress(const KernelConfig& cfg) {
+  ingress_ = ingress_bpf__open();
+  if (!ingress_) return sys_error("open the ingress BPF object");
+  ingress_->rodata->hk_udp_port = cfg.udp_port;
+  bpf_map__set_max_entries(ingress_->maps.tokens, cfg.max_slots);
+  bpf_map__set_max_entries(ingress_->maps.fin_guards, cfg.max_slots);
+  // Only the programs the interfaces get are loaded: verifying the other
+  // hook's copy cost start-up 4-6 ms for nothing.
+  bool xdp = false, tc = false;
+  for (const auto& name : cfg.ifaces)
+    (ingress_hook_for(cfg.xdp_mode, name) == IngressHook::kTc ? tc : xdp) = true;
+  bpf_program__set_autoload(ingress_->progs.hk_ingress, xdp);
+  bpf_program__set_autoload(ingress_->progs.hk_ingress_tc, tc);
+  if (int r = ingress_bpf__load(ingress_))
+    return bpf_error("load the ingress (XDP) program into the kernel", r);
+  return ok();
+}
+
+Status Kernel::link_ingress(const KernelConfig& cfg) {
+  auto t = std::chrono::steady_clock::now();
+  for (const auto& name : cfg.ifaces) {
+    unsigned idx = if_nametoindex(name.c_str());
+    if (!idx) return sys_error("no interface '" + name + "' in this network namespace");
+    // A BPF link either way: it detaches when hookerd's fds close, even on
+    // a crash. libbpf 1.1 knows neither XDP modes in attach_xdp nor tcx,
+    // hence link_create.
+    IngressHook hook = ingress_hook_for(cfg.xdp_mode, name);
+    const char* what = hook == IngressHook::kTc ? "TC (tcx) ingress"
+                       : hook == IngressHook::kXdpGeneric ? "XDP (generic mode)"
+                                                          : "XDP (native mode)";
+    LIBBPF_OPTS(bpf_link_create_opts, lo,
+                .flags = hook == IngressHook::kXdpGeneric ? XDP_FLAGS_SKB_MODE
+                         : hook == IngressHook::kXdpNative ? XDP_FLAGS_DRV_MODE
+                                                           : 0u);
+    int fd = hook == IngressHook::kTc
+                 ? bpf_link_create(bpf_program__fd(ingress_->progs.hk_ingress_tc),
+                                   static_cast<int>(idx), kBpfTcxIngress, &lo)
+                 : bpf_link_create(bpf_program__fd(ingress_->progs.hk_ingress),
+                                   static_cast<int>(idx), BPF_XDP, &lo);
+    if (fd < 0)
+      return sys_error("attach " + std::string(what) + " to " + name +
+                       " (another program there? see: ip link show " + name +
+                       "; bpftool net show dev " + name + ")");
+    ingress_links_.emplace_back(fd);
+  }
+  times_.ingress_ms = ms_since(t);
+  return ok();
 }
 
 Status Kernel::attach(const KernelConfig& cfg) {
@@ -194,32 +239,6 @@ Status Kernel::attach(const KernelConfig& cfg) {
   }
   lap(times_.sockops_ms);
 
-  for (const auto& name : cfg.ifaces) {
-    unsigned idx = if_nametoindex(name.c_str());
-    if (!idx) return sys_error("no interface '" + name + "' in this network namespace");
-    // A BPF link either way: it detaches when hookerd's fds close, even on
-    // a crash. libbpf 1.1 knows neither XDP modes in attach_xdp nor tcx,
-    // hence link_create.
-    IngressHook hook = ingress_hook_for(cfg.xdp_mode, name);
-    const char* what = hook == IngressHook::kTc ? "TC (tcx) ingress"
-                       : hook == IngressHook::kXdpGeneric ? "XDP (generic mode)"
-                                                          : "XDP (native mode)";
-    LIBBPF_OPTS(bpf_link_create_opts, lo,
-                .flags = hook == IngressHook::kXdpGeneric ? XDP_FLAGS_SKB_MODE
-                         : hook == IngressHook::kXdpNative ? XDP_FLAGS_DRV_MODE
-                                                           : 0u);
-    int fd = hook == IngressHook::kTc
-                 ? bpf_link_create(bpf_program__fd(ingress_->progs.hk_ingress_tc),
-                                   static_cast<int>(idx), kBpfTcxIngress, &lo)
-                 : bpf_link_create(bpf_program__fd(ingress_->progs.hk_ingress),
-                                   static_cast<int>(idx), BPF_XDP, &lo);
-    if (fd < 0)
-      return sys_error("attach " + std::string(what) + " to " + name +
-                       " (another program there? see: ip link show " + name +
-                       "; bpftool net show dev " + name + ")");
-    ingress_links_.emplace_back(fd);
-  }
-  lap(times_.ingress_ms);
   return ok();
 }
 

@@ -95,6 +95,8 @@ class Kernel {
 
  private:
   Kernel() = default;
+  Status load_ingress(const KernelConfig& cfg);  // the ingress object and the maps it shares
+  Status link_ingress(const KernelConfig& cfg);  // its links on the interfaces
   Status attach(const KernelConfig& cfg);
   Status swap_file_rules(const hk_rules& t);
   Status pin(const std::string& dir);

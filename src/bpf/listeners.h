@@ -40,7 +40,7 @@ class Listeners {
 };
 
 // Whether this network namespace has a TCP listener on one of the ports
-// (/proc/net/tcp and tcp6): the start-up check that decides whether to load
+// (sock_diag): the start-up check that decides whether to load
 // the iterator at all.
 bool listening_on_any(const std::vector<uint16_t>& ports);
 
