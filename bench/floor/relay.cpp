@@ -16,86 +16,34 @@
 //       carries the bytes both ways
 //
 // Prints "ready" once its sockets are bound. Exits 0 when the TCP side closes, 1
-// on a socket error or after kIdleSecs without traffic, 2 on bad arguments.
-#include <arpa/inet.h>
-#include <netinet/in.h>
+// on a socket error or after a minute without traffic, 2 on bad arguments.
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <charconv>
-#include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 #include <string_view>
 #include <thread>
 
-#include "bpf/fd.h"  // the project's one Fd
+#include "tool.h"
 
 using hooker::Fd;
+using namespace floor_tool;
+
+const Tool floor_tool::kTool = {
+    "hooker-floor-relay",
+    "usage: hooker-floor-relay near TCP_PORT PEER_ADDR UDP_PORT\n"
+    "       hooker-floor-relay far UDP_PORT SERVER_PORT\n",
+    60};  // no relay outlives a stalled benchmark by long
 
 namespace {
 
-constexpr int kIdleSecs = 60;      // no relay outlives a stalled benchmark by long
 constexpr size_t kDatagram = 1400;  // fits the veth's MTU with headers
-
-[[noreturn]] void die(const std::string& what) {
-  const char* why = (errno == EAGAIN || errno == EWOULDBLOCK) ? "no traffic for a minute"
-                                                              : std::strerror(errno);
-  std::fprintf(stderr, "hooker-floor-relay: %s: %s\n", what.c_str(), why);
-  std::exit(1);
-}
-
-[[noreturn]] void usage(const std::string& why) {
-  std::fprintf(stderr,
-               "hooker-floor-relay: %s\n"
-               "usage: hooker-floor-relay near TCP_PORT PEER_ADDR UDP_PORT\n"
-               "       hooker-floor-relay far UDP_PORT SERVER_PORT\n",
-               why.c_str());
-  std::exit(2);
-}
-
-uint16_t port_arg(std::string_view s) {
-  unsigned v = 0;
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc{} || end != s.data() + s.size() || v == 0 || v > 65535)
-    usage("not a port (1-65535): '" + std::string(s) + "'");
-  return static_cast<uint16_t>(v);
-}
-
-sockaddr_in addr_of(const char* ip, uint16_t port) {
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  if (inet_pton(AF_INET, ip, &a.sin_addr) != 1) usage(std::string("not an IPv4 address: ") + ip);
-  return a;
-}
-
-Fd make_socket(int type) {
-  Fd fd(socket(AF_INET, type | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) die("socket");
-  timeval idle{kIdleSecs, 0};
-  setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &idle, sizeof idle);
-  return fd;
-}
 
 void no_delay(int fd) {
   int one = 1;
   if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) die("TCP_NODELAY");
-}
-
-Fd bound_udp(uint16_t port) {
-  Fd u = make_socket(SOCK_DGRAM);
-  sockaddr_in any = addr_of("0.0.0.0", port);
-  if (bind(u.get(), reinterpret_cast<sockaddr*>(&any), sizeof any) != 0) die("bind udp");
-  return u;
-}
-
-void ready() {
-  std::puts("ready");
-  std::fflush(stdout);
 }
 
 // TCP bytes out as datagrams; returns when the TCP side closes.
@@ -134,12 +82,7 @@ void udp_to_tcp(int udp, int tcp) {
   Fd udp = bound_udp(udp_port);
   sockaddr_in to = addr_of(peer, udp_port);
   if (connect(udp.get(), reinterpret_cast<sockaddr*>(&to), sizeof to) != 0) die("connect udp");
-  Fd lsn = make_socket(SOCK_STREAM);
-  int one = 1;
-  setsockopt(lsn.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in here = addr_of("127.0.0.1", tcp_port);
-  if (bind(lsn.get(), reinterpret_cast<sockaddr*>(&here), sizeof here) != 0) die("bind tcp");
-  if (listen(lsn.get(), 1) != 0) die("listen");
+  Fd lsn = loopback_listener(tcp_port);
   ready();
   Fd conn(accept4(lsn.get(), nullptr, nullptr, SOCK_CLOEXEC));
   if (!conn.valid()) die("accept");

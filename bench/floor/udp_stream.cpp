@@ -21,16 +21,12 @@
 // The receiving side prints {"bytes": N, "seconds": S} (its first datagram to the
 // end mark), the sending side {"bytes": N, "window_timeouts": K}. The listening
 // side (recv, near, far) prints "ready" once bound. Exit 0 when done, 1 on a
-// socket error or kIdleSecs without traffic, 2 on bad arguments.
-#include <arpa/inet.h>
-#include <netinet/in.h>
+// socket error or 10 s without traffic, 2 on bad arguments.
 #include <netinet/udp.h>
 #include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -40,17 +36,19 @@
 #include <string_view>
 #include <vector>
 
-#include "bpf/fd.h"  // the project's one Fd
-
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
-#ifndef UDP_GRO
-#define UDP_GRO 104
-#endif
+#include "tool.h"
 
 using hooker::Fd;
+using namespace floor_tool;
 using Clock = std::chrono::steady_clock;
+
+const Tool floor_tool::kTool = {
+    "hooker-floor-udp",
+    "usage: hooker-floor-udp send PEER_ADDR UDP_PORT SECONDS\n"
+    "       hooker-floor-udp recv UDP_PORT\n"
+    "       hooker-floor-udp near TCP_PORT PEER_ADDR UDP_PORT\n"
+    "       hooker-floor-udp far UDP_PORT SERVER_PORT\n",
+    10};  // no floor run outlives a stalled benchmark
 
 namespace {
 
@@ -59,57 +57,17 @@ constexpr size_t kDatagram = 1432;
 constexpr size_t kGroup = 44;
 constexpr uint64_t kWindow = 4 << 20;
 constexpr uint64_t kAckEvery = kWindow / 8;
-constexpr int kIdleSecs = 10;         // no floor run outlives a stalled benchmark
 constexpr int kWindowWaitMs = 200;    // an ACK lost: the sender goes on without it
 // The end mark is an empty datagram; the receiver answers it with the count,
 // this bit set.
 constexpr uint64_t kLastAck = 1ull << 63;
 
-[[noreturn]] void die(const std::string& what) {
-  const char* why = (errno == EAGAIN || errno == EWOULDBLOCK) ? "no traffic for 10 s"
-                                                              : std::strerror(errno);
-  std::fprintf(stderr, "hooker-floor-udp: %s: %s\n", what.c_str(), why);
-  std::exit(1);
-}
-
-[[noreturn]] void usage(const std::string& why) {
-  std::fprintf(stderr,
-               "hooker-floor-udp: %s\n"
-               "usage: hooker-floor-udp send PEER_ADDR UDP_PORT SECONDS\n"
-               "       hooker-floor-udp recv UDP_PORT\n"
-               "       hooker-floor-udp near TCP_PORT PEER_ADDR UDP_PORT\n"
-               "       hooker-floor-udp far UDP_PORT SERVER_PORT\n",
-               why.c_str());
-  std::exit(2);
-}
-
-unsigned number_arg(std::string_view s, unsigned max, const char* what) {
-  unsigned v = 0;
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc{} || end != s.data() + s.size() || v == 0 || v > max)
-    usage(std::string("not ") + what + " (1-" + std::to_string(max) + "): '" + std::string(s) +
-          "'");
-  return v;
-}
-
-// Every blocking receive (and accept) gives up after kIdleSecs.
-Fd make_socket(int type) {
-  Fd fd(socket(AF_INET, type | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) die("socket");
-  timeval idle{kIdleSecs, 0};
-  setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &idle, sizeof idle);
-  return fd;
-}
-
-Fd bound_udp(uint16_t port) {
-  Fd u = make_socket(SOCK_DGRAM);
-  int big = 64 << 20;  // as hookerd's
+// Buffers as large as hookerd's.
+Fd big_udp(uint16_t port) {
+  Fd u = bound_udp(port);
+  int big = 64 << 20;
   setsockopt(u.get(), SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big);
   setsockopt(u.get(), SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big);
-  sockaddr_in any{};
-  any.sin_family = AF_INET;
-  any.sin_port = htons(port);
-  if (bind(u.get(), reinterpret_cast<sockaddr*>(&any), sizeof any) != 0) die("bind udp");
   return u;
 }
 
@@ -224,24 +182,11 @@ template <typename Source>
   std::exit(0);
 }
 
-sockaddr_in addr_of(const char* ip, uint16_t port) {
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  if (inet_pton(AF_INET, ip, &a.sin_addr) != 1) usage(std::string("not an IPv4 address: ") + ip);
-  return a;
-}
-
 Fd connected_udp(const char* peer, uint16_t port) {
-  Fd u = bound_udp(0);
+  Fd u = big_udp(0);
   sockaddr_in to = addr_of(peer, port);
   if (connect(u.get(), reinterpret_cast<sockaddr*>(&to), sizeof to) != 0) die("connect udp");
   return u;
-}
-
-void ready() {
-  std::puts("ready");
-  std::fflush(stdout);
 }
 
 // Whatever the buffer holds, for a number of seconds: the UDP legs alone.
@@ -288,28 +233,21 @@ struct ToTcp {
 };
 
 Fd accepted(uint16_t tcp_port) {
-  Fd lsn = make_socket(SOCK_STREAM);
-  int one = 1;
-  setsockopt(lsn.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in here = addr_of("127.0.0.1", tcp_port);
-  if (bind(lsn.get(), reinterpret_cast<sockaddr*>(&here), sizeof here) != 0) die("bind tcp");
-  if (listen(lsn.get(), 1) != 0) die("listen");
+  Fd lsn = loopback_listener(tcp_port);
   ready();
   Fd conn(accept4(lsn.get(), nullptr, nullptr, SOCK_CLOEXEC));
   if (!conn.valid()) die("accept");
-  timeval idle{kIdleSecs, 0};
-  setsockopt(conn.get(), SOL_SOCKET, SO_RCVTIMEO, &idle, sizeof idle);
+  give_up_after_idle(conn.get());
   return conn;
 }
 
-uint16_t port_arg(const char* s) { return static_cast<uint16_t>(number_arg(s, 65535, "a port")); }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string_view role = argc > 1 ? argv[1] : "";
   if (role == "recv" && argc == 3) {
-    Fd u = bound_udp(port_arg(argv[2]));
+    Fd u = big_udp(port_arg(argv[2]));
     ready();
     receive(std::move(u), Count{});
   }
@@ -324,7 +262,7 @@ int main(int argc, char** argv) {
     transmit(std::move(u), FromTcp{accepted(tcp_port)});
   }
   if (role == "far" && argc == 4) {
-    Fd u = bound_udp(port_arg(argv[2]));
+    Fd u = big_udp(port_arg(argv[2]));
     uint16_t server = port_arg(argv[3]);
     ready();
     receive(std::move(u), ToTcp{server, {}});

@@ -4,12 +4,6 @@
 
 #include <cstring>
 
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
-#ifndef UDP_GRO
-#define UDP_GRO 104
-#endif
 // linux/udp.h's, which glibc's headers lack.
 #ifndef SOL_UDPLITE
 #define SOL_UDPLITE 136
