@@ -129,10 +129,13 @@ struct {
 
 /* What each moved application consumed, by slot, so hookerd can bound
  * what it queues there (the kernel does not bound redirected bytes by the
- * receive buffer); the send side counts what its sends returned (hk_lanes). */
+ * receive buffer); the send side counts what its sends returned (hk_lanes).
+ * Mapped into hookerd, which reads it at every delivery without a system
+ * call. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, HK_MAX_SLOTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, __u64);
 } consumed SEC(".maps");

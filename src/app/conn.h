@@ -87,7 +87,7 @@ struct Conn final : AppPort {
   uint64_t app_total = 0;    // and this is how much it wrote
   bool watching_room = false;  // for a writer the slow lane refused (writers.cpp)
 
-  int consumed_fd = -1;        // the kernel's read counters (sock_recv_length)
+  uint64_t* consumed = nullptr;  // the kernel's read counter (Kernel::consumed)
   uint64_t consumed_base = 0;  // this slot's counter at bind
   uint64_t delivered = 0;      // bytes written into the application socket
   std::vector<uint32_t> held_fins;  // NFQUEUE ids of the peer's FIN

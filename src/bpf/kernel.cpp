@@ -127,6 +127,9 @@ Result<std::unique_ptr<Kernel>> Kernel::load(const KernelConfig& cfg) {
   auto lanes = Mapping<hk_lanes>::of(bpf_map__fd(k->redir_->maps.lanes), cfg.max_slots);
   if (!lanes) return lanes.error();
   k->lanes_ = lanes.take();
+  auto consumed = Mapping<uint64_t>::of(bpf_map__fd(k->redir_->maps.consumed), cfg.max_slots);
+  if (!consumed) return consumed.error();
+  k->consumed_ = consumed.take();
   auto live = Mapping<uint64_t>::of(bpf_map__fd(k->redir_->maps.fin_guards_live), 1);
   if (!live) return live.error();
   k->fin_guards_live_ = live.take();
@@ -284,7 +287,6 @@ int Kernel::free_slots_fd() const { return bpf_map__fd(redir_->maps.free_slots);
 int Kernel::tokens_fd() const { return bpf_map__fd(redir_->maps.tokens); }
 int Kernel::counters_fd() const { return bpf_map__fd(redir_->maps.counters); }
 int Kernel::events_fd() const { return bpf_map__fd(redir_->maps.events); }
-int Kernel::consumed_fd() const { return bpf_map__fd(redir_->maps.consumed); }
 int Kernel::fin_guards_fd() const { return bpf_map__fd(redir_->maps.fin_guards); }
 int Kernel::udp_blocked_fd() const { return bpf_map__fd(redir_->maps.udp_blocked); }
 
@@ -312,6 +314,9 @@ std::optional<hk_flow> Kernel::embryo_flow(uint64_t token) const {
 }
 
 bool Kernel::del_fin_guard(const hk_flow& wire) {
+  // None held anywhere (the kernel raises the count before it inserts one):
+  // no system call for nothing, at the end of every connection.
+  if (std::atomic_ref(*fin_guards_live_.at(0)).load(std::memory_order_acquire) == 0) return false;
   if (bpf_map_delete_elem(fin_guards_fd(), &wire) != 0) return false;
   std::atomic_ref(*fin_guards_live_.at(0)).fetch_sub(1);
   return true;

@@ -53,7 +53,6 @@ class Kernel {
   int tokens_fd() const;
   int counters_fd() const;
   int events_fd() const;
-  int consumed_fd() const;  // bytes each slot's application has read
   // Removes the FIN-ACK guard of a connection (its wire flow), keeping the
   // count the ingress program reads in step (bpf/maps.bpf.h). Whether one
   // was there.
@@ -71,6 +70,8 @@ class Kernel {
   int udp_blocked_fd() const;
   // Each slot's two lanes into hookerd, shared with the sk_msg program.
   hk_lanes* lanes(uint32_t slot) const { return lanes_.at(slot); }
+  // Bytes each slot's application has read (sock_recv_length), mapped.
+  uint64_t* consumed(uint32_t slot) const { return consumed_.at(slot); }
   const LoadTimes& times() const { return times_; }
 
   // The policy map, changed while connections run: each handshake step
@@ -110,6 +111,7 @@ class Kernel {
   bool sk_msg_attached_ = false;
   std::vector<Fd> ingress_links_;  // XDP or tcx links
   Mapping<hk_lanes> lanes_;
+  Mapping<uint64_t> consumed_;
   Mapping<uint64_t> fin_guards_live_;
   PortMask port_mask_;
   std::vector<std::string> pins_;

@@ -107,6 +107,8 @@ Status Daemon::setup() {
     ~Join() { if (t.joinable()) t.join(); }
   } join{rules};
 
+  epoll_.reset(epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_.valid()) return sys_error("epoll_create1");
   KernelConfig kc{opt_.cgroup, opt_.ifaces, opt_.xdp_mode, opt_.port, opt_.redirect,
                   opt_.pin_dir, opt_.max_conns};
   auto slots_ok = [&]() -> Status {
@@ -122,7 +124,14 @@ Status Daemon::setup() {
     startup_ms.emplace_back("attach_ingress", t.ingress_ms);
     startup_ms.emplace_back("pin_maps", t.pin_ms);
     phase("bpf_total");
-    auto p = SlotPool::create(*kernel_, opt_.max_conns);
+    // Edge-triggered: a bound slot's mechanism reads until EAGAIN.
+    auto watch = [this](uint32_t id, const Slot& s) -> Status {
+      for (int fd : {s.out.get(), s.in.get()})
+        if (auto w = epoll_add(epoll_.get(), fd, EPOLLIN | EPOLLRDHUP | EPOLLET, slot_tag(id)); !w)
+          return w;
+      return ok();
+    };
+    auto p = SlotPool::create(*kernel_, opt_.max_conns, watch);
     if (!p) return p.error();
     slots_.emplace(p.take());
     return slots_->grow(kPoolStart);
@@ -143,7 +152,6 @@ Status Daemon::setup() {
   ring_ = ring_buffer__new(kernel_->events_fd(), &Daemon::on_ring_event, this, nullptr);
   if (!ring_) return sys_error("open the event ring buffer");
 
-  epoll_.reset(epoll_create1(EPOLL_CLOEXEC));
   sigset_t mask;
   sigemptyset(&mask);
   sigaddset(&mask, SIGINT);
@@ -320,7 +328,7 @@ void Daemon::on_bound(const hk_event& ev) {
   c->lanes = kernel_->lanes(ev.slot);
   c->snd_nxt = ev.snd_nxt;
   c->rcv_nxt = ev.rcv_nxt;
-  c->consumed_fd = kernel_->consumed_fd();
+  c->consumed = kernel_->consumed(ev.slot);
   c->consumed_base = c->app_reads();
   if (auto st = slots_->bind_inbound(ev.slot, ev.app); !st) {
     log::conn("refused " + to_string(ev.app) + ": " + st.error().message());
@@ -339,8 +347,6 @@ void Daemon::on_bound(const hk_event& ev) {
   }
   by_slot_[ev.slot] = std::move(c);
   cnt_.conns_moved++;
-  for (int fd : {cp->out_fd, cp->in_fd})
-    (void)epoll_add(epoll_.get(), fd, EPOLLIN | EPOLLRDHUP | EPOLLET, tag(kSlot, ev.slot));
   const MechKind* kind = find_mechanism(cp->mech_id);
   log::conn("moved " + to_string(cp->app) + " onto " +
             (kind ? std::string(kind->name) : std::to_string(cp->mech_id)) +
@@ -348,7 +354,10 @@ void Daemon::on_bound(const hk_event& ev) {
   // Early datagrams, then the first bytes. A RESET among them retires the
   // connection: whatever follows passes over it.
   cp->mech->start();
-  keep_pool_full();
+  // The tick refills the pool; a burst of connections between two ticks
+  // refills it sooner, after an eighth of it went (reading the kernel's
+  // counters costs three system calls: not at every connection).
+  if (++binds_unchecked_ >= pool_ready_ / 8) keep_pool_full();
 }
 
 // The options for `mech` of the rule that moved ev's connection, as this host
@@ -505,9 +514,13 @@ void Daemon::retire(Conn& c) {
   uint32_t slot = c.slot;
   release_fins(c);
   drop_guard(c);
-  epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.in_fd, nullptr);
-  epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.out_fd, nullptr);
-  bpf_map_delete_elem(kernel_->tokens_fd(), &c.token);
+  // The pair stays watched (SlotPool::Watch): its next connection's
+  // events find by_slot_ empty or the next connection. Only the watch
+  // for room a writer asked for goes.
+  if (c.watching_room) watch_slot_room(c, false);
+  // The kernel removed the token with the socket's close (on_state), before
+  // its CLOSED event set app_gone; any other end removes it here.
+  if (!c.app_gone) bpf_map_delete_elem(kernel_->tokens_fd(), &c.token);
   by_token_.erase(c.token);
   by_flow_.erase(wire_flow(c.app));
   cnt_.conns_closed++;

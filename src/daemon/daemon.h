@@ -198,6 +198,7 @@ class Daemon final : AppSide, MechHost {
   uint64_t ticks_ = 0;
   uint64_t pool_ready_ = kPoolReady;  // free slots kept (keep_pool_full)
   uint64_t no_slot_seen_ = 0;
+  uint64_t binds_unchecked_ = 0;  // since the last keep_pool_full
   int pool_error_ = 0;                // the last failure to grow it, said once
   DaemonCounters cnt_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();

@@ -15,6 +15,7 @@ namespace hooker {
 // ---- housekeeping --------------------------------------------------------
 
 void Daemon::keep_pool_full() {
+  binds_unchecked_ = 0;
   uint64_t no_slot = kernel_->counter(HK_CNT_NO_SLOT);
   if (no_slot > no_slot_seen_) {
     no_slot_seen_ = no_slot;

@@ -12,7 +12,7 @@
 
 namespace hooker {
 
-Result<SlotPool> SlotPool::create(const Kernel& k, uint32_t max_slots) {
+Result<SlotPool> SlotPool::create(const Kernel& k, uint32_t max_slots, Watch watch) {
   Fd l(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!l.valid()) return sys_error("socket for the slot listener");
   sockaddr_in a{};
@@ -21,7 +21,7 @@ Result<SlotPool> SlotPool::create(const Kernel& k, uint32_t max_slots) {
   if (bind(l.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) < 0)
     return sys_error("bind the slot listener to 127.0.0.1 (is lo up? ip link set lo up)");
   if (listen(l.get(), 1024) < 0) return sys_error("listen on the slot listener");
-  return SlotPool(k, std::move(l), max_slots);
+  return SlotPool(k, std::move(l), max_slots, std::move(watch));
 }
 
 Result<Slot> SlotPool::make_pair() {
@@ -65,6 +65,7 @@ Status SlotPool::publish(uint32_t id) {
     if (bpf_map_update_elem(k_->socks_fd(), key, &v, BPF_NOEXIST))
       return sys_error("insert slot " + std::to_string(id) + " into the SOCKHASH");
   }
+  if (auto w = watch_(id, s); !w) return w;
   return offer(id);
 }
 
@@ -94,7 +95,7 @@ Status SlotPool::recycle(uint32_t id, bool may_reuse) {
     reused_++;
     return offer(id);
   }
-  // Closing both sockets removes them from the SOCKHASH.
+  // Closing both sockets removes them from the SOCKHASH and the epoll set.
   slots_[id].reset();
   auto s = make_pair();
   if (!s) return s.error();

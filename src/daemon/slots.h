@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -31,7 +32,11 @@ struct Slot {
 
 class SlotPool {
  public:
-  static Result<SlotPool> create(const Kernel& k, uint32_t max_slots);
+  // Called for each new pair, before the kernel may take it: hookerd
+  // watches its sockets for the pair's whole life, whichever connections
+  // it carries (no system calls per connection for that).
+  using Watch = std::function<Status(uint32_t id, const Slot& s)>;
+  static Result<SlotPool> create(const Kernel& k, uint32_t max_slots, Watch watch);
 
   // Makes up to n new slots and offers them to the kernel.
   Status grow(uint32_t n);
@@ -53,13 +58,15 @@ class SlotPool {
   Status offer(uint32_t id);
 
  private:
-  SlotPool(const Kernel& k, Fd listener, uint32_t max) : k_(&k), listener_(std::move(listener)), max_(max) {}
+  SlotPool(const Kernel& k, Fd listener, uint32_t max, Watch watch)
+      : k_(&k), listener_(std::move(listener)), max_(max), watch_(std::move(watch)) {}
   Result<Slot> make_pair();
   Status publish(uint32_t id);
 
   const Kernel* k_;
   Fd listener_;
   uint32_t max_;
+  Watch watch_;
   uint64_t offered_ = 0;
   uint64_t reused_ = 0;
   std::vector<std::optional<Slot>> slots_;

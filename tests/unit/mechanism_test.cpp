@@ -21,6 +21,7 @@
 #include "core/abi.h"
 #include "core/wire.h"
 #include "mech/mechanism.h"
+#include "mech/udp/udp.h"  // UdpMechanism::kPathFresh
 #include "test_pki.h"
 
 #include <ngtcp2/ngtcp2.h>
@@ -54,8 +55,9 @@ class Link {
         malformed++;
     } else if (auto p = wire::parse(d); !p.frame) {
       malformed++;
-    } else if (p.frame->mech != mech_) {
-      wrong_mech++;
+    } else {
+      if (p.frame->mech != mech_) wrong_mech++;
+      frames[from].push_back({p.frame->type, p.frame->flags});
     }
     if (chance(imp_.loss)) {
       lost++;
@@ -92,6 +94,8 @@ class Link {
 
   uint64_t lost = 0, corrupted = 0;
   uint64_t malformed = 0, wrong_mech = 0;  // sent: each a bug of the sender
+  struct Sent { uint8_t type, flags; };
+  std::array<std::vector<Sent>, 2> frames;  // Hooker frames sent, by end
 
  private:
   bool chance(double p) { return p > 0 && std::uniform_real_distribution<>(0, 1)(rng_) < p; }
@@ -257,6 +261,7 @@ class Conformance : public ::testing::TestWithParam<MechKind> {
   struct End {
     std::unique_ptr<FakeHost> host;
     std::unique_ptr<Mechanism> mech;
+    LinkIo* io = nullptr;  // the mechanism's
     FakeApp app;
     std::unique_ptr<MechConn> conn;
   };
@@ -267,16 +272,34 @@ class Conformance : public ::testing::TestWithParam<MechKind> {
     for (int e = 0; e < 2; e++) {
       End& x = end_[e];
       x.host = std::make_unique<FakeHost>(now_);
-      auto m = GetParam().over(*x.host, std::make_unique<LinkIo>(*link_, e, inbox_[e]),
-                               config(e));
+      auto io = std::make_unique<LinkIo>(*link_, e, inbox_[e]);
+      x.io = io.get();
+      auto m = GetParam().over(*x.host, std::move(io), config(e));
       ASSERT_TRUE(m) << m.error().message();
       x.mech = m.take();
-      // End 0 connected: it opens the path (its HELLO), end 1 waits for it.
-      PeerInfo p{uint64_t(100 + e), uint64_t(100 + (1 - e)), address(1 - e), {}, 0, e == 0};
+    }
+    connect(100);
+    for (End& x : end_) x.conn->start();
+  }
+
+  // A connection between the two mechanisms, tokens `base` and `base + 1`
+  // (the one before it closed first). End 0 connected: it opens the path
+  // (its HELLO), end 1 waits for it unless the path is open. End 1 knows
+  // end 0 by `client_named_`: the address its TCP option gave.
+  void connect(uint64_t base) {
+    for (End& x : end_) {
+      if (x.conn) x.conn->retire();  // as hookerd does when both ends are done
+      x.conn.reset();
+      x.mech->reap();
+      x.app = {};
+    }
+    for (int e = 0; e < 2; e++) {
+      End& x = end_[e];
+      sockaddr_in6 peer = e == 1 ? client_named_ : address(1);
+      PeerInfo p{base + e, base + (1 - e), peer, {}, 0, e == 0};
       x.conn = x.mech->open(p, x.app);
       x.app.conn = x.conn.get();
     }
-    for (End& x : end_) x.conn->start();
   }
 
   // Every frame a mechanism sends is well-formed and names it.
@@ -375,6 +398,7 @@ class Conformance : public ::testing::TestWithParam<MechKind> {
   }
 
   Time now_ = Time{} + 1h;
+  sockaddr_in6 client_named_ = address(0);
   std::unique_ptr<Link> link_;
   std::array<std::deque<std::vector<std::byte>>, 2> inbox_;
   std::array<End, 2> end_;
@@ -701,6 +725,7 @@ class QuicStreams : public ::testing::Test {
   uint32_t seed_ = 1;
   std::vector<std::string> opts_;  // each connection's rule options
   Time now_ = Time{} + 1h;
+  sockaddr_in6 client_named_ = address(0);
   std::unique_ptr<Link> link_;
   std::array<std::deque<std::vector<std::byte>>, 2> inbox_;
   std::array<std::unique_ptr<FakeHost>, 2> host_;
@@ -948,5 +973,93 @@ TEST(Udp, DatagramsFitTheConnectionsPath) {
     EXPECT_EQ(most, want);
   }
 }
+
+// What the udp family does with a path it heard a moment ago.
+class UdpPaths : public Conformance {
+ protected:
+  // A first connection carries a little each way, as any would.
+  void first_connection() {
+    open();
+    both_ways(10 << 10);
+    run(5s);
+    expect_whole();
+  }
+  // The second one: end 1 (accepting) has 100 KB to send at start, end 0
+  // nothing yet. Returns the frames end 1 sent before it heard anything of
+  // it.
+  std::vector<Link::Sent> second_connection() {
+    connect(200);
+    link_->frames = {};
+    end_[1].app.out = pattern(100 << 10, 21);
+    end_[1].app.writable = end_[1].app.out.size();
+    end_[1].app.shut = true;
+    uint64_t heard = end_[1].io->datagrams_received;
+    end_[1].conn->start();  // before end 0's, as its bind event may come first
+    end_[1].mech->flush();
+    end_[0].conn->start();
+    end_[0].mech->flush();
+    EXPECT_EQ(end_[1].io->datagrams_received, heard);
+    return link_->frames[1];
+  }
+  // End 0's HELLO reaches end 1 (with the last ACK of the first
+  // connection, which asks nothing): what end 1 sends for it at once.
+  std::vector<Link::Sent> hello_arrives() {
+    size_t before = link_->frames[1].size();
+    now_ += 1ms;
+    link_->deliver(inbox_);
+    end_[1].mech->on_readable(-1);
+    end_[1].mech->flush();
+    return {link_->frames[1].begin() + static_cast<ptrdiff_t>(before), link_->frames[1].end()};
+  }
+  // Then end 0 finishes too, and both streams must be whole.
+  void finish() {
+    end_[0].app.shut = true;
+    run(10s);
+    expect_whole();
+  }
+  static bool answers_hello(const std::vector<Link::Sent>& sent) {
+    return std::any_of(sent.begin(), sent.end(),
+                       [](const Link::Sent& s) { return s.type == HK_WIRE_ACK && s.flags == 0; });
+  }
+};
+
+// A peer heard a moment ago at the address its option named: the accepting
+// side's first bytes leave before anything of the new connection arrived
+// (a one-way trip and two wake-ups sooner), and the HELLO they overtook is
+// not answered.
+TEST_P(UdpPaths, AcceptingSideSpeaksAtOnceOnAPathHeardRecently) {
+  first_connection();
+  auto early = second_connection();
+  ASSERT_FALSE(early.empty()) << "the accepting side waited for the HELLO";
+  EXPECT_EQ(early[0].type, HK_WIRE_DATA);
+  EXPECT_FALSE(answers_hello(hello_arrives())) << "a HELLO overtaken by the bytes was answered";
+  finish();
+}
+
+// Behind a NAT the peer's datagrams come from another address than its
+// option named: the accepting side waits for the HELLO every time.
+TEST_P(UdpPaths, BehindANatTheAcceptingSideWaitsForTheHello) {
+  client_named_ = address(0);
+  client_named_.sin6_port = htons(7001);  // the NAT sends from 7000
+  first_connection();
+  EXPECT_TRUE(second_connection().empty()) << "spoke before the NAT's mapping was known";
+  EXPECT_TRUE(answers_hello(hello_arrives()));
+  finish();
+}
+
+// A path heard long ago may have closed (a NAT's mapping times out): the
+// accepting side waits for the HELLO again, and answers it.
+TEST_P(UdpPaths, APathHeardLongAgoIsWaitedForAgain) {
+  first_connection();
+  now_ += UdpMechanism::kPathFresh;
+  for (End& x : end_) x.mech->housekeeping();
+  EXPECT_TRUE(second_connection().empty()) << "spoke on a path heard long ago";
+  EXPECT_TRUE(answers_hello(hello_arrives()));
+  finish();
+}
+
+INSTANTIATE_TEST_SUITE_P(UdpFamily, UdpPaths,
+                         ::testing::Values(*find_mechanism("udp"), *find_mechanism("udplite")),
+                         [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace

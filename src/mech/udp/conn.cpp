@@ -14,8 +14,8 @@ namespace hooker {
 UdpConn::UdpConn(UdpMechanism& m, const PeerInfo& peer, AppPort& port)
     : m_(m), peer_(peer), port_(port), coverage_(m.coverage(peer)),
       max_payload_(wire::payload_for_mss(peer.mss)),
-      opened_at_(m.host().now()), last_tx_at_(opened_at_),
-      progress_at_(m.host().now()) {}
+      opened_at_(m.host().now()), path_was_open_(!peer.active && m.path_open(peer.peer)),
+      last_tx_at_(opened_at_), progress_at_(m.host().now()) {}
 
 UdpConn::~UdpConn() = default;
 
@@ -148,7 +148,7 @@ void UdpConn::on_frame(const wire::Frame& f) {
       break;
     }
     case HK_WIRE_ACK:
-      return on_ack(f);
+      return on_ack(f, first);
     case HK_WIRE_END:
       peer_end_ = f.offset;
       m_.wait(*this, kWaitBatchEnd);  // acknowledged (END_SEEN) with the batch
@@ -168,7 +168,7 @@ void UdpConn::on_frame(const wire::Frame& f) {
   if (first && !peer_.active) pump();  // what was held for it
 }
 
-void UdpConn::on_ack(const wire::Frame& f) {
+void UdpConn::on_ack(const wire::Frame& f, bool first) {
   bool progress = false;
   if (f.offset > peer_acked_ && f.offset <= sent_) {
     peer_acked_ = f.offset;
@@ -192,8 +192,11 @@ void UdpConn::on_ack(const wire::Frame& f) {
     progress_at_ = m_.host().now();
     probes_ = 0;
   }
+  // A HELLO is answered: the connecting side learns it is heard. Not the
+  // first one after we spoke first: what we sent tells it (if that was
+  // lost, the stream fails anyway, and a later HELLO is answered).
   if (f.flags & HK_WIRE_F_PROBE) ack(HK_WIRE_F_REPLY);
-  else if (f.flags & HK_WIRE_F_HELLO) ack();  // tells the connecting side it is heard
+  else if ((f.flags & HK_WIRE_F_HELLO) && !(first && spoke())) ack();
   pump();
 }
 

@@ -56,6 +56,7 @@ class UdpConn final : public MechConn {
   bool ack_due(uint64_t threshold) const;
   bool ack_pending() const { return ack_pending_; }
   const PeerInfo& peer() const { return peer_; }
+  bool heard() const { return heard_; }
   // The peer's datagrams now come from `at` (a NAT): send there.
   void peer_at(const sockaddr_in6& at) { peer_.peer = at; }
   // The path to the peer carries at most `mtu` bytes now (it shrank):
@@ -66,7 +67,7 @@ class UdpConn final : public MechConn {
   std::bitset<kUdpWaitKinds> waiting;  // the lists it is in
 
  private:
-  void on_ack(const wire::Frame& f);
+  void on_ack(const wire::Frame& f, bool first);
   void fail(std::string_view why, bool tell_peer);
   void arm();  // asks for on_deadline at the next thing to check
   uint64_t credit() const { return send_limit_ > sent_ ? send_limit_ - sent_ : 0; }
@@ -78,8 +79,12 @@ class UdpConn final : public MechConn {
   void hello();  // the connecting side's opening datagram (HK_WIRE_F_HELLO)
   // The accepting side sends nothing before the connecting side's first
   // datagram: a NAT in front of that side drops what comes before it
-  // opened its mapping, and the datagram says where to send.
-  bool held() const { return !peer_.active && !heard_; }
+  // opened its mapping, and the datagram says where to send. Unless the
+  // path was open when the connection started (UdpMechanism::path_open):
+  // then its first bytes leave at once, a one-way trip and two wake-ups
+  // sooner.
+  bool held() const { return !peer_.active && !heard_ && !path_was_open_; }
+  bool spoke() const { return datagrams_out_ > 0 || end_sent_; }
   uint64_t grantable() const;
 
   UdpMechanism& m_;
@@ -90,6 +95,7 @@ class UdpConn final : public MechConn {
   Time armed_ = kNever;  // the earliest on_deadline asked for
   Time opened_at_;       // start(): the peer has a while to be heard from
   bool heard_ = false;   // a datagram of this connection came from the peer
+  bool path_was_open_;   // accepting side: see held()
   int hellos_ = 0;       // opening datagrams sent (connecting side)
   Time hello_at_{};      // the last of them
   Time last_tx_at_{};    // this connection's last datagram out (keep-alive)

@@ -194,8 +194,22 @@ void UdpMechanism::on_datagram(const sockaddr_in6& from, std::span<const std::by
   if (!same_address(from, c.peer().peer)) {
     cnt_.peer_moved++;
     c.peer_at(from);
+  } else if (!c.heard()) {
+    heard_at_[path_key(from)] = host_.now();  // once a connection: see path_open
   }
   c.on_frame(f);
+}
+
+UdpMechanism::PathKey UdpMechanism::path_key(const sockaddr_in6& a) {
+  PathKey k;
+  std::memcpy(k.data(), &a.sin6_addr, sizeof(a.sin6_addr));
+  std::memcpy(k.data() + sizeof(a.sin6_addr), &a.sin6_port, sizeof(a.sin6_port));
+  return k;
+}
+
+bool UdpMechanism::path_open(const sockaddr_in6& peer) const {
+  auto it = heard_at_.find(path_key(peer));
+  return it != heard_at_.end() && host_.now() - it->second < kPathFresh;
 }
 
 bool UdpMechanism::probe_path(const sockaddr_in6& to) {
@@ -242,6 +256,8 @@ void UdpMechanism::replay_early(UdpConn& c) {
 }
 
 void UdpMechanism::housekeeping() {
+  Time now = host_.now();
+  std::erase_if(heard_at_, [now](const auto& e) { return now - e.second >= kPathFresh; });
   // Early datagrams of a handshake that is gone: nobody will claim them.
   std::vector<uint64_t> gone;
   for (auto& [tok, v] : stash_)

@@ -5,6 +5,8 @@
 // class, told which mechanism id its frames carry.
 #pragma once
 
+#include <array>
+#include <map>
 #include <memory>
 #include <unordered_map>
 #include <utility>
@@ -36,6 +38,10 @@ class UdpMechanism final : public Mechanism {
   static constexpr uint64_t kRxBudget = 24ull << 20;  // payload the receive buffer holds
   static constexpr size_t kStashLimit = 1 << 20;      // early datagrams, all tokens
   static constexpr uint32_t kProbeAnswers = 100;       // path probes answered a second
+  // How long a peer heard at the address its TCP option named stays one the
+  // accepting side may speak to first: well within the 30 s a NAT (Linux
+  // conntrack's unreplied UDP flow) keeps a mapping that saw no traffic.
+  static constexpr auto kPathFresh = std::chrono::seconds(20);
 
   // `id`: the enum hk_mech its frames carry, and the only one it accepts.
   UdpMechanism(MechHost& host, std::unique_ptr<DatagramIo> io, uint8_t id,
@@ -72,6 +78,10 @@ class UdpMechanism final : public Mechanism {
   void replay_early(UdpConn& c);
   void end_batch();  // what a batch of datagrams left for the applications
   void forget(UdpConn& c);
+  // A connection of this peer hookerd was heard from that very address
+  // (no NAT in between rewrote it) within kPathFresh: datagrams sent there
+  // now arrive, so the accepting side need not wait for a HELLO.
+  bool path_open(const sockaddr_in6& peer) const;
 
  private:
   void on_datagram(const sockaddr_in6& from, std::span<const std::byte> d);
@@ -97,6 +107,11 @@ class UdpMechanism final : public Mechanism {
   // one (it names no connection), so the answers are rationed.
   uint32_t probe_answers_ = 0;
   Time probe_second_{};
+  // See path_open: each peer address a connection first heard its peer
+  // at, as its option named it, and when. Forgotten in housekeeping.
+  using PathKey = std::array<uint8_t, sizeof(in6_addr) + sizeof(in_port_t)>;
+  static PathKey path_key(const sockaddr_in6& a);
+  std::map<PathKey, Time> heard_at_;
   UdpCounters cnt_;
 };
 
