@@ -707,32 +707,23 @@ class Suite:
     def floor_trips(self, bed, v, trips) -> list[float]:
         """The round trips of a floor variant (FLOORS), in us: the same client as the
         others, over datagrams alone or through the bare relay on both hosts."""
-        procs = []
-
-        def started(host, argv, what):
-            p = host.popen(argv, cgroup=False, stdout=subprocess.PIPE, text=True)
-            procs.append(p)
-            if wl.readline_within(p, 10).strip() != "ready":
-                raise RuntimeError(f"{what} did not start")
-        try:
+        with wl.FloorProcs(bed) as procs:
             if v == "floor:udp":
-                started(bed.b, [wl.PY, "-c", RR_UDP_SERVER, str(FLOOR_UDP_PORT)], "UDP echo")
+                procs.start(bed.b, [wl.PY, "-c", RR_UDP_SERVER, str(FLOOR_UDP_PORT)], "UDP echo")
                 argv = [wl.PY, "-c", RR_CLIENT, bed.b.ip4, str(FLOOR_UDP_PORT), str(trips),
                         "udp"]
             else:
-                relay = wl.floor_tool(self.a.build)
-                procs.append(bed.b.popen([wl.PY, "-c", RR_SERVER, str(PROBE_PORT)],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                relay = wl.floor_tool(self.a.build, "hooker-floor-relay")
+                procs.add(bed.b.popen([wl.PY, "-c", RR_SERVER, str(PROBE_PORT)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                 wl.wait_listening(bed.b, bed.b.ip4, PROBE_PORT, what="request/response server")
-                started(bed.b, [relay, "far", str(FLOOR_UDP_PORT), str(PROBE_PORT)], "relay on b")
-                started(bed.a, [relay, "near", str(FLOOR_TCP_PORT), bed.b.ip4,
-                                str(FLOOR_UDP_PORT)], "relay on a")
+                procs.start(bed.b, [relay, "far", str(FLOOR_UDP_PORT), str(PROBE_PORT)],
+                            "relay on b")
+                procs.start(bed.a, [relay, "near", str(FLOOR_TCP_PORT), bed.b.ip4,
+                                    str(FLOOR_UDP_PORT)], "relay on a")
                 argv = [wl.PY, "-c", RR_CLIENT, "127.0.0.1", str(FLOOR_TCP_PORT), str(trips)]
             r = bed.a.run(argv, timeout=120)
             return json.loads(r.stdout)
-        finally:
-            for p in reversed(procs):
-                bed._stop_proc(p)
 
     def conn_setup(self):
         """Connect + first byte per variant, in interleaved blocks (the order rotating)

@@ -179,12 +179,37 @@ def hookerd_binary(build: Path) -> Path:
     return build / "hookerd"
 
 
-def floor_tool(build: Path, name: str = "hooker-floor-relay") -> Path:
+def floor_tool(build: Path, name: str) -> Path:
     """A floor's binary (bench/floor/) in the build, or Unavailable saying how to get it."""
     p = build / "bench" / name
     if not os.access(p, os.X_OK):
         raise Unavailable(f"{p} is missing: build the project (make build)")
     return p
+
+
+class FloorProcs:
+    """The processes a floor runs, outside the host cgroups: each told to say "ready"
+    (start) or taken as it is (add); all stopped, last first, when the block ends."""
+
+    def __init__(self, bed: testbed.TwoHosts):
+        self.bed, self.procs = bed, []
+
+    def start(self, host, argv, what: str) -> subprocess.Popen:
+        p = host.popen(argv, cgroup=False, stdout=subprocess.PIPE, text=True)
+        self.procs.append(p)
+        if readline_within(p, 10).strip() != "ready":
+            raise RuntimeError(f"{what} did not start")
+        return p
+
+    def add(self, p: subprocess.Popen) -> None:
+        self.procs.append(p)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for p in reversed(self.procs):
+            self.bed._stop_proc(p)
 
 
 # The ends of a bulk TCP transfer through hooker-floor-udp's relay: the source
@@ -220,25 +245,18 @@ def floor_bulk(bed: testbed.TwoHosts, build: Path, kind: str, seconds: float,
     through its relay on each host. Both ends must count the same bytes. `cpu` gets
     the CPU per GB, as iperf3's does."""
     tool = floor_tool(build, "hooker-floor-udp")
-    procs = []
-
-    def started(host, argv, what):
-        p = host.popen(argv, cgroup=False, stdout=subprocess.PIPE, text=True)
-        procs.append(p)
-        if readline_within(p, 10).strip() != "ready":
-            raise RuntimeError(f"{what} did not start")
-        return p
-    try:
+    with FloorProcs(bed) as procs:
         with CpuMeter() as meter:
             if kind == "udp":
-                rx = started(bed.b, [str(tool), "recv", str(udp_port)], "floor receiver on b")
+                rx = procs.start(bed.b, [str(tool), "recv", str(udp_port)], "floor receiver on b")
                 sent = bed.a.run([str(tool), "send", bed.b.ip4, str(udp_port), f"{seconds:g}"],
                                  timeout=seconds + 30).stdout
             else:
-                rx = started(bed.b, [PY, "-c", BULK_SINK, str(tcp_port)], "bulk sink on b")
-                started(bed.b, [str(tool), "far", str(udp_port), str(tcp_port)], "relay on b")
-                near = started(bed.a, [str(tool), "near", str(tcp_port), bed.b.ip4,
-                                       str(udp_port)], "relay on a")
+                rx = procs.start(bed.b, [PY, "-c", BULK_SINK, str(tcp_port)], "bulk sink on b")
+                procs.start(bed.b, [str(tool), "far", str(udp_port), str(tcp_port)],
+                            "relay on b")
+                near = procs.start(bed.a, [str(tool), "near", str(tcp_port), bed.b.ip4,
+                                           str(udp_port)], "relay on a")
                 bed.a.run([PY, "-c", BULK_SOURCE, "127.0.0.1", str(tcp_port), f"{seconds:g}"],
                           timeout=seconds + 30)
                 sent = readline_within(near, 30)
@@ -252,9 +270,6 @@ def floor_bulk(bed: testbed.TwoHosts, build: Path, kind: str, seconds: float,
         if cpu is not None:
             cpu.update(cpu_s_per_gb=meter.per_gb(got["bytes"]), loadavg=meter.loadavg)
         return got["bytes"] * 8 / got["seconds"] / 1e9
-    finally:
-        for p in reversed(procs):
-            bed._stop_proc(p)
 
 
 def snapshot_hookerd(build: Path) -> tuple[Path, str]:

@@ -590,6 +590,17 @@ static __always_inline int take_slot(__u32 *slot)
 	return 0;
 }
 
+/* Every event wakes hookerd at once (FORCE: an unread quiet one would
+ * otherwise silence the ring's own wake-ups for those after it), but a
+ * socket's CLOSED: its END already left at FIN_WAIT1/LAST_ACK, and the
+ * rest (the slot back in the pool) can wait for hookerd's next wake-up,
+ * its 5 ms tick at worst. A wake-up costs an interrupt to self and a
+ * context switch, on the CPU short connections wait for. */
+static __always_inline void submit(struct hk_event *ev)
+{
+	bpf_ringbuf_submit(ev, ev->type == HK_EV_CLOSED ? BPF_RB_NO_WAKEUP : BPF_RB_FORCE_WAKEUP);
+}
+
 static __always_inline void emit_why(__u32 type, const struct hk_sk *st,
 				     const struct hk_flow *app, __u64 peer_token,
 				     __u16 peer_port, __u8 active, __u64 cookie,
@@ -616,7 +627,7 @@ static __always_inline void emit_why(__u32 type, const struct hk_sk *st,
 	ev->mss = mss;
 	ev->rule = st->rule;
 	ev->why = why;
-	bpf_ringbuf_submit(ev, 0);
+	submit(ev);
 }
 
 static __always_inline void emit(__u32 type, const struct hk_sk *st,
@@ -643,7 +654,7 @@ static __always_inline void need_mech(__u8 mech, const struct hk_flow *app)
 	ev->type = HK_EV_NEED_MECH;
 	ev->app = *app;
 	ev->mech = mech;
-	bpf_ringbuf_submit(ev, 0);
+	submit(ev);
 }
 
 /* This connection stays plain TCP although a rule named a mechanism: one
@@ -663,7 +674,7 @@ static __always_inline void fell_back(__u8 mech, __u32 why, __u8 active,
 	ev->mech = mech;
 	ev->active = active;
 	ev->why = why;
-	bpf_ringbuf_submit(ev, 0);
+	submit(ev);
 }
 
 /* Both sides agreed: put the application socket in the SOCKHASH and point
@@ -1350,7 +1361,7 @@ static __always_inline void writer_refused(struct hk_lanes *l, __u32 slot, int r
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->type = HK_EV_WRITER_WAITS;
 	ev->slot = slot;
-	bpf_ringbuf_submit(ev, 0);
+	submit(ev);
 }
 
 /* Every socket's sends and reads run these two (the tracepoints are the

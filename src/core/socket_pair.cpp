@@ -1,10 +1,9 @@
 #include "core/socket_pair.h"
 
 #include <linux/sockios.h>
+#include <poll.h>
 #include <sys/ioctl.h>
-#include <sys/socket.h>
 
-#include <cerrno>
 #include <initializer_list>
 
 namespace hooker {
@@ -16,11 +15,11 @@ bool pair_is_quiet(int a, int b) {
     int unacked = 0;
     if (ioctl(fd, SIOCOUTQ, &unacked) != 0 || unacked != 0) return false;
   }
-  for (int fd : {a, b}) {
-    char c;
-    if (recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) != -1 || errno != EAGAIN) return false;
-  }
-  return true;
+  // Then nothing to read, no EOF, no error, on either: one call for both
+  // (a system call costs a microsecond on this VM, at every retire). The
+  // sockets' poll sees what sk_msg redirected into them too (tcp_bpf).
+  pollfd p[2] = {{a, POLLIN | POLLRDHUP, 0}, {b, POLLIN | POLLRDHUP, 0}};
+  return poll(p, 2, 0) == 0;
 }
 
 }  // namespace hooker
