@@ -725,7 +725,6 @@ class QuicStreams : public ::testing::Test {
   uint32_t seed_ = 1;
   std::vector<std::string> opts_;  // each connection's rule options
   Time now_ = Time{} + 1h;
-  sockaddr_in6 client_named_ = address(0);
   std::unique_ptr<Link> link_;
   std::array<std::deque<std::vector<std::byte>>, 2> inbox_;
   std::array<std::unique_ptr<FakeHost>, 2> host_;
@@ -1039,7 +1038,6 @@ TEST_P(UdpPaths, AcceptingSideSpeaksAtOnceOnAPathHeardRecently) {
 // Behind a NAT the peer's datagrams come from another address than its
 // option named: the accepting side waits for the HELLO every time.
 TEST_P(UdpPaths, BehindANatTheAcceptingSideWaitsForTheHello) {
-  client_named_ = address(0);
   client_named_.sin6_port = htons(7001);  // the NAT sends from 7000
   first_connection();
   EXPECT_TRUE(second_connection().empty()) << "spoke before the NAT's mapping was known";
